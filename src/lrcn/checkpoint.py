@@ -1,0 +1,121 @@
+"""Checkpoints: safetensors weights plus JSON settings in the same file's header.
+
+Loading never unpickles anything, so a checkpoint from a stranger cannot run code. The file holds
+everything evaluate and predict need: model settings, preprocessing settings, class names, and
+what training and evaluation measured. Writes are atomic (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import FrameConfig, ModelConfig, from_dict, to_dict
+from .errors import LrcnError
+from .model import LRCN
+
+FORMAT = "lrcn-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    frame_config: FrameConfig
+    class_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)  # training summary, clip span, metrics
+    state_dict: dict[str, torch.Tensor] | None = None
+
+    def build_model(self) -> LRCN:
+        model = LRCN(self.model_config)
+        if self.state_dict is not None:
+            model.load_state_dict(self.state_dict)
+        model.eval()
+        return model
+
+
+def save_checkpoint(path: str | os.PathLike, model: LRCN, frame_config: FrameConfig,
+                    class_names: list[str], info: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"model": to_dict(model.config), "frames": to_dict(frame_config),
+              "classes": list(class_names), "info": info or {}}
+    tensors = {name: tensor.detach().to("cpu").contiguous()
+               for name, tensor in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
+                                           "lrcn": json.dumps(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise LrcnError("no such checkpoint file or run folder", path)
+    return path
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata, read without loading tensors (and without pickle)."""
+    with open(path, "rb") as handle:
+        size_bytes = handle.read(8)
+        if len(size_bytes) < 8:
+            raise LrcnError("not an lrcn checkpoint (file too short)", path)
+        size = int.from_bytes(size_bytes, "little")
+        if size <= 0 or size > 100_000_000 or size + 8 > path.stat().st_size:
+            raise LrcnError("not an lrcn checkpoint (no safetensors header)", path)
+        try:
+            header = json.loads(handle.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LrcnError("not an lrcn checkpoint (corrupt safetensors header)", path) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise LrcnError("not an lrcn checkpoint (safetensors file without lrcn settings)", path)
+    return metadata
+
+
+def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint:
+    """Load a checkpoint file (or a run folder's). Raises LrcnError with a one-line cause for
+    anything that is not an intact lrcn checkpoint."""
+    path = resolve_checkpoint_path(path)
+    metadata = _read_header(path)
+    try:
+        header = json.loads(metadata["lrcn"])
+        model_config = from_dict(ModelConfig, header["model"])
+        frame_config = from_dict(FrameConfig, header["frames"])
+        class_names = [str(name) for name in header["classes"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
+    if len(class_names) != model_config.num_classes:
+        raise LrcnError("checkpoint class names do not match its model", path)
+    checkpoint = Checkpoint(model_config, frame_config, class_names, header.get("info") or {})
+    if weights:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise LrcnError(f"checkpoint weights are damaged ({exc})", path) from None
+        expected = LRCN(model_config).state_dict()
+        for name, tensor in expected.items():
+            if name not in state or state[name].shape != tensor.shape:
+                raise LrcnError(f"checkpoint weights do not fit its model (tensor {name})", path)
+        checkpoint.state_dict = state
+    return checkpoint
+
+
+def update_info(path: str | os.PathLike, **entries: Any) -> None:
+    """Add entries (e.g. test metrics) to a checkpoint's info, rewriting it atomically."""
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.build_model()
+    save_checkpoint(resolve_checkpoint_path(path), model, checkpoint.frame_config,
+                    checkpoint.class_names, {**checkpoint.info, **entries})

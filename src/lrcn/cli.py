@@ -1,0 +1,347 @@
+"""The `lrcn` command line. Settings come in layers: dataclass defaults, then an optional JSON
+file (`--config`), then the flags given; the resolved settings are written into the run folder
+and the checkpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import LrcnError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'64' or '64x48' (width x height) -> (width, height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT or SIZE, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT or SIZE, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _class_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated class names")
+    return names
+
+
+def _load_config_file(path: str | None) -> dict[str, dict[str, Any]]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise LrcnError("no such config file", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LrcnError(f"not a JSON config file ({exc})", path) from None
+    known = {"frames", "model", "split", "train"}
+    if not isinstance(data, dict) or not set(data) <= known:
+        raise LrcnError(f"a config file holds the sections {', '.join(sorted(known))}", path)
+    return data
+
+
+def _layer(cls, base: dict[str, Any], overrides: dict[str, Any]):
+    """Defaults <- config file section <- CLI flags that were given (not None)."""
+    from .config import from_dict
+    merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return from_dict(cls, merged)
+    except (TypeError, ValueError) as exc:
+        raise LrcnError(f"bad {cls.__name__} setting: {exc}") from None
+
+
+# --- subcommands -------------------------------------------------------------------------------
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import SynthConfig, make_dataset
+    width, height = args.size
+    try:
+        config = SynthConfig(classes=tuple(args.classes) if args.classes else SynthConfig.classes,
+                             groups=args.groups, clips_per_group=args.clips_per_group,
+                             width=width, height=height, seed=args.seed,
+                             min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    except ValueError as exc:
+        raise LrcnError(str(exc)) from None
+    start = time.perf_counter()
+    root = make_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
+    count = len(config.classes) * config.groups * config.clips_per_group
+    print(f"wrote {count} clips in {len(config.classes)} classes to {root} "
+          f"({time.perf_counter() - start:.0f} s); list: {root / 'manifest.csv'}")
+    return 0
+
+
+def _train_settings(args: argparse.Namespace):
+    from .config import FrameConfig, SplitConfig, TrainConfig
+    file = _load_config_file(args.config)
+    width, height = args.size if args.size else (None, None)
+    frames = _layer(FrameConfig, file.get("frames", {}),
+                    {"num_frames": args.frames, "height": height, "width": width})
+    split = _layer(SplitConfig, file.get("split", {}),
+                   {"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
+                    "seed": args.split_seed})
+    train = _layer(TrainConfig, file.get("train", {}),
+                   {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                    "patience": args.patience, "seed": args.seed, "num_threads": args.threads})
+    model_options = {**file.get("model", {}),
+                     **{k: v for k, v in {"batchnorm": args.batchnorm or None,
+                                          "lstm_units": args.lstm_units, "l2": args.l2}.items()
+                        if v is not None}}
+    for key in ("num_classes", "num_frames", "height", "width"):
+        model_options.pop(key, None)  # these follow from the data and the frame settings
+    return frames, split, train, model_options
+
+
+def _default_run_dir() -> Path:
+    return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+    frames, split, config, model_options = _train_settings(args)
+    run_dir = Path(args.out) if args.out else _default_run_dir()
+    start = time.perf_counter()
+    result = train(args.data, run_dir, classes=args.classes, frames=frames,
+                   model_options=model_options, split=split, config=config,
+                   cache_dir=args.cache, workers=args.workers, progress=not args.quiet)
+    print(f"trained {result.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
+          f"best epoch {result.best_epoch}; checkpoint: {result.checkpoint}")
+    if not args.no_evaluate:
+        _evaluate_run(result.checkpoint, None, run_dir, args.cache, args.workers, args.quiet)
+    return 0
+
+
+def _evaluate_run(target: Path, data: str | None, out: Path | None, cache, workers, quiet,
+                  part: str = "test") -> dict:
+    from .checkpoint import load_checkpoint, resolve_checkpoint_path, update_info
+    from .evaluate import evaluate, format_report, samples_for
+    checkpoint_path = resolve_checkpoint_path(target)
+    checkpoint = load_checkpoint(checkpoint_path)
+    run_dir = checkpoint_path.parent
+    samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
+    out_dir = Path(out) if out else (run_dir if data is None else run_dir / "eval")
+    report = evaluate(checkpoint, samples, out_dir, cache_dir=cache, workers=workers,
+                      progress=not quiet, history=run_dir / "history.csv")
+    from .train import report_skipped
+    report_skipped([(s["path"], s["cause"]) for s in report["skipped"]])
+    print(format_report(report))
+    if data is None and part == "test":
+        update_info(checkpoint_path, test_metrics={
+            k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
+    written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
+    if (out_dir / "curves.png").exists():
+        written.append(out_dir / "curves.png")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return report
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _evaluate_run(Path(args.checkpoint), args.data, args.out, args.cache, args.workers,
+                  args.quiet, part=args.split)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .predict import Predictor, annotate, format_prediction
+    predictor = Predictor(load_checkpoint(args.checkpoint))
+    results = predictor.predict_files(args.videos)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        for result in results:
+            print(format_prediction(result), file=sys.stderr if result.error else sys.stdout)
+    if args.annotate:
+        good = [r for r in results if not r.error]
+        target = Path(args.annotate)
+        for result in good:
+            out = target if len(args.videos) == 1 else \
+                target / f"{Path(result.path).stem}.annotated.mp4"
+            annotate(result.path, result, out)
+            print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if any(r.error for r in results) else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, resolve_checkpoint_path
+    from .config import to_dict
+    from .model import count_trainable
+    path = resolve_checkpoint_path(args.checkpoint)
+    checkpoint = load_checkpoint(path)
+    data = {"checkpoint": str(path), "classes": checkpoint.class_names,
+            "trainable_parameters": count_trainable(checkpoint.build_model()),
+            "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
+            "info": checkpoint.info}
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    print(f"checkpoint: {path}")
+    print(f"classes ({len(checkpoint.class_names)}): {', '.join(checkpoint.class_names)}")
+    print(f"model: {json.dumps(data['model'])}")
+    print(f"trainable parameters: {data['trainable_parameters']:,}")
+    print(f"frames: {json.dumps(data['frames'])}")
+    metrics = checkpoint.info.get("test_metrics")
+    if metrics:
+        print("test metrics: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in metrics.items()))
+    else:
+        print("test metrics: none recorded (run `lrcn evaluate`)")
+    rest = {k: v for k, v in checkpoint.info.items() if k != "test_metrics"}
+    if rest:
+        print(f"training: {json.dumps(rest)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.out), workers=args.workers, quiet=args.quiet)
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrcn", description="Human action recognition in video with a CNN + LSTM (LRCN).")
+    parser.add_argument("--version", action="version", version=f"lrcn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, cache: bool = True) -> None:
+        p.add_argument("--workers", type=_non_negative_int, default=None,
+                       help="decoding processes (default: one per core; 0: in this process)")
+        if cache:
+            p.add_argument("--cache", type=Path, default=None,
+                           help="frame cache folder (default: $LRCN_CACHE_DIR or ~/.cache/lrcn)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("synth", help="write the built-in synthetic action data set")
+    p.add_argument("out", help="folder to write (a folder per class)")
+    p.add_argument("--classes", type=_class_list, default=None,
+                   help="comma-separated subset of: SlideRight,SlideLeft,Grow,Shrink,Bounce,Spin")
+    p.add_argument("--groups", type=_positive_int, default=8, help="groups per class (default 8)")
+    p.add_argument("--clips-per-group", type=_positive_int, default=4)
+    p.add_argument("--size", type=_size, default=(320, 240), help="WIDTHxHEIGHT (320x240)")
+    p.add_argument("--min-seconds", type=_positive_float, default=2.0)
+    p.add_argument("--max-seconds", type=_positive_float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    common(p, cache=False)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train on a folder of videos (a folder per class)")
+    p.add_argument("data", help="data set root: <root>/<Class>/*.avi")
+    p.add_argument("--out", default=None, help="run folder (default runs/run-DATE-TIME)")
+    p.add_argument("--classes", type=_class_list, default=None,
+                   help="comma-separated class subset (default: the seed's four if present, "
+                        "else all)")
+    p.add_argument("--config", default=None, help="JSON file with frames/model/split/train")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--patience", type=_positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=_positive_int, help="PyTorch threads (default: all cores)")
+    p.add_argument("--test-fraction", type=_fraction)
+    p.add_argument("--val-fraction", type=_fraction)
+    p.add_argument("--split-seed", type=int)
+    p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
+    p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
+    p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
+    p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="do not evaluate on the test split after training")
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (the run's test split by default)")
+    p.add_argument("checkpoint", help="run folder or checkpoint file")
+    p.add_argument("--data", default=None, help="evaluate on every clip of this data folder")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test",
+                   help="which part of the run's split (default test)")
+    p.add_argument("--out", default=None, help="folder for report.json and plots")
+    common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify videos")
+    p.add_argument("checkpoint", help="run folder or checkpoint file")
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--annotate", default=None,
+                   help="write the video with the label drawn on it (H.264 MP4); with several "
+                        "videos, a folder")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="a checkpoint's classes, settings and test metrics")
+    p.add_argument("checkpoint", help="run folder or checkpoint file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
+    p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
+    common(p, cache=False)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LrcnError as exc:
+        print(f"lrcn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrcn: interrupted (finished work is kept: cache entries and the best checkpoint)",
+              file=sys.stderr)
+        return 130
+    except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
+        print(f"lrcn: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2

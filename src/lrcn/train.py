@@ -1,0 +1,197 @@
+"""Training: a folder of videos -> a run folder with a checkpoint, its settings, the split and
+every epoch's figures.
+
+The loop is the seed tutorial's `model.fit`: Adam (Keras's epsilon), cross-entropy, batch 4,
+up to 70 epochs, shuffled each epoch, early stopping on validation loss with patience 15 that
+restores the best weights. The best weights are on disk (atomically) from the moment they are
+found, so an interrupted run still leaves its best model behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .cache import CachedClip, prepare
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
+from .dataset import ClipDataset, discover, split_samples, write_split
+from .errors import LrcnError
+from .files import atomic_write_text
+from .model import LRCN, clips_to_input, count_trainable
+
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    skipped: list[tuple[str, str]]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
+    """Unreadable videos are listed by name and cause, never dropped silently."""
+    if failures:
+        print(f"skipped {len(failures)} unreadable video(s):", file=out)
+        for path, cause in failures:
+            print(f"  {path}: {cause}", file=out)
+
+
+def run_epoch(model: LRCN, loader, loss_fn, optimizer=None, desc: str = "",
+              progress: bool = False) -> tuple[float, float]:
+    """One pass over a loader; trains when given an optimizer. Returns (mean loss, accuracy),
+    the loss being the data loss without the L2 term, as Keras reports it."""
+    training = optimizer is not None
+    model.train(training)
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    with torch.set_grad_enabled(training):
+        for clips, labels in bar:
+            logits = model(clips_to_input(clips))
+            loss = loss_fn(logits, labels)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                (loss + model.regularization_loss()).backward()
+                optimizer.step()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | None = None,
+          frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
+          split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
+          cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
+          log=print) -> TrainResult:
+    data_root, run_dir = Path(data_root), Path(run_dir)
+    class_names, samples = discover(data_root, classes)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = split_samples(samples, split)
+    write_split(run_dir / "split.json", data_root, parts)
+    log(f"data: {len(samples)} clips in {len(class_names)} classes "
+        f"({', '.join(class_names)}); split by group: train {len(parts['train'])}, "
+        f"val {len(parts['val'])}, test {len(parts['test'])} clips")
+
+    clips, failures = prepare(parts["train"] + parts["val"] + parts["test"], frames,
+                              cache_dir=cache_dir, workers=workers, progress=progress)
+    skipped = [(str(sample.path), cause) for sample, cause in failures]
+    report_skipped(skipped)
+    part_of = {sample.path: part for part, members in parts.items() for sample in members}
+    by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
+    missing = [n for n in class_names if not any(c.sample.class_name == n
+                                                 for c in by_part["train"])]
+    if missing:
+        raise LrcnError(f"no readable training clips for class {missing[0]!r}", data_root)
+
+    model_config = model_config_for(frames, len(class_names), **(model_options or {}))
+    settings = {"data": str(data_root.resolve()), "classes": class_names,
+                "frames": to_dict(frames), "model": to_dict(model_config),
+                "split": to_dict(split), "train": to_dict(config),
+                "cache_dir": str(cache_dir) if cache_dir else None}
+    atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    generator = seed_everything(config.seed)
+    model = LRCN(model_config)
+    log(f"model: LRCN, {count_trainable(model):,} trainable parameters")
+    # Keras's Adam: epsilon 1e-7 (PyTorch's default is 1e-8).
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                 lr=config.lr, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    train_loader = torch.utils.data.DataLoader(ClipDataset(by_part["train"], class_names),
+                                               batch_size=config.batch_size, shuffle=True,
+                                               generator=generator)
+    val_loader = torch.utils.data.DataLoader(ClipDataset(by_part["val"], class_names),
+                                             batch_size=64)
+    monitor = "val_loss" if len(by_part["val"]) else "loss"
+    if monitor == "loss":
+        log("warning: no validation clips (too few groups); early stopping watches training loss")
+
+    info = {"clip_seconds": _clip_seconds(by_part["train"]), "data": str(data_root.resolve()),
+            "run_dir": str(run_dir.resolve()),
+            "clips": {part: len(by_part[part]) for part in by_part}}
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    history: list[dict[str, float]] = []
+    best, best_epoch, waited = math.inf, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        loss, accuracy = run_epoch(model, train_loader, loss_fn, optimizer,
+                                   desc=f"epoch {epoch}/{config.epochs}", progress=progress)
+        val_loss, val_accuracy = (run_epoch(model, val_loader, loss_fn)
+                                  if len(by_part["val"]) else (math.nan, math.nan))
+        row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+               "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
+        history.append(row)
+        _write_history(run_dir / "history.csv", history)
+        current = row[monitor]
+        improved = current < best
+        log(f"epoch {epoch:3d}  loss {loss:.4f}  acc {accuracy:.3f}  val_loss {val_loss:.4f}  "
+            f"val_acc {val_accuracy:.3f}  {row['seconds']:.1f}s{'  *' if improved else ''}")
+        if improved:
+            best, best_epoch, waited = current, epoch, 0
+            save_checkpoint(checkpoint_path, model, frames, class_names,
+                            {**info, "best_epoch": epoch, f"best_{monitor}": current,
+                             "val_accuracy": val_accuracy})
+        else:
+            waited += 1
+            if waited >= config.patience:
+                log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
+                    f"best weights are from epoch {best_epoch}")
+                break
+    # Weights of the best epoch are the checkpoint (restore_best_weights=True).
+    info_final = {**info, "best_epoch": best_epoch, f"best_{monitor}": best,
+                  "epochs_run": len(history),
+                  "val_accuracy": history[best_epoch - 1]["val_accuracy"]}
+    best_model = load_checkpoint(checkpoint_path).build_model()
+    save_checkpoint(checkpoint_path, best_model, frames, class_names, info_final)
+    return TrainResult(run_dir, checkpoint_path, best_epoch, len(history), history, skipped)
+
+
+def _clip_seconds(clips: Sequence[CachedClip]) -> float:
+    """The typical time a training clip spans: what the model's 20 frames cover. Long-video
+    inference uses it to sample windows at the time scale the model was trained on."""
+    durations = [c.duration for c in clips if c.duration > 0]
+    return round(statistics.median(durations), 3) if durations else 0.0
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    lines = [",".join(HISTORY_FIELDS)]
+    for row in history:
+        lines.append(",".join(f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k])
+                              for k in HISTORY_FIELDS))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    lines = Path(path).read_text().strip().splitlines()
+    header = lines[0].split(",")
+    return [{k: float(v) for k, v in zip(header, line.split(","))} for line in lines[1:]]
+
+
+__all__ = ["train", "TrainResult", "run_epoch", "read_history"]

@@ -1,0 +1,259 @@
+"""Video files in and out, behind one decoding function (`read_clip`) that every path of lrcn
+uses (training cache, evaluation, prediction), and one H.264 writer for annotated videos.
+
+Decoding is sequential, in the decoder's output order. That order is the display order even on
+UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames 1-2 early, and
+it does not depend on the container's frame count, which is wrong on some real files. Seeking by
+frame index (the tutorial's OpenCV way) is both slower on short clips and wrong on such files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from .config import FrameConfig
+from .errors import LrcnError
+from .sampling import sample_indices
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".3gp", ".ogv", ".ts", ".mts")
+
+_INTERPOLATION = {"area": "AREA", "bilinear": "BILINEAR"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The sampled frames of one video and what was learned about it while decoding."""
+    frames: np.ndarray          # (T, H, W, 3) uint8, in the FrameConfig's channel order
+    indices: tuple[int, ...]    # which decoded frames were taken (repeats pad short clips)
+    num_frames: int             # frames actually decoded (not the header's claim)
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def _error_cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.replace(str(getattr(exc, "filename", "") or "\0"), "").strip(" :'") or text
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise LrcnError("no such file", path)
+    if path.is_dir():
+        raise LrcnError("is a folder, not a video file", path)
+    if path.stat().st_size == 0:
+        raise LrcnError("empty file (0 bytes)", path)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    _check_file(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise LrcnError(f"not a readable video ({_error_cause(exc)})", path) from None
+    if not container.streams.video:
+        container.close()
+        raise LrcnError("no video stream in the file", path)
+    return container
+
+
+def _frame_rate(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _header_frame_count(container, stream) -> int:
+    """The container's claim of the frame count: only a hint for which frames to keep on the
+    first pass (it is checked against the frames actually decoded)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = _frame_rate(stream)
+    if stream.duration and stream.time_base and rate:
+        return int(round(float(stream.duration * stream.time_base) * rate))
+    if container.duration and rate:
+        return int(round(container.duration / av.time_base * rate))
+    return 0
+
+
+def _decode(container, stream, keep: set[int]) -> tuple[int, dict[int, av.VideoFrame]]:
+    """Decode the whole stream in output order; return the frame count and the kept frames.
+
+    A stream that breaks part way (a truncated file) ends at its last good frame; a stream that
+    breaks before its first frame is an error for the caller.
+    """
+    kept: dict[int, av.VideoFrame] = {}
+    count = 0
+    try:
+        for frame in container.decode(stream):
+            if count in keep:
+                kept[count] = frame
+            count += 1
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        if count == 0:
+            raise LrcnError(f"cannot decode video ({_error_cause(exc)})",
+                            container.name) from None
+    return count, kept
+
+
+def _to_array(frame: av.VideoFrame, frames: FrameConfig, reformatter: VideoReformatter
+              ) -> np.ndarray:
+    """One decoded frame -> (H, W, 3) uint8: colour conversion and resize in a single swscale
+    call (much cheaper than converting at full size and resizing), then upright rotation."""
+    quarter_turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+    height, width = frames.height, frames.width
+    if quarter_turns % 2:  # the stored frame is sideways: resize to the swapped shape
+        height, width = width, height
+    image = reformatter.reformat(frame, width=width, height=height,
+                                 format="rgb24" if frames.channel_order == "rgb" else "bgr24",
+                                 interpolation=_INTERPOLATION[frames.interpolation]).to_ndarray()
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
+    return image
+
+
+def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
+              threads: int = 0) -> Clip:
+    """Decode a video file and return its `frames.num_frames` evenly spaced frames.
+
+    The frames to keep are chosen from the container's frame count on the first pass; when the
+    count of frames actually decoded differs (a lying header), a second pass takes the right
+    ones. Either way the result is exactly the frames at `sample_indices(decoded count)` of a
+    full sequential decode. `threads=1` decodes on one thread (worker processes); 0 lets FFmpeg
+    choose. Raises LrcnError naming the file and the cause.
+    """
+    path = Path(path)
+    reformatter = VideoReformatter()
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        _configure(stream, threads)
+        guess = _header_frame_count(container, stream)
+        wanted = set(sample_indices(guess, frames.num_frames)) if guess > 0 else set()
+        count, kept = _decode(container, stream, wanted)
+        fps = _frame_rate(stream)
+        width, height = stream.codec_context.width, stream.codec_context.height
+    if count == 0:
+        raise LrcnError("no video frames could be decoded", path)
+    indices = sample_indices(count, frames.num_frames)
+    if not set(indices) <= kept.keys():
+        # The header lied about the length: decode again, now knowing the true count.
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            _configure(stream, threads)
+            recount, kept = _decode(container, stream, set(indices))
+        if recount != count or not set(indices) <= kept.keys():
+            raise LrcnError("decoding is not repeatable (two passes disagree)", path)
+    arrays = {index: _to_array(kept[index], frames, reformatter) for index in set(indices)}
+    stacked = np.stack([arrays[index] for index in indices])
+    return Clip(frames=stacked, indices=tuple(indices), num_frames=count, fps=fps,
+                width=width, height=height)
+
+
+def _configure(stream, threads: int) -> None:
+    stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+    if threads:
+        stream.thread_count = threads
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+def iter_frames(path: str | os.PathLike, channel_order: str = "rgb"
+                ) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """All frames of a video at full size, upright, as (H, W, 3) uint8 arrays, in decode order.
+    For drawing annotations; the model's input always comes from `read_clip`. The info's width
+    and height are those of the upright frames."""
+    path = Path(path)
+    container = _open(path)
+    stream = container.streams.video[0]
+    _configure(stream, 0)
+    fmt = "rgb24" if channel_order == "rgb" else "bgr24"
+    decoded = container.decode(stream)
+
+    def upright(frame: av.VideoFrame) -> np.ndarray:
+        image = frame.to_ndarray(format=fmt)
+        turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+        return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+    try:
+        first = upright(next(decoded))
+    except (StopIteration, av.error.FFmpegError):
+        container.close()
+        raise LrcnError("no video frames could be decoded", path) from None
+    info = VideoInfo(fps=_frame_rate(stream) or 25.0, width=first.shape[1],
+                     height=first.shape[0], has_audio=bool(container.streams.audio))
+
+    def generate() -> Iterator[np.ndarray]:
+        try:
+            yield first
+            for frame in decoded:
+                yield upright(frame)
+        except av.error.FFmpegError:
+            return  # a truncated file ends at its last good frame, as in read_clip
+        finally:
+            container.close()
+
+    return info, generate()
+
+
+class VideoWriter:
+    """H.264 (yuv420p, +faststart) MP4 writer: plays in every web browser. PyAV's wheels carry
+    libx264, so no system FFmpeg is needed."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
+                 crf: int = 23):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # H.264 in yuv420p needs even dimensions; frames are padded by one pixel if needed.
+        self.width, self.height = width + width % 2, height + height % 2
+        self._tmp = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
+        self._container = av.open(str(self._tmp), mode="w", format="mp4",
+                                  options={"movflags": "+faststart"})
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = self.width, self.height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            padded = np.zeros((self.height, self.width, 3), np.uint8)
+            padded[:image.shape[0], :image.shape[1]] = image[:self.height, :self.width]
+            image = padded
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> Path:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        os.replace(self._tmp, self.path)  # a reader never sees a half-written video
+        return self.path
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._container.close()
+            self._tmp.unlink(missing_ok=True)
