@@ -90,13 +90,15 @@ def _header_frame_count(container, stream) -> int:
 def _decode(container, stream, keep: set[int]) -> tuple[int, dict[int, av.VideoFrame]]:
     """Decode the whole stream in output order; return the frame count and the kept frames.
 
-    A stream that breaks part way (a truncated file) ends at its last good frame; a stream that
+    Frames the decoder flags as corrupt are not counted. A stream that breaks part way (a truncated file) ends at its last good frame; a stream that
     breaks before its first frame is an error for the caller.
     """
     kept: dict[int, av.VideoFrame] = {}
     count = 0
     try:
         for frame in container.decode(stream):
+            if frame.is_corrupt:
+                continue  # e.g. the half-frame at the end of a truncated file
             if count in keep:
                 kept[count] = frame
             count += 1
@@ -203,7 +205,8 @@ def iter_frames(path: str | os.PathLike, channel_order: str = "rgb"
         try:
             yield first
             for frame in decoded:
-                yield upright(frame)
+                if not frame.is_corrupt:
+                    yield upright(frame)
         except av.error.FFmpegError:
             return  # a truncated file ends at its last good frame, as in read_clip
         finally:

@@ -95,18 +95,18 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                 if not worker.busy:
                     continue
                 result: TaskResult | None = None
+                status = None
                 if worker.conn in ready:
                     try:
                         status, value = worker.conn.recv()
                     except (EOFError, OSError):
-                        status, value = "dead", None
-                    if status == "ok":
-                        result = TaskResult(worker.item, value)
-                    elif status == "error":
-                        result = TaskResult(worker.item, error=value)
-                    else:
-                        result = TaskResult(worker.item, error="worker process died")
-                elif worker.process.sentinel in ready:
+                        status = None  # the pipe closed: the process died
+                if status == "ok":
+                    result = TaskResult(worker.item, value)
+                elif status == "error":
+                    result = TaskResult(worker.item, error=value)
+                elif worker.conn in ready or worker.process.sentinel in ready:
+                    worker.process.join(timeout=5)
                     code = worker.process.exitcode
                     result = TaskResult(worker.item,
                                         error=f"decoder process crashed (exit code {code})")
@@ -116,8 +116,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                 if result is None:
                     continue
                 worker.busy = False
-                if result.error and (result.error.startswith(("decoder process", "timed out",
-                                                              "worker process"))):
+                if result.error and result.error.startswith(("decoder process", "timed out")):
                     worker.stop(kill=True)  # replace the dead or stalled process
                     pool[index] = _Worker(ctx, fn)
                 yield result

@@ -1,0 +1,96 @@
+"""Shared helpers: real video files made in the tests, small and fast.
+
+`write_indexed_video` paints frame i with its index in binary, so a test can tell which frame
+came back, even through a lossy codec."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REALCLIPS = Path(__file__).resolve().parents[2] / "shared" / "realclips" / "ucf"
+if not REALCLIPS.is_dir():  # CI clones main beside shared/, sessions work in a checkout
+    REALCLIPS = Path(os.environ.get("LRCN_REALCLIPS", "/work/shared/realclips/ucf"))
+
+# (container format, codec, pixel format, suffix)
+CODECS = {
+    "xvid_avi": ("avi", "mpeg4", "yuv420p", ".avi"),
+    "h264_mp4": ("mp4", "libx264", "yuv420p", ".mp4"),
+    "vp9_webm": ("webm", "libvpx-vp9", "yuv420p", ".webm"),
+    "mjpeg_avi": ("avi", "mjpeg", "yuvj420p", ".avi"),
+}
+
+BITS = 8  # frame index as 8 black/white stripes: survives any codec and any resize
+
+
+def indexed_frame(index: int, width: int, height: int) -> np.ndarray:
+    """Frame `index`: its index in binary as vertical stripes in the lower half, and a red
+    top-left corner that tells RGB from BGR and shows orientation."""
+    image = np.full((height, width, 3), 128, np.uint8)
+    for bit in range(BITS):
+        if (index >> bit) & 1:
+            image[height // 2:, bit * width // BITS:(bit + 1) * width // BITS] = 255
+        else:
+            image[height // 2:, bit * width // BITS:(bit + 1) * width // BITS] = 0
+    image[: height // 4, : width // 4] = (255, 0, 0)
+    return image
+
+
+def write_video(path: Path, frames, fps: float = 25, codec: str = "xvid_avi",
+                options: dict | None = None, rotation: int | None = None) -> Path:
+    fmt, codec_name, pix_fmt, _ = CODECS[codec]
+    frames = list(frames)
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec_name, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec_name == "mpeg4":
+            stream.codec_context.codec_tag = "XVID"
+            stream.options = {"bf": "2", "qscale": "2", **(options or {})}
+        elif codec_name == "libx264":
+            stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", **(options or {})}
+        elif codec_name == "libvpx-vp9":
+            stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_indexed_video(path: Path, count: int, codec: str = "xvid_avi", width: int = 64,
+                        height: int = 48, fps: float = 25) -> Path:
+    return write_video(path, (indexed_frame(i, width, height) for i in range(count)), fps, codec)
+
+
+def decoded_index(frame: np.ndarray) -> int:
+    """Which frame of an indexed video this (resized) frame is."""
+    h, w = frame.shape[:2]
+    row = frame[3 * h // 4, :, 1].astype(int)
+    return sum(1 << bit for bit in range(BITS)
+               if row[int((bit + 0.5) * w / BITS)] > 128)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own frame cache, never the user's."""
+    monkeypatch.setenv("LRCN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A small synthetic data set in UCF layout (4 classes incl. a time-reversed pair)."""
+    from lrcn.synth import SynthConfig, make_dataset
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    make_dataset(root, SynthConfig(classes=("SlideRight", "SlideLeft", "Grow", "Bounce"),
+                                   groups=3, clips_per_group=2, width=96, height=72,
+                                   min_seconds=1.0, max_seconds=2.0, seed=1),
+                 workers=2, progress=False)
+    return root

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from lrcn.config import ModelConfig
+from lrcn.model import LRCN, count_trainable, layer_shapes
+
+# The seed's Keras model.summary(), output shapes per layer (batch dimension dropped).
+KERAS_SHAPES = [
+    ("conv2d", (20, 64, 64, 16)), ("max_pooling2d", (20, 16, 16, 16)), ("dropout", (20, 16, 16, 16)),
+    ("conv2d", (20, 16, 16, 32)), ("max_pooling2d", (20, 4, 4, 32)), ("dropout", (20, 4, 4, 32)),
+    ("conv2d", (20, 4, 4, 64)), ("max_pooling2d", (20, 2, 2, 64)), ("dropout", (20, 2, 2, 64)),
+    ("conv2d", (20, 2, 2, 64)), ("max_pooling2d", (20, 1, 1, 64)),
+    ("flatten", (20, 64)), ("lstm", (32,)), ("dense", (4,)),
+]
+
+
+def test_seed_model_matches_keras_shapes_and_parameter_count():
+    model = LRCN(ModelConfig(num_classes=4))
+    assert layer_shapes(model) == KERAS_SHAPES
+    assert count_trainable(model) == 73_060
+    # Keras's per-layer counts: conv 448, 4640, 18496, 36928; LSTM 12416; dense 132
+    convs = [m for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
+    assert [sum(p.numel() for p in c.parameters()) for c in convs] == [448, 4640, 18496, 36928]
+    assert sum(p.numel() for p in model.lstm.parameters() if p.requires_grad) == 12_416
+    assert sum(p.numel() for p in model.head.parameters()) == 132
+
+
+def test_forward_returns_logits_for_keras_layout():
+    model = LRCN(ModelConfig(num_classes=4)).eval()
+    clips = torch.rand(3, 20, 64, 64, 3)
+    logits = model(clips)
+    assert logits.shape == (3, 4)
+    assert not torch.allclose(logits.sum(1), torch.ones(3))   # not softmaxed
+
+
+def test_second_lstm_bias_stays_zero_through_training():
+    torch.manual_seed(0)
+    model = LRCN(ModelConfig(num_classes=3))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    before = model.lstm.weight_ih_l0.detach().clone()
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(torch.rand(2, 20, 64, 64, 3)),
+                                                 torch.tensor([0, 2]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.count_nonzero(model.lstm.bias_hh_l0) == 0
+    assert not torch.equal(before, model.lstm.weight_ih_l0)
+    # Keras's unit_forget_bias: the forget gate's bias starts at one
+    fresh = LRCN(ModelConfig(num_classes=3))
+    assert torch.all(fresh.lstm.bias_ih_l0[32:64] == 1) and torch.all(fresh.lstm.bias_ih_l0[:32] == 0)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"num_classes": 6}, 73_060 + 2 * 33),
+    ({"lstm_units": 64}, 60_512 + 4 * (64 * (64 + 64) + 64) + 64 * 4 + 4),
+    ({"batchnorm": True}, 73_060 + 2 * (16 + 32 + 64 + 64)),
+])
+def test_seed_suggestions_as_options(options, expected):
+    assert count_trainable(LRCN(ModelConfig(**{"num_classes": 4, **options}))) == expected
+
+
+def test_l2_regularisation_is_off_by_default_and_counts_conv_and_lstm_weights():
+    assert LRCN(ModelConfig()).regularization_loss().item() == 0
+    model = LRCN(ModelConfig(l2=0.01))
+    weights = [m.weight for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
+    weights += [model.lstm.weight_ih_l0, model.lstm.weight_hh_l0]
+    expected = 0.01 * sum(w.pow(2).sum() for w in weights)
+    assert torch.allclose(model.regularization_loss(), expected)
+
+
+def test_too_small_input_is_refused():
+    with pytest.raises(ValueError):
+        LRCN(ModelConfig(height=32, width=32))

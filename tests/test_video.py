@@ -1,0 +1,167 @@
+"""Decoding: exact frames on several codecs and containers, short clips, lying headers,
+rotation, and bad files."""
+from __future__ import annotations
+
+import re
+
+import av
+import numpy as np
+import pytest
+
+from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, write_indexed_video,
+                      write_video)
+from lrcn.config import FrameConfig
+from lrcn.errors import LrcnError
+from lrcn.sampling import sample_indices
+from lrcn.video import read_clip
+
+
+def full_decode_reference(path, frames: FrameConfig) -> list[np.ndarray]:
+    """Every frame of a plain sequential decode, converted exactly as lrcn converts."""
+    from av.video.reformatter import VideoReformatter
+    reformatter = VideoReformatter()
+    out = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            out.append(reformatter.reformat(
+                frame, width=frames.width, height=frames.height, format="rgb24",
+                interpolation=frames.interpolation.upper()).to_ndarray())
+    return out
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+@pytest.mark.parametrize("count", [7, 20, 53])
+def test_frames_are_exactly_those_of_a_full_decode(tmp_path, codec, count):
+    path = write_indexed_video(tmp_path / f"clip{CODECS[codec][3]}", count, codec)
+    clip = read_clip(path)
+    reference = full_decode_reference(path, FrameConfig())
+    assert clip.num_frames == len(reference) == count
+    assert clip.indices == tuple(sample_indices(count, 20))
+    assert clip.frames.shape == (20, 64, 64, 3) and clip.frames.dtype == np.uint8
+    for got, index in zip(clip.frames, clip.indices):
+        np.testing.assert_array_equal(got, reference[index])
+        assert decoded_index(got) == index
+
+
+def test_rgb_and_bgr_channel_orders(tmp_path):
+    path = write_video(tmp_path / "c.avi", [indexed_frame(i, 64, 64) for i in range(20)],
+                       codec="mjpeg_avi")
+    rgb = read_clip(path, FrameConfig(channel_order="rgb")).frames
+    bgr = read_clip(path, FrameConfig(channel_order="bgr")).frames
+    corner = rgb[0, :8, :8].reshape(-1, 3).mean(0)
+    assert corner[0] > 200 and corner[2] < 60       # red is channel 0 in RGB
+    np.testing.assert_array_equal(rgb[..., ::-1], bgr)
+
+
+def _patch_avi_frame_count(path, factor):
+    """Make the AVI header claim `factor` times the real frame count (as some real UCF files
+    do), in both the main header (avih) and the stream header (strh)."""
+    data = bytearray(path.read_bytes())
+    avih = data.index(b"avih")
+    total = int.from_bytes(data[avih + 24:avih + 28], "little")
+    data[avih + 24:avih + 28] = (total * factor).to_bytes(4, "little")
+    strh = data.index(b"strh")
+    length = int.from_bytes(data[strh + 40:strh + 44], "little")
+    data[strh + 40:strh + 44] = (length * factor).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return length
+
+
+def test_a_lying_frame_count_does_not_shift_the_frames(tmp_path):
+    path = write_indexed_video(tmp_path / "liar.avi", 31, "xvid_avi")
+    real = _patch_avi_frame_count(path, 2)
+    assert real == 31
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 62     # the header now lies
+    clip = read_clip(path)
+    assert clip.num_frames == 31
+    assert clip.indices == tuple(sample_indices(31, 20))
+    assert [decoded_index(f) for f in clip.frames] == list(clip.indices)
+
+
+def test_a_raw_stream_without_frame_count(tmp_path):
+    # An MPEG-4 elementary stream (.m4v) has no container header, hence no count or duration.
+    source = write_indexed_video(tmp_path / "src.avi", 26, "xvid_avi")
+    raw = tmp_path / "raw.m4v"
+    with av.open(str(source)) as src, av.open(str(raw), "w", format="m4v") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    clip = read_clip(raw)
+    assert clip.num_frames == 26
+    assert [decoded_index(f) for f in clip.frames] == list(sample_indices(26, 20))
+
+
+def test_short_clip_is_padded_by_repeating_frames(tmp_path):
+    path = write_indexed_video(tmp_path / "short.mp4", 6, "h264_mp4")
+    clip = read_clip(path)
+    assert clip.num_frames == 6
+    assert [decoded_index(f) for f in clip.frames] == sample_indices(6, 20)
+    assert clip.frames.shape[0] == 20
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    frames = [indexed_frame(i, 96, 48) for i in range(20)]
+    path = write_video(tmp_path / "phone.mp4", frames, codec="h264_mp4", rotation=-90)
+    clip = read_clip(path, FrameConfig(height=64, width=64))
+    plain = read_clip(write_video(tmp_path / "plain.mp4", frames, codec="h264_mp4"))
+    # The red corner is top-left when stored; rotated -90 (clockwise) for display it is top-right.
+    red = lambda img: img[..., 0].astype(int) - img[..., 2].astype(int) > 100
+    assert red(plain.frames[0])[:8, :8].all()
+    assert red(clip.frames[0])[:8, -8:].all() and not red(clip.frames[0])[:8, :8].any()
+
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_text("this is not a video\n" * 50), "not a readable video"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)), "not a readable video|no video"),
+])
+def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, make, cause):
+    path = tmp_path / "bad.avi"
+    make(path)
+    with pytest.raises(LrcnError) as info:
+        read_clip(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert re.search(cause, message)
+
+
+def test_audio_only_file_is_refused(tmp_path):
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 16000
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            out.mux(packet)
+    with pytest.raises(LrcnError, match="no video stream"):
+        read_clip(path)
+
+
+def test_truncated_file_gives_its_good_frames_or_an_error(tmp_path):
+    path = write_indexed_video(tmp_path / "cut.avi", 60, "xvid_avi", width=160, height=120)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.7)])
+    try:
+        clip = read_clip(path)
+    except LrcnError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert 20 <= clip.num_frames < 60
+        assert [decoded_index(f) for f in clip.frames] == list(clip.indices)
+
+
+@pytest.mark.skipif(not REALCLIPS.is_dir(), reason="../shared/realclips not present")
+def test_real_ucf_clips_match_a_full_decode():
+    files = sorted(REALCLIPS.glob("*/*.avi"))[::4]   # a spread of classes, kept quick
+    assert files
+    for path in files:
+        clip = read_clip(path)
+        reference = full_decode_reference(path, FrameConfig())
+        assert clip.num_frames == len(reference), path
+        for got, index in zip(clip.frames, clip.indices):
+            np.testing.assert_array_equal(got, reference[index], err_msg=str(path))

@@ -1,0 +1,32 @@
+"""The worker pool survives a crashing and a stalling task and finishes the rest."""
+import os
+import time
+
+from lrcn.workers import run_tasks
+
+
+def flaky(item):
+    if item == "crash":
+        os._exit(3)            # a decoder that takes its process down
+    if item == "stall":
+        time.sleep(60)         # a decoder that never returns
+    if item == "raise":
+        raise ValueError("bad input")
+    return item.upper()
+
+
+def test_crash_stall_and_error_are_reported_and_the_rest_finishes():
+    items = ["a", "crash", "b", "stall", "c", "raise", "d"]
+    start = time.monotonic()
+    results = {r.item: r for r in run_tasks(flaky, items, workers=2, timeout=3)}
+    assert time.monotonic() - start < 30
+    assert {k: r.value for k, r in results.items() if r.error is None} == \
+        {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert "crashed (exit code 3)" in results["crash"].error
+    assert "timed out after 3 s" in results["stall"].error
+    assert results["raise"].error == "ValueError: bad input"
+
+
+def test_inline_mode():
+    results = list(run_tasks(flaky, ["x", "raise"], workers=0))
+    assert results[0].value == "X" and "bad input" in results[1].error
