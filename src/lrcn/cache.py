@@ -105,9 +105,15 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
     if workers is None:
         workers = os.cpu_count() or 1
     metas: dict[Path, dict] = {}
+    keys: dict[Path, str] = {}
     todo: list[Sample] = []
     for sample in samples:
-        _, meta_path = _entry_paths(cache_dir, cache_key(sample.path, frames))
+        try:
+            keys[sample.path] = cache_key(sample.path, frames)
+        except OSError as exc:  # vanished or unreadable since the folder was listed
+            metas[sample.path] = {"error": exc.strerror or str(exc)}
+            continue
+        _, meta_path = _entry_paths(cache_dir, keys[sample.path])
         try:
             metas[sample.path] = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -133,7 +139,7 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
         if "error" in meta:
             failures.append((sample, meta["error"]))
             continue
-        frames_path, _ = _entry_paths(cache_dir, cache_key(sample.path, frames))
+        frames_path, _ = _entry_paths(cache_dir, keys[sample.path])
         clips.append(CachedClip(sample, frames_path, meta["num_frames"], meta["fps"]))
     return clips, failures
 

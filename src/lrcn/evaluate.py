@@ -142,6 +142,9 @@ def plot_curves(history_csv: Path, path: Path) -> None:
         return
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
+    val_losses = [row["val_loss"] for row in history]
+    best_epoch = None if all(math.isnan(v) for v in val_losses) else \
+        int(epochs[int(np.nanargmin(val_losses))])
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
         ax.plot(epochs, [row[key] for row in history], label=f"train {key}")
@@ -150,6 +153,9 @@ def plot_curves(history_csv: Path, path: Path) -> None:
             ax.plot(epochs, val, label=f"validation {key}")
         ax.set_xlabel("epoch")
         ax.set_title(title)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch ({best_epoch})")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -80,7 +80,7 @@ def format_prediction(prediction: Prediction) -> str:
 def draw_label(image: np.ndarray, prediction: Prediction, top_k: int = 3) -> np.ndarray:
     """Draw the label, its confidence and the top classes' bars on an RGB frame (in place)."""
     height, width = image.shape[:2]
-    scale = max(0.4, min(width, height) / 480)
+    scale = max(0.6, min(width, height) / 300)
     thickness = max(1, int(round(scale * 2)))
     ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
     line_h = int(28 * scale)
