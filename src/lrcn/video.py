@@ -44,8 +44,9 @@ class Clip:
 
 
 def _error_cause(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.replace(str(getattr(exc, "filename", "") or "\0"), "").strip(" :'") or text
+    """FFmpeg's own words for what went wrong, without the errno and the file name."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def _check_file(path: Path) -> None:
