@@ -88,20 +88,22 @@ def _header_frame_count(container, stream) -> int:
     return 0
 
 
-def _decode(container, stream, keep: set[int]) -> tuple[int, dict[int, av.VideoFrame]]:
+def _decode(container, stream, keep: set[int], convert
+            ) -> tuple[int, dict[int, np.ndarray]]:
     """Decode the whole stream in output order; return the frame count and the kept frames.
 
     Frames the decoder flags as corrupt are not counted. A stream that breaks part way (a truncated file) ends at its last good frame; a stream that
     breaks before its first frame is an error for the caller.
     """
-    kept: dict[int, av.VideoFrame] = {}
+    kept: dict[int, np.ndarray] = {}
     count = 0
     try:
         for frame in container.decode(stream):
             if frame.is_corrupt:
                 continue  # e.g. the half-frame at the end of a truncated file
             if count in keep:
-                kept[count] = frame
+                # Converted at once: holding decoded frames makes the decoder allocate anew.
+                kept[count] = convert(frame)
             count += 1
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         if count == 0:
@@ -138,12 +140,16 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
     """
     path = Path(path)
     reformatter = VideoReformatter()
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        return _to_array(frame, frames, reformatter)
+
     with _open(path) as container:
         stream = container.streams.video[0]
         _configure(stream, threads)
         guess = _header_frame_count(container, stream)
         wanted = set(sample_indices(guess, frames.num_frames)) if guess > 0 else set()
-        count, kept = _decode(container, stream, wanted)
+        count, kept = _decode(container, stream, wanted, convert)
         fps = _frame_rate(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
     if count == 0:
@@ -154,11 +160,10 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
         with _open(path) as container:
             stream = container.streams.video[0]
             _configure(stream, threads)
-            recount, kept = _decode(container, stream, set(indices))
+            recount, kept = _decode(container, stream, set(indices), convert)
         if recount != count or not set(indices) <= kept.keys():
             raise LrcnError("decoding is not repeatable (two passes disagree)", path)
-    arrays = {index: _to_array(kept[index], frames, reformatter) for index in set(indices)}
-    stacked = np.stack([arrays[index] for index in indices])
+    stacked = np.stack([kept[index] for index in indices])
     return Clip(frames=stacked, indices=tuple(indices), num_frames=count, fps=fps,
                 width=width, height=height)
 
