@@ -14,24 +14,21 @@ from . import __version__
 from .errors import LrcnError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= minimum, with a message naming what was wrong."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _fraction(text: str) -> float:
@@ -161,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _evaluate_run(target: Path, data: str | None, out: Path | None, cache, workers, quiet,
                   part: str = "test") -> dict:
-    from .checkpoint import load_checkpoint, resolve_checkpoint_path, update_info
-    from .evaluate import evaluate, format_report, samples_for
+    from .checkpoint import load_checkpoint, resolve_checkpoint_path
+    from .evaluate import evaluate, format_report, record_test_metrics, samples_for
     checkpoint_path = resolve_checkpoint_path(target)
     checkpoint = load_checkpoint(checkpoint_path)
     run_dir = checkpoint_path.parent
@@ -174,8 +171,7 @@ def _evaluate_run(target: Path, data: str | None, out: Path | None, cache, worke
     report_skipped([(s["path"], s["cause"]) for s in report["skipped"]])
     print(format_report(report))
     if data is None and part == "test":
-        update_info(checkpoint_path, test_metrics={
-            k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
+        record_test_metrics(checkpoint_path, report)
     written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
     if (out_dir / "curves.png").exists():
         written.append(out_dir / "curves.png")

@@ -18,9 +18,9 @@ DEMO_TRAIN = TrainConfig(epochs=40, patience=8, batch_size=4, lr=1e-3, seed=27)
 
 
 def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
-    from .checkpoint import update_info
+    from .checkpoint import load_checkpoint
     from .dataset import read_split
-    from .evaluate import evaluate, format_report
+    from .evaluate import evaluate, format_report, record_test_metrics
     from .predict import Predictor, annotate, format_prediction
     from .synth import SynthConfig, make_dataset
     from .train import train
@@ -42,18 +42,16 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
                    log=(lambda *a, **k: None) if quiet else print)
     print(f"[3/4] evaluating on the held-out test groups ... "
           f"[{time.perf_counter() - start:.0f} s]")
-    from .checkpoint import load_checkpoint
     checkpoint = load_checkpoint(result.checkpoint)
     test = read_split(run / "split.json")["test"]
     report = evaluate(checkpoint, test, run, cache_dir=cache, workers=workers,
                       progress=not quiet, history=run / "history.csv")
-    update_info(result.checkpoint, test_metrics={
-        k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
+    record_test_metrics(result.checkpoint, report)
     print(format_report(report))
     print(f"[4/4] predicting one test clip ... [{time.perf_counter() - start:.0f} s]")
     # A clip of the time-reversed pair: only a model that reads frame order gets it right.
     clip = next((s for s in test if s.class_name == "SlideLeft"), test[0])
-    predictor = Predictor(load_checkpoint(result.checkpoint))
+    predictor = Predictor(checkpoint)
     prediction = predictor.predict_file(clip.path)
     print(f"true class: {clip.class_name}")
     print(format_prediction(prediction))

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from .cache import Sample, prepare
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint
 from .dataset import ClipDataset, discover, read_split
 from .errors import LrcnError
 from .files import atomic_write_text
@@ -97,6 +97,13 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     if history is not None and Path(history).exists():
         plot_curves(Path(history), out_dir / "curves.png")
     return report
+
+
+def record_test_metrics(checkpoint_path: Path, report: dict) -> None:
+    """Store the headline test figures in the checkpoint, for `lrcn info`."""
+    from .checkpoint import update_info
+    update_info(checkpoint_path, test_metrics={
+        k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
 
 
 def format_report(report: dict) -> str:
