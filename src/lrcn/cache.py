@@ -69,12 +69,11 @@ def _entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return folder / f"{key}.npy", folder / f"{key}.json"
 
 
-def _decode_into_cache(task: tuple[str, str, dict]) -> dict:
+def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
     """Worker: decode one clip and write its cache entry (frames, then the JSON that marks the
     entry complete). A failure is cached too, so an unchanged bad file is not decoded again."""
-    path, cache_dir, frames_dict = task
+    path, key, cache_dir, frames_dict = task
     frames = FrameConfig(**frames_dict)
-    key = cache_key(Path(path), frames)
     frames_path, meta_path = _entry_paths(Path(cache_dir), key)
     frames_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -120,7 +119,7 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
             todo.append(sample)
     if todo:
         by_path = {str(s.path): s for s in todo}
-        tasks = [(str(s.path), str(cache_dir), to_dict(frames)) for s in todo]
+        tasks = [(str(s.path), keys[s.path], str(cache_dir), to_dict(frames)) for s in todo]
         bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:

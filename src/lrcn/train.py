@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .cache import CachedClip, prepare
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
 from .dataset import ClipDataset, discover, split_samples, write_split
 from .errors import LrcnError
@@ -168,8 +168,7 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     info_final = {**info, "best_epoch": best_epoch, f"best_{monitor}": best,
                   "epochs_run": len(history),
                   "val_accuracy": history[best_epoch - 1]["val_accuracy"]}
-    best_model = load_checkpoint(checkpoint_path).build_model()
-    save_checkpoint(checkpoint_path, best_model, frames, class_names, info_final)
+    update_info(checkpoint_path, **info_final)
     return TrainResult(run_dir, checkpoint_path, best_epoch, len(history), history, skipped)
 
 

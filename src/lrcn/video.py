@@ -92,7 +92,8 @@ def _decode(container, stream, keep: set[int], convert
             ) -> tuple[int, dict[int, np.ndarray]]:
     """Decode the whole stream in output order; return the frame count and the kept frames.
 
-    Frames the decoder flags as corrupt are not counted. A stream that breaks part way (a truncated file) ends at its last good frame; a stream that
+    Frames the decoder flags as corrupt are not counted. A stream that breaks part way (a
+    truncated file) ends at its last good frame; a stream that
     breaks before its first frame is an error for the caller.
     """
     kept: dict[int, np.ndarray] = {}
@@ -112,11 +113,16 @@ def _decode(container, stream, keep: set[int], convert
     return count, kept
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make a frame upright (display-matrix rotation)."""
+    return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+
+
 def _to_array(frame: av.VideoFrame, frames: FrameConfig, reformatter: VideoReformatter
               ) -> np.ndarray:
     """One decoded frame -> (H, W, 3) uint8: colour conversion and resize in a single swscale
     call (much cheaper than converting at full size and resizing), then upright rotation."""
-    quarter_turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+    quarter_turns = _quarter_turns(frame)
     height, width = frames.height, frames.width
     if quarter_turns % 2:  # the stored frame is sideways: resize to the swapped shape
         height, width = width, height
@@ -196,7 +202,7 @@ def iter_frames(path: str | os.PathLike, channel_order: str = "rgb"
 
     def upright(frame: av.VideoFrame) -> np.ndarray:
         image = frame.to_ndarray(format=fmt)
-        turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+        turns = _quarter_turns(frame)
         return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
     try:

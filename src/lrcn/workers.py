@@ -95,7 +95,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                 if not worker.busy:
                     continue
                 result: TaskResult | None = None
-                status = None
+                status, lost = None, False  # lost: the process is dead or stalled
                 if worker.conn in ready:
                     try:
                         status, value = worker.conn.recv()
@@ -107,16 +107,17 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                     result = TaskResult(worker.item, error=value)
                 elif worker.conn in ready or worker.process.sentinel in ready:
                     worker.process.join(timeout=5)
-                    code = worker.process.exitcode
+                    code, lost = worker.process.exitcode, True
                     result = TaskResult(worker.item,
                                         error=f"decoder process crashed (exit code {code})")
                 elif timeout is not None and time.monotonic() - worker.started >= timeout:
                     result = TaskResult(worker.item,
                                         error=f"timed out after {timeout:g} s (decoder stalled)")
+                    lost = True
                 if result is None:
                     continue
                 worker.busy = False
-                if result.error and result.error.startswith(("decoder process", "timed out")):
+                if lost:
                     worker.stop(kill=True)  # replace the dead or stalled process
                     pool[index] = _Worker(ctx, fn)
                 yield result
