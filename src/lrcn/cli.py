@@ -186,9 +186,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .predict import Predictor, annotate, format_prediction
-    predictor = Predictor(load_checkpoint(args.checkpoint))
+    from .predict import annotate, format_prediction
+    backend = args.backend or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
+    if backend == "onnx":
+        from .export import OnnxPredictor
+        if not str(args.checkpoint).endswith(".onnx"):
+            raise LrcnError("with --backend onnx, pass the .onnx file that `lrcn export` "
+                            "wrote", args.checkpoint)
+        predictor = OnnxPredictor(args.checkpoint)
+    else:
+        from .checkpoint import load_checkpoint
+        from .predict import Predictor
+        predictor = Predictor(load_checkpoint(args.checkpoint))
     results = predictor.predict_files(args.videos)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
@@ -204,6 +213,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
             annotate(result.path, result, out)
             print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
     return 1 if any(r.error for r in results) else 0
+
+
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from .checkpoint import save_checkpoint
+    from .keras_import import import_keras
+    from .model import count_trainable
+    model, frames, names = import_keras(args.model, args.classes, args.channel_order,
+                                        args.interpolation)
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".safetensors")
+    save_checkpoint(out, model, frames, names, {"imported_from": str(Path(args.model).resolve())})
+    print(f"imported {args.model}: {count_trainable(model):,} trainable parameters, classes "
+          f"{', '.join(names)}, frames {frames.num_frames}x{frames.height}x{frames.width} "
+          f"{frames.channel_order.upper()} ({frames.interpolation} resize)")
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, resolve_checkpoint_path
+    from .export import export_onnx
+    path = resolve_checkpoint_path(args.checkpoint)
+    checkpoint = load_checkpoint(path)
+    out = Path(args.out) if args.out else path.with_suffix(".onnx")
+    try:
+        export_onnx(checkpoint, out)
+    except ImportError as exc:
+        raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
+                        "pip install 'lrcn[onnx]'") from None
+    print(f"ONNX model: {out} (input 'frames' float32 (batch, {checkpoint.model_config.num_frames}"
+          f", {checkpoint.model_config.height}, {checkpoint.model_config.width}, 3) in [0, 1], "
+          f"{checkpoint.frame_config.channel_order.upper()}; output 'probabilities' "
+          f"(batch, {len(checkpoint.class_names)}))")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -309,10 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("videos", nargs="+", help="video files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                   help="torch (default) or onnx (ONNX Runtime; default for a .onnx file)")
     p.add_argument("--annotate", default=None,
                    help="write the video with the label drawn on it (H.264 MP4); with several "
                         "videos, a folder")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("import-keras", help="convert a Keras LRCN (.h5 or .keras) to lrcn")
+    p.add_argument("model", help="the Keras model file")
+    p.add_argument("--classes", type=_class_list, default=None,
+                   help="class names in the model's output order (required unless the file "
+                        "holds them)")
+    p.add_argument("--out", default=None, help="checkpoint to write (default MODEL.safetensors)")
+    p.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr",
+                   help="channel order the model was trained on (the tutorial's OpenCV frames: "
+                        "bgr)")
+    p.add_argument("--interpolation", choices=("bilinear", "area"), default="bilinear",
+                   help="resize filter the model was trained with (tutorial: bilinear)")
+    p.set_defaults(func=cmd_import_keras)
+
+    p = sub.add_parser("export", help="export a checkpoint (ONNX)")
+    p.add_argument("checkpoint", help="run folder or checkpoint file")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", default=None, help="file to write (default CHECKPOINT.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="a checkpoint's classes, settings and test metrics")
     p.add_argument("checkpoint", help="run folder or checkpoint file")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
+from .config import FrameConfig
 from .errors import LrcnError
 from .model import LRCN, clips_to_input
 from .video import VideoWriter, iter_frames, read_clip
@@ -32,26 +33,17 @@ class Prediction:
                 "probabilities": self.probabilities}
 
 
-class Predictor:
-    """A checkpoint's model and preprocessing, ready for clips."""
+class Classifier:
+    """Video files -> Predictions, for any backend that provides `names`, `frame_config` and
+    `probabilities(uint8 frames)`; decoding is always `read_clip` with the model's settings."""
+    names: list[str]
+    frame_config: FrameConfig
 
-    def __init__(self, checkpoint: Checkpoint):
-        self.checkpoint = checkpoint
-        self.model: LRCN = checkpoint.build_model()
-        self.names = checkpoint.class_names
-
-    @torch.inference_mode()
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
-        batch = torch.from_numpy(np.ascontiguousarray(frames))
-        single = batch.dim() == 4
-        if single:
-            batch = batch.unsqueeze(0)
-        probs = torch.softmax(self.model(clips_to_input(batch)), dim=1).numpy()
-        return probs[0] if single else probs
+        raise NotImplementedError
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
-        clip = read_clip(path, self.checkpoint.frame_config)
+        clip = read_clip(path, self.frame_config)
         probs = self.probabilities(clip.frames)
         top = int(probs.argmax())
         return Prediction(str(path), self.names[top], float(probs[top]),
@@ -66,6 +58,26 @@ class Predictor:
             except LrcnError as exc:
                 results.append(Prediction(str(path), error=str(exc)))
         return results
+
+
+class Predictor(Classifier):
+    """A checkpoint's model and preprocessing, on PyTorch."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.model: LRCN = checkpoint.build_model()
+        self.names = checkpoint.class_names
+        self.frame_config = checkpoint.frame_config
+
+    @torch.inference_mode()
+    def probabilities(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
+        batch = torch.from_numpy(np.ascontiguousarray(frames))
+        single = batch.dim() == 4
+        if single:
+            batch = batch.unsqueeze(0)
+        probs = torch.softmax(self.model(clips_to_input(batch)), dim=1).numpy()
+        return probs[0] if single else probs
 
 
 def format_prediction(prediction: Prediction) -> str:

@@ -1,0 +1,178 @@
+"""Interop: the tutorial's Keras models come in with the same predictions; lrcn models go out
+as ONNX with the same predictions and run without PyTorch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import indexed_frame, write_video
+from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.config import FrameConfig, ModelConfig
+from lrcn.errors import LrcnError
+from lrcn.model import LRCN
+from lrcn.predict import Predictor
+from lrcn.video import read_clip
+
+os.environ.setdefault("KERAS_BACKEND", "torch")   # keras 3 on PyTorch: no TensorFlow needed
+keras = pytest.importorskip("keras")
+L = keras.layers
+
+
+def seed_keras_model(classes=4, pool=L.MaxPooling2D, extra_dense=False):
+    """The seed tutorial's create_LRCN_model, with every weight (biases too) randomised so that
+    a wrong mapping cannot hide behind zeros."""
+    model = keras.Sequential([L.Input(shape=(20, 64, 64, 3))])
+    for filters, size, drop in [(16, 4, True), (32, 4, True), (64, 2, True), (64, 2, False)]:
+        model.add(L.TimeDistributed(L.Conv2D(filters, 3, padding="same", activation="relu")))
+        model.add(L.TimeDistributed(pool(pool_size=size)))
+        if drop:
+            model.add(L.TimeDistributed(L.Dropout(0.25)))
+    model.add(L.TimeDistributed(L.Flatten()))
+    model.add(L.LSTM(32))
+    if extra_dense:
+        model.add(L.Dense(16, activation="relu"))
+    model.add(L.Dense(classes, activation="softmax"))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Real decoded clips, as the imported model's preprocessing (BGR, bilinear) gives them."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(1)
+    out = []
+    for k in range(3):
+        frames = [np.clip(indexed_frame(i, 96, 72).astype(int) + rng.integers(-60, 60, (72, 96, 3)),
+                          0, 255).astype(np.uint8) for i in range(30 + 7 * k)]
+        path = write_video(folder / f"c{k}.mp4", frames, codec="h264_mp4")
+        out.append(read_clip(path, FrameConfig(channel_order="bgr", interpolation="bilinear"))
+                   .frames)
+    return np.stack(out)   # (3, 20, 64, 64, 3) uint8
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_keras_import_gives_keras_probabilities(tmp_path, clips, suffix):
+    model = seed_keras_model()
+    path = tmp_path / f"seed{suffix}"
+    model.save(path)
+    out = tmp_path / "imported.safetensors"
+    from lrcn.cli import main
+    assert main(["import-keras", str(path), "--classes", "WalkingWithDog,TaiChi,Swing,HorseRace",
+                 "--out", str(out)]) == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.class_names == ["WalkingWithDog", "TaiChi", "Swing", "HorseRace"]
+    assert checkpoint.frame_config.channel_order == "bgr"
+    assert checkpoint.frame_config.interpolation == "bilinear"
+    ours = Predictor(checkpoint).probabilities(clips)
+    theirs = np.asarray(model.predict(clips.astype(np.float32) / 255, verbose=0))
+    assert ours.shape == theirs.shape == (3, 4)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert np.abs(theirs - theirs.mean(0)).max() > 1e-3   # the clips do give different outputs
+
+
+@pytest.mark.parametrize("build, first_bad", [
+    (lambda: seed_keras_model(pool=L.AveragePooling2D), "layer 2 (time_distributed_1"),
+    (lambda: seed_keras_model(extra_dense=True), "Dense with softmax"),
+])
+def test_unrepresentable_keras_model_is_refused_naming_the_layer(tmp_path, build, first_bad):
+    path = tmp_path / "other.keras"
+    keras.backend.clear_session()   # layer names restart at time_distributed
+    build().save(path)
+    result = subprocess.run([sys.executable, "-m", "lrcn", "import-keras", str(path),
+                             "--classes", "a,b,c,d"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"lrcn: error: {path}: ") and first_bad in line, line
+
+
+def test_keras_import_needs_class_names_that_fit(tmp_path):
+    path = tmp_path / "seed.h5"
+    seed_keras_model().save(path)
+    from lrcn.keras_import import import_keras
+    with pytest.raises(LrcnError, match="holds no class names"):
+        import_keras(path)
+    with pytest.raises(LrcnError, match="3 class names given for a model with 4 outputs"):
+        import_keras(path, ["a", "b", "c"])
+    (tmp_path / "junk.h5").write_text("junk")
+    with pytest.raises(LrcnError, match="not a readable Keras"):
+        import_keras(tmp_path / "junk.h5", ["a", "b", "c", "d"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(3)
+    model = LRCN(ModelConfig(num_classes=5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        model.lstm.bias_hh_l0.zero_()
+    checkpoint = save_checkpoint(folder / "m.safetensors", model, FrameConfig(),
+                                 list("abcde"), {"clip_seconds": 3.0})
+    from lrcn.cli import main
+    assert main(["export", str(checkpoint), "--format", "onnx"]) == 0
+    return checkpoint, folder / "m.onnx"
+
+
+def test_onnx_matches_pytorch_with_dynamic_batch(exported, clips):
+    from lrcn.export import OnnxPredictor
+    checkpoint, onnx_path = exported
+    torch_predictor = Predictor(load_checkpoint(checkpoint))
+    onnx_predictor = OnnxPredictor(onnx_path)
+    assert onnx_predictor.names == list("abcde")
+    assert onnx_predictor.frame_config == FrameConfig()
+    for batch in (clips[:1], clips):
+        expected = torch_predictor.probabilities(batch)
+        np.testing.assert_allclose(onnx_predictor.probabilities(batch), expected, atol=1e-5,
+                                   rtol=0)
+    assert np.abs(expected - expected.mean(0)).max() > 1e-4
+
+
+def test_onnx_runs_where_pytorch_is_not_installed(exported, clips, tmp_path):
+    checkpoint, onnx_path = exported
+    np.save(tmp_path / "clips.npy", clips)
+    script = f"""
+import sys, json
+sys.modules["torch"] = None          # importing torch now fails, as on a machine without it
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+[inp], [out] = session.get_inputs(), session.get_outputs()
+x = np.load({str(tmp_path / 'clips.npy')!r}).astype(np.float32) / 255
+probs = session.run(None, {{"frames": x}})[0]
+print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
+                  "classes": json.loads(meta["classes"]), "frames": json.loads(meta["frames"]),
+                  "probs": probs.tolist()}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["input"] == ["frames", ["batch", 20, 64, 64, 3], "tensor(float)"]
+    assert data["output"] == "probabilities" and data["classes"] == list("abcde")
+    assert data["frames"]["channel_order"] == "rgb" and data["frames"]["num_frames"] == 20
+    expected = Predictor(load_checkpoint(checkpoint)).probabilities(clips)
+    np.testing.assert_allclose(np.array(data["probs"]), expected, atol=1e-5, rtol=0)
+
+
+def test_predict_cli_onnx_backend_agrees_with_torch(exported, tmp_path):
+    checkpoint, onnx_path = exported
+    video = write_video(tmp_path / "v.avi", [indexed_frame(i, 80, 60) for i in range(25)])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lrcn", "predict", *map(str, a),
+                                     "--json"], capture_output=True, text=True)
+    by_onnx, by_torch = run(onnx_path, video, "--backend", "onnx"), run(checkpoint, video)
+    assert by_onnx.returncode == 0 and by_torch.returncode == 0, by_onnx.stderr + by_torch.stderr
+    [a], [b] = json.loads(by_onnx.stdout), json.loads(by_torch.stdout)
+    assert a["label"] == b["label"]
+    for name in "abcde":
+        assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-5)
+    bad = run(checkpoint, video, "--backend", "onnx")
+    assert bad.returncode == 2 and "pass the .onnx file" in bad.stderr
