@@ -187,17 +187,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import annotate, format_prediction
-    backend = args.backend or ("onnx" if str(args.checkpoint).endswith(".onnx") else "torch")
-    if backend == "onnx":
+    if str(args.checkpoint).endswith(".onnx"):
         from .export import OnnxPredictor
-        if not str(args.checkpoint).endswith(".onnx"):
-            raise LrcnError("with --backend onnx, pass the .onnx file that `lrcn export` "
-                            "wrote", args.checkpoint)
+        if args.backend == "torch":
+            raise LrcnError("an ONNX model runs on ONNX Runtime only; for --backend torch, "
+                            "pass the checkpoint", args.checkpoint)
         predictor = OnnxPredictor(args.checkpoint)
     else:
         from .checkpoint import load_checkpoint
         from .predict import Predictor
-        predictor = Predictor(load_checkpoint(args.checkpoint))
+        predictor = Predictor(load_checkpoint(args.checkpoint), args.backend or "auto")
     results = predictor.predict_files(args.videos)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
@@ -352,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None,
-                   help="torch (default) or onnx (ONNX Runtime; default for a .onnx file)")
+                   help="onnx (ONNX Runtime, the default when installed) or torch")
     p.add_argument("--annotate", default=None,
                    help="write the video with the label drawn on it (H.264 MP4); with several "
                         "videos, a folder")

@@ -16,17 +16,16 @@ from .checkpoint import Checkpoint
 from .dataset import ClipDataset, discover, read_split
 from .errors import LrcnError
 from .files import atomic_write_text
-from .model import clips_to_input
 
 
-@torch.no_grad()
 def predict_cached(checkpoint: Checkpoint, clips, batch_size: int = 64) -> np.ndarray:
-    """(N, classes) probabilities for cached clips, in order."""
-    model = checkpoint.build_model()
+    """(N, classes) probabilities for cached clips, in order, on predict's engine."""
+    from .engine import make_engine
+    engine = make_engine(checkpoint)
     loader = torch.utils.data.DataLoader(ClipDataset(clips, checkpoint.class_names),
                                          batch_size=batch_size)
-    out = [torch.softmax(model(clips_to_input(x)), dim=1) for x, _ in loader]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(checkpoint.class_names)))
+    out = [engine.probabilities(x.numpy()) for x, _ in loader]
+    return np.concatenate(out) if out else np.zeros((0, len(checkpoint.class_names)))
 
 
 def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,

@@ -8,10 +8,48 @@ orthogonal recurrent kernel, zero biases with the LSTM forget gate's bias at one
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from .config import ModelConfig
+
+
+class MaskDropout(nn.Module):
+    """Inverted dropout (as nn.Dropout and Keras's Dropout) with its masks drawn by NumPy.
+
+    Why not nn.Dropout: on CPU its Bernoulli sampling costs ~7 ns per element, which made
+    dropout about a fifth of a training step of this small model. Masks from NumPy's PCG64 as
+    16-bit integers compared against a threshold cost ~1 ns per element and keep p exact to
+    1/65536. Masks are drawn in (N, H, W, C) order whatever the tensor's memory layout, so a
+    seed gives the same masks everywhere; `seed()` sets the stream (training seeds it).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 65536)
+        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float mask for (N, C, H, W) activations: 0 or 1/(1-p), drawn in NHWC order."""
+        n, c, h, w = shape
+        bits = np.frombuffer(self.rng.bytes(2 * n * c * h * w), dtype=np.uint16)
+        keep = torch.from_numpy(bits >= self.threshold).view(n, h, w, c).permute(0, 3, 1, 2)
+        return keep.to(torch.float32).mul_(1.0 / (1.0 - self.p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * self.mask(tuple(x.shape))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class LRCN(nn.Module):
@@ -22,13 +60,18 @@ class LRCN(nn.Module):
         in_channels, height, width = config.channels, config.height, config.width
         for filters, pool, drop in zip(config.conv_filters, config.pool_sizes,
                                        config.dropout_after):
-            layers += [nn.Conv2d(in_channels, filters, 3, padding=1), nn.ReLU(inplace=True)]
+            conv = nn.Conv2d(in_channels, filters, 3, padding=1)
             if config.batchnorm:
                 # Keras's BatchNormalization defaults: momentum 0.99 (torch: 1 - 0.99), eps 1e-3.
-                layers.append(nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01))
-            layers.append(nn.MaxPool2d(pool))  # Keras "valid" pooling: floor division
+                layers += [conv, nn.ReLU(inplace=True),
+                           nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01), nn.MaxPool2d(pool)]
+            else:
+                # Keras computes relu(conv) then max-pools. ReLU is monotonic, so pooling first
+                # gives the same values and the same gradients, and ReLU then runs (forward and
+                # backward) on a tensor pool*pool times smaller: ~10 ms of a 40 ms step.
+                layers += [conv, nn.MaxPool2d(pool), nn.ReLU(inplace=True)]
             if drop:
-                layers.append(nn.Dropout(config.dropout))
+                layers.append(MaskDropout(config.dropout))
             in_channels, height, width = filters, height // pool, width // pool
         if height < 1 or width < 1:
             raise ValueError(f"input {config.height}x{config.width} is too small for the pooling")
@@ -53,6 +96,11 @@ class LRCN(nn.Module):
         nn.init.zeros_(self.lstm.bias_ih_l0)
         self.lstm.bias_ih_l0[units:2 * units] = 1.0  # unit_forget_bias=True
         nn.init.zeros_(self.lstm.bias_hh_l0)
+
+    def seed_dropout(self, seed: int) -> None:
+        """Make dropout masks reproducible: each dropout layer gets its own stream from seed."""
+        for i, module in enumerate(m for m in self.cnn if isinstance(m, MaskDropout)):
+            module.seed(seed * 1000 + i)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, C) float frames in [0, 1] -> (N, F) per-frame features.
@@ -106,7 +154,7 @@ def layer_shapes(model: LRCN) -> list[tuple[str, tuple[int, ...]]]:
             x = layer(x)
             if isinstance(layer, nn.ReLU):
                 continue  # Keras folds the activation into Conv2D
-            name = {nn.Conv2d: "conv2d", nn.MaxPool2d: "max_pooling2d", nn.Dropout: "dropout",
+            name = {nn.Conv2d: "conv2d", nn.MaxPool2d: "max_pooling2d", MaskDropout: "dropout",
                     nn.BatchNorm2d: "batch_normalization"}[type(layer)]
             shapes.append((name, (cfg.num_frames, x.shape[2], x.shape[3], x.shape[1])))
         model.train(model_was_training)

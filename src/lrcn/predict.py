@@ -9,12 +9,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from .checkpoint import Checkpoint
 from .config import FrameConfig
 from .errors import LrcnError
-from .model import LRCN, clips_to_input
 from .video import VideoWriter, iter_frames, read_clip
 
 
@@ -61,23 +59,19 @@ class Classifier:
 
 
 class Predictor(Classifier):
-    """A checkpoint's model and preprocessing, on PyTorch."""
+    """A checkpoint's model and preprocessing, on the fastest engine available (engine.py):
+    ONNX Runtime when installed, else PyTorch; `backend` picks one."""
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, backend: str = "auto"):
+        from .engine import make_engine
         self.checkpoint = checkpoint
-        self.model: LRCN = checkpoint.build_model()
+        self.engine = make_engine(checkpoint, backend)
         self.names = checkpoint.class_names
         self.frame_config = checkpoint.frame_config
 
-    @torch.inference_mode()
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
-        batch = torch.from_numpy(np.ascontiguousarray(frames))
-        single = batch.dim() == 4
-        if single:
-            batch = batch.unsqueeze(0)
-        probs = torch.softmax(self.model(clips_to_input(batch)), dim=1).numpy()
-        return probs[0] if single else probs
+        return self.engine.probabilities(frames)
 
 
 def format_prediction(prediction: Prediction) -> str:

@@ -1,0 +1,128 @@
+"""The fast paths change speed, not results: training steps against a plain eager PyTorch
+reference, the ONNX Runtime engine against the PyTorch engine, and fixed-seed reproducibility."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.config import FrameConfig, ModelConfig
+from lrcn.engine import OrtEngine, TorchEngine
+from lrcn.model import LRCN, MaskDropout
+from lrcn.train import make_optimizer, train, train_step
+from lrcn.video import read_clip
+
+from conftest import indexed_frame, write_video
+
+
+def reference_logits(model: LRCN, clips: torch.Tensor) -> torch.Tensor:
+    """The seed model written the textbook way, as Keras computes it: conv -> ReLU -> max-pool
+    -> dropout per frame, features flattened in (H, W, C) order, LSTM, Dense. Dropout masks come
+    from the model's own dropout layers, so both paths see the same masks."""
+    x = clips.to(torch.float32).div(255.0)
+    b, t = x.shape[:2]
+    x = x.flatten(0, 1).permute(0, 3, 1, 2).contiguous()  # plain NCHW
+    convs = [m for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
+    drops = [m for m in model.cnn if isinstance(m, MaskDropout)]
+    cfg = model.config
+    for i, (conv, pool) in enumerate(zip(convs, cfg.pool_sizes)):
+        x = F.max_pool2d(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)), pool)
+        if cfg.dropout_after[i] and model.training:
+            x = x * drops[sum(cfg.dropout_after[:i])].mask(tuple(x.shape))
+    feats = x.permute(0, 2, 3, 1).reshape(b, t, -1)
+    _, (h, _) = model.lstm(feats)
+    return model.head(h[-1])
+
+
+@pytest.mark.parametrize("batch", [4, 6])
+def test_fast_training_steps_match_plain_eager_pytorch(batch):
+    torch.manual_seed(3)
+    fast = LRCN(ModelConfig(num_classes=4))
+    plain = copy.deepcopy(fast)
+    fast.seed_dropout(11)
+    plain.seed_dropout(11)
+    fast_opt = make_optimizer(fast, 1e-3)                       # fused Adam
+    plain_opt = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], lr=1e-3,
+                                 eps=1e-7, foreach=False, fused=False)
+    rng = np.random.default_rng(0)
+    fast_losses, plain_losses = [], []
+    for _ in range(4):
+        clips = torch.from_numpy(rng.integers(0, 256, (batch, 20, 64, 64, 3), dtype=np.uint8))
+        labels = torch.from_numpy(rng.integers(0, 4, batch))
+        loss_sum, _ = train_step(fast, fast_opt, clips, labels, chunk_clips=4)  # chunked
+        fast_losses.append(loss_sum / batch)
+        plain.train()
+        plain_opt.zero_grad()
+        loss = F.cross_entropy(reference_logits(plain, clips), labels)  # whole batch, mean
+        loss.backward()
+        plain_opt.step()
+        plain_losses.append(loss.item())
+    assert len(set(np.round(plain_losses, 6))) == 4  # the steps really changed the model
+    np.testing.assert_allclose(fast_losses, plain_losses, rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_inference_equals_the_keras_order():
+    torch.manual_seed(0)
+    model = LRCN(ModelConfig(num_classes=3)).eval()
+    clips = torch.randint(0, 256, (2, 20, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clips.float().div(255)), reference_logits(model, clips),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_mask_dropout_rate_scale_and_chunk_invariance():
+    drop = MaskDropout(0.25)
+    drop.seed(5)
+    mask = drop.mask((64, 16, 16, 16))
+    kept = (mask > 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.005
+    values = mask.unique().tolist()
+    assert len(values) == 2 and values[0] == 0 and values[1] == pytest.approx(1 / 0.75)
+    # Masks for two halves of a batch equal the mask for the whole batch (chunked training
+    # sees the same masks as an unchunked step).
+    drop.seed(9)
+    halves = torch.cat([drop.mask((4, 16, 8, 8)), drop.mask((4, 16, 8, 8))])
+    drop.seed(9)
+    torch.testing.assert_close(halves, drop.mask((8, 16, 8, 8)))
+    drop.eval()
+    x = torch.rand(2, 16, 8, 8)
+    assert drop(x) is x
+
+
+def test_fixed_seed_training_is_reproducible(tiny_dataset, tmp_path):
+    runs = [train(tiny_dataset, tmp_path / f"run{i}", config=_short(), progress=False,
+                  log=lambda *a: None, workers=2) for i in range(2)]
+    a, b = (r.history for r in runs)
+    assert [row["loss"] for row in a] == [row["loss"] for row in b]
+    assert [row["val_loss"] for row in a] == [row["val_loss"] for row in b]
+    wa = load_checkpoint(runs[0].checkpoint).state_dict
+    wb = load_checkpoint(runs[1].checkpoint).state_dict
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _short():
+    from lrcn.config import TrainConfig
+    return TrainConfig(epochs=2, batch_size=4)
+
+
+def test_onnx_runtime_engine_matches_pytorch_engine(tmp_path):
+    torch.manual_seed(1)
+    path = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=5)),
+                           FrameConfig(), list("abcde"))
+    checkpoint = load_checkpoint(path)
+    ort, eager = OrtEngine(checkpoint), TorchEngine(checkpoint)
+    video = write_video(tmp_path / "v.mp4", [indexed_frame(i, 96, 72) for i in range(40)],
+                        codec="h264_mp4")
+    clip = read_clip(video).frames
+    rng = np.random.default_rng(2)
+    batch = np.concatenate([clip[None], rng.integers(0, 256, (2, 20, 64, 64, 3), np.uint8)])
+    np.testing.assert_allclose(ort.features(clip), eager.features(clip), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(ort.probabilities(batch), eager.probabilities(batch), atol=1e-5)
+    np.testing.assert_allclose(ort.probabilities(clip), eager.probabilities(clip), atol=1e-5)
+    assert ort.probabilities(batch).sum(1) == pytest.approx(np.ones(3), abs=1e-5)
