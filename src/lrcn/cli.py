@@ -197,6 +197,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .checkpoint import load_checkpoint
         from .predict import Predictor
         predictor = Predictor(load_checkpoint(args.checkpoint), args.backend or "auto")
+    if args.timeline:
+        return _predict_timelines(predictor, args)
     results = predictor.predict_files(args.videos)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
@@ -212,6 +214,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
             annotate(result.path, result, out)
             print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
     return 1 if any(r.error for r in results) else 0
+
+
+def _timeline_config(args: argparse.Namespace):
+    from .timeline import TimelineConfig
+    return TimelineConfig(span=args.span, stride=args.stride, smooth=args.smooth)
+
+
+def _predict_timelines(predictor, args: argparse.Namespace) -> int:
+    from .timeline import annotate_timeline, format_timeline, timeline_for_video, write_timeline
+    if not hasattr(predictor, "engine"):
+        raise LrcnError("--timeline needs the checkpoint (it runs the CNN and the LSTM "
+                        "separately)", args.checkpoint)
+    clip_seconds = float(predictor.checkpoint.info.get("clip_seconds") or 0)
+    config = _timeline_config(args)
+    failed = False
+    for video in args.videos:
+        try:
+            timeline = timeline_for_video(predictor.engine, video, config, clip_seconds)
+        except LrcnError as exc:
+            print(f"lrcn: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        folder = Path(args.out) if args.out and len(args.videos) == 1 else \
+            Path(args.out or ".") / f"{Path(video).stem}.timeline"
+        paths = write_timeline(timeline, folder)
+        if args.json:
+            print(paths["json"].read_text())
+        else:
+            print(format_timeline(timeline))
+            print(f"timeline: {paths['json']}, {paths['segments']}, {paths['windows']}, "
+                  f"{paths['plot']}")
+        if args.annotate:
+            target = Path(args.annotate) if len(args.videos) == 1 else \
+                Path(args.annotate) / f"{Path(video).stem}.annotated.mp4"
+            annotate_timeline(video, timeline, target)
+            print(f"annotated video: {target}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if failed else 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .engine import make_engine
+    from .stream import run_stream
+    checkpoint = load_checkpoint(args.checkpoint)
+    engine = make_engine(checkpoint, args.backend or "auto")
+    run_stream(engine, args.source, _timeline_config(args),
+               float(checkpoint.info.get("clip_seconds") or 0), annotate=args.annotate,
+               realtime=True if args.realtime else None, max_lag=args.max_lag)
+    return 0
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
@@ -298,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="frame cache folder (default: $LRCN_CACHE_DIR or ~/.cache/lrcn)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def window_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--span", type=_positive_float, default=0.0,
+                       help="seconds one window covers (default: the checkpoint's typical "
+                            "training clip, so motion runs at the speed the model learned)")
+        p.add_argument("--stride", type=_positive_float, default=0.0,
+                       help="seconds between windows (default: a quarter of the span)")
+        p.add_argument("--smooth", type=_positive_int, default=3,
+                       help="windows averaged before labelling (default 3)")
+
     p = sub.add_parser("synth", help="write the built-in synthetic action data set")
     p.add_argument("out", help="folder to write (a folder per class)")
     p.add_argument("--classes", type=_class_list, default=None,
@@ -355,7 +415,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", default=None,
                    help="write the video with the label drawn on it (H.264 MP4); with several "
                         "videos, a folder")
+    p.add_argument("--timeline", action="store_true",
+                   help="long videos: slide a window over the video and write a timeline of "
+                        "segments (JSON, CSV, PNG)")
+    p.add_argument("--out", default=None,
+                   help="with --timeline: the folder for its files (default ./NAME.timeline)")
+    window_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("stream", help="classify a live source: webcam index, file, URL or - "
+                                      "(stdin)")
+    p.add_argument("checkpoint", help="run folder or checkpoint file")
+    p.add_argument("source", help="camera index (0), a video file, rtsp:// or http:// URL, "
+                                  "or - for a pipe on stdin")
+    p.add_argument("--annotate", default=None, help="write the annotated stream (H.264 MP4)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace a file like a camera (live sources always are)")
+    p.add_argument("--max-lag", type=float, default=1.0,
+                   help="seconds behind real time before frames are skipped (default 1)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None)
+    window_options(p)
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("import-keras", help="convert a Keras LRCN (.h5 or .keras) to lrcn")
     p.add_argument("model", help="the Keras model file")

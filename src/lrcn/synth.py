@@ -275,3 +275,31 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
     atomic_write_text(root / "manifest.csv", "\n".join(lines) + "\n")
     return root
 
+
+
+def make_long_video(path: str | os.PathLike, plan: list[tuple[str, int]], seed: int = 0,
+                    width: int = 320, height: int = 240, fps: float = 25.0,
+                    min_seconds: float = 3.0, max_seconds: float = 6.0) -> list[dict]:
+    """One long recording of a single scene in which actions follow each other: for each
+    (class, n) of `plan`, n performances of that class back to back. H.264 MP4 (or XviD AVI by
+    suffix). Returns the ground truth: [{"label", "start", "end"}] in seconds, one per run of a
+    class. For timelines' tests and benchmarks."""
+    path = Path(path)
+    rng = np.random.default_rng([seed, 7919])
+    setting = {**_group_setting(rng, width, height), "fps": fps}
+    truth: list[dict] = []
+    frames_written = 0
+
+    def frames():
+        nonlocal frames_written
+        for class_name, repeats in plan:
+            start = frames_written / fps
+            for _ in range(repeats):
+                seconds = float(rng.uniform(min_seconds, max_seconds))
+                for image in render_clip(class_name, setting, rng, width, height, seconds):
+                    frames_written += 1
+                    yield image
+            truth.append({"label": class_name, "start": start, "end": frames_written / fps})
+
+    write_frames(path, frames(), fps, width, height)
+    return truth

@@ -1,0 +1,209 @@
+"""Long videos and streams on real video files: feature reuse gives the same windows as running
+each window from scratch, segments, outputs, audio kept, and `lrcn stream` on a file and a pipe.
+(Recovering known classes and boundaries with a trained model is in test_demo.py.)"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from av.video.reformatter import VideoReformatter
+
+from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.config import FrameConfig, ModelConfig
+from lrcn.engine import make_engine
+from lrcn.model import LRCN
+from lrcn.timeline import (TimelineConfig, Window, annotate_timeline, build_timeline, score_video,
+                           smooth, timeline_for_video, write_timeline)
+from lrcn.video import _to_array
+
+from conftest import indexed_frame, write_video
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(4)
+    folder = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(folder / "m.safetensors", LRCN(ModelConfig(num_classes=3)),
+                           FrameConfig(), ["a", "b", "c"], {"clip_seconds": 2.0})
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """12 s at 25 fps: every frame distinct (moving bars + frame index stripe)."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    frames = []
+    for i in range(300):
+        image = indexed_frame(i, 96, 72)
+        image[:, (i * 3) % 96] = (255, 0, 0)
+        frames.append(image)
+    return write_video(path, frames, fps=25, codec="h264_mp4")
+
+
+def all_small_frames(path, frames=FrameConfig()):
+    reformatter = VideoReformatter()
+    with av.open(str(path)) as container:
+        return [_to_array(f, frames, reformatter) for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("stride", [0.0, 0.3, 1.7])
+def test_feature_reuse_equals_each_window_from_scratch(checkpoint, long_video, stride):
+    engine = make_engine(load_checkpoint(checkpoint))
+    config = TimelineConfig(stride=stride, batch=7)  # odd batch: windows complete mid-batch
+    windows, facts = score_video(engine, long_video, config, clip_seconds=2.0)
+    step = facts["grid_step"]
+    assert facts["span"] == pytest.approx(2.0) and facts["frames"] == 300
+    frames = all_small_frames(long_video)
+    expected_count = (int(12.0 / step) - 20) // round(facts["stride"] / step) + 1
+    assert len(windows) == expected_count
+    for window in windows:
+        first = round(window.start / step)
+        # the frame on screen at each grid instant (j + 0.5) * step
+        picks = [int((first + t + 0.5) * step * 25 + 1e-9) for t in range(20)]
+        scratch = engine.probabilities(np.stack([frames[i] for i in picks]))
+        np.testing.assert_allclose(window.probabilities, scratch, atol=1e-5)
+        # the check can fail: the same window one frame late is measurably different
+        late = engine.probabilities(np.stack([frames[i + 1] for i in picks]))
+        assert np.abs(late - scratch).max() > 1e-4
+        assert window.end - window.start == pytest.approx(2.0)
+
+
+def test_a_video_shorter_than_a_window_gets_one_window(checkpoint, tmp_path):
+    engine = make_engine(load_checkpoint(checkpoint))
+    video = write_video(tmp_path / "short.avi", [indexed_frame(i, 64, 48) for i in range(30)],
+                        fps=25)
+    windows, facts = score_video(engine, video, TimelineConfig(), clip_seconds=4.0)
+    assert len(windows) == 1 and windows[0].end == pytest.approx(1.2)
+    assert windows[0].probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_segments_merge_windows_and_split_time_between_them():
+    eye = np.eye(3)
+    labels = [0, 0, 0, 1, 1, 2, 2, 2]
+    windows = [Window(i * 1.0, i * 1.0 + 4.0, eye[k] * 0.8 + 0.2 / 3) for i, k in
+               enumerate(labels)]
+    timeline = build_timeline(["a", "b", "c"], windows, {"duration": 11.5, "video": "v"}, 1)
+    assert [s.label for s in timeline.segments] == ["a", "b", "c"]
+    # window i speaks for [i + 1.5, i + 2.5): boundaries halfway between window centres
+    assert [(s.start, s.end) for s in timeline.segments] == [(0.0, 4.5), (4.5, 6.5),
+                                                             (6.5, 11.5)]
+    assert timeline.segments[0].confidence == pytest.approx(0.8 + 0.2 / 3)
+    assert timeline.label_at(5.0)[0] == "b" and timeline.label_at(11.0)[0] == "c"
+    # a one-window blip is smoothed away by a centred average of 3
+    probs = np.stack([eye[k] for k in [0, 0, 1, 0, 0]])
+    assert smooth(probs, 3).argmax(1).tolist() == [0, 0, 0, 0, 0]
+    assert smooth(probs, 2, centred=False)[2].tolist() == [0.5, 0.5, 0.0]
+
+
+def test_timeline_files_and_annotated_video_with_audio(checkpoint, tmp_path):
+    video = tmp_path / "talk.mp4"
+    _video_with_audio(video, seconds=6)
+    engine = make_engine(load_checkpoint(checkpoint))
+    timeline = timeline_for_video(engine, video, TimelineConfig(), clip_seconds=2.0)
+    paths = write_timeline(timeline, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["classes"] == ["a", "b", "c"] and data["segments"]
+    assert data["segments"][0]["start"] == 0 and data["segments"][-1]["end"] == pytest.approx(6)
+    rows = list(csv.DictReader(paths["segments"].open()))
+    assert [r["label"] for r in rows] == [s["label"] for s in data["segments"]]
+    windows = list(csv.DictReader(paths["windows"].open()))
+    assert len(windows) == len(data["windows"]) and set(windows[0]) >= {"start", "a", "b"}
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = annotate_timeline(video, timeline, tmp_path / "annotated.mp4")
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio, "the audio track was dropped"
+        audio_seconds = float(container.streams.audio[0].duration *
+                              container.streams.audio[0].time_base)
+        assert audio_seconds == pytest.approx(6, abs=0.2)
+        assert sum(1 for _ in container.decode(video=0)) == 150
+
+
+def _video_with_audio(path, seconds: int, fps: int = 25):
+    with av.open(str(path), "w", format="mp4") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 96, 72, "yuv420p"
+        v.options = {"preset": "ultrafast"}
+        a = out.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for i in range(seconds * fps):
+            for p in v.encode(av.VideoFrame.from_ndarray(indexed_frame(i, 96, 72), "rgb24")):
+                out.mux(p)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(44100 * seconds) / 44100))
+        for start in range(0, len(tone), 1024):
+            chunk = tone[start:start + 1024].astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, start
+            frame.time_base = Fraction(1, 44100)
+            for p in a.encode(frame):
+                out.mux(p)
+        for s in (v, a):
+            for p in s.encode():
+                out.mux(p)
+    return path
+
+
+def lrcn(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "lrcn", *map(str, args)], capture_output=True,
+                          text=True, stdin=stdin, timeout=300)
+
+
+def test_cli_timeline(checkpoint, long_video, tmp_path):
+    result = lrcn("predict", checkpoint, long_video, "--timeline", "--out", tmp_path / "t",
+                  "--stride", "0.5", "--smooth", "1")
+    assert result.returncode == 0, result.stderr
+    assert "windows of 2.00 s every 0.50 s" in result.stdout
+    data = json.loads((tmp_path / "t" / "timeline.json").read_text())
+    assert len(data["windows"]) == (300 // 2.5 - 20) // 5 + 1
+    assert (tmp_path / "t" / "timeline.png").exists()
+    bad = lrcn("predict", checkpoint, tmp_path / "missing.mp4", "--timeline")
+    assert bad.returncode == 1 and "missing.mp4: no such file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
+    result = lrcn("stream", checkpoint, long_video, "--annotate", tmp_path / "live.mp4")
+    assert result.returncode == 0, result.stderr
+    changes = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert changes and changes[0].startswith("[00:00:02.000]")  # first window ends at 2 s
+    assert "end of stream: 300 frames (12.0 s)" in result.stdout
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 300
+    # a pipe: an MPEG-TS stream on stdin, as from `ffmpeg ... -f mpegts -` or a camera tool
+    ts = tmp_path / "cam.ts"
+    with av.open(str(long_video)) as src, av.open(str(ts), "w", format="mpegts") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    with ts.open("rb") as stdin:
+        piped = lrcn("stream", checkpoint, "-", stdin=stdin)
+    assert piped.returncode == 0, piped.stderr
+    assert "end of stream: 300 frames" in piped.stdout
+    assert [line for line in piped.stdout.splitlines() if line.startswith("[")] == changes
+
+
+def test_stream_skips_frames_when_behind_and_says_so(checkpoint, tmp_path):
+    from lrcn.stream import run_stream
+    video = write_video(tmp_path / "cam.avi", [indexed_frame(i, 64, 48) for i in range(75)])
+    engine = make_engine(load_checkpoint(checkpoint))
+    import io
+    printed = io.StringIO()
+    # max_lag below zero: always "behind", so every CNN frame after the first is skipped
+    result = run_stream(engine, str(video), TimelineConfig(), 1.0, realtime=True, max_lag=-1,
+                        out=printed)
+    assert result.frames == 75 and result.skipped > 0 and result.windows > 0
+    assert f"{result.skipped} frames skipped to keep up" in printed.getvalue()
+
+
+def test_stream_errors_are_one_line(checkpoint, tmp_path):
+    result = lrcn("stream", checkpoint, tmp_path / "nope.mp4")
+    assert result.returncode == 2 and "nope.mp4: no such file, camera or URL" in result.stderr
+    assert "Traceback" not in result.stderr
