@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +24,7 @@ from .files import atomic_write_text
 from .video import read_clip
 from .workers import run_tasks
 
-CACHE_VERSION = 1          # bump when decoding changes what lands in the cache
+CACHE_VERSION = 2          # bump when decoding changes what lands in the cache
 DECODE_TIMEOUT_S = 120.0   # a clip that takes longer is reported as stalled and skipped
 
 
@@ -58,6 +58,7 @@ class CachedClip:
     frames_path: Path     # .npy, uint8 (T, H, W, 3)
     num_frames: int
     fps: float
+    meta: dict | None = field(default=None, compare=False)  # the cache entry: size, header frame count, sampled indices
 
     @property
     def duration(self) -> float:
@@ -85,7 +86,8 @@ def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
         np.save(tmp, clip.frames)
         os.replace(tmp, frames_path)
         meta = {"num_frames": clip.num_frames, "fps": clip.fps, "width": clip.width,
-                "height": clip.height, "indices": list(clip.indices)}
+                "height": clip.height, "indices": list(clip.indices),
+                "header_frames": clip.header_frames}
     atomic_write_text(meta_path, json.dumps(meta))
     return meta
 
@@ -139,7 +141,7 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
             failures.append((sample, meta["error"]))
             continue
         frames_path, _ = _entry_paths(cache_dir, keys[sample.path])
-        clips.append(CachedClip(sample, frames_path, meta["num_frames"], meta["fps"]))
+        clips.append(CachedClip(sample, frames_path, meta["num_frames"], meta["fps"], meta))
     return clips, failures
 
 

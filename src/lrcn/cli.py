@@ -28,6 +28,13 @@ def _int_at_least(minimum: int):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _split_number(text: str) -> int:
+    value = _positive_int(text)
+    if value > 99:
+        raise argparse.ArgumentTypeError(f"split lists are numbered 1, 2, 3, ...: {text}")
+    return value
 _non_negative_int = _int_at_least(0)
 
 
@@ -148,12 +155,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = train(args.data, run_dir, classes=args.classes, frames=frames,
                    model_options=model_options, split=split, config=config,
-                   cache_dir=args.cache, workers=args.workers, progress=not args.quiet)
+                   cache_dir=args.cache, workers=args.workers, progress=not args.quiet,
+                   ucf_split=args.split, lists=args.lists)
     print(f"trained {result.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
           f"best epoch {result.best_epoch}; checkpoint: {result.checkpoint}")
     if not args.no_evaluate:
         _evaluate_run(result.checkpoint, None, run_dir, args.cache, args.workers, args.quiet)
     return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from .crossval import cross_validate, format_summary
+    frames, split, config, model_options = _train_settings(args)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("cv-%Y%m%d-%H%M%S")
+    summary = cross_validate(args.data, out, classes=args.classes, folds=args.folds,
+                             frames=frames, model_options=model_options, split=split,
+                             config=config, cache_dir=args.cache, workers=args.workers,
+                             progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"wrote {out / 'cv.json'}, {out / 'cv.csv'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_dataset, format_check
+    report = check_dataset(args.data, args.classes, ucf_split=args.split, lists=args.lists,
+                           cache_dir=args.cache, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(report, indent=1) if args.json else format_check(report))
+    return 1 if any(p["kind"] in ("unreadable", "missing") for p in report["problems"]) else 0
 
 
 def _evaluate_run(target: Path, data: str | None, out: Path | None, cache, workers, quiet,
@@ -349,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help="frame cache folder (default: $LRCN_CACHE_DIR or ~/.cache/lrcn)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def train_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--classes", type=_class_list, default=None,
+                       help="comma-separated class subset (default: the seed's four if present, "
+                            "else all)")
+        p.add_argument("--config", default=None, help="JSON file with frames/model/split/train")
+        p.add_argument("--epochs", type=_positive_int)
+        p.add_argument("--batch-size", type=_positive_int)
+        p.add_argument("--lr", type=_positive_float)
+        p.add_argument("--patience", type=_positive_int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--threads", type=_positive_int, help="PyTorch threads (default: all cores)")
+        p.add_argument("--test-fraction", type=_fraction)
+        p.add_argument("--val-fraction", type=_fraction)
+        p.add_argument("--split-seed", type=int)
+        p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
+        p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
+        p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
+        p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
+        p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")
+
     def window_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--span", type=_positive_float, default=0.0,
                        help="seconds one window covers (default: the checkpoint's typical "
@@ -372,30 +421,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train on a folder of videos (a folder per class)")
-    p.add_argument("data", help="data set root: <root>/<Class>/*.avi")
+    p.add_argument("data", help="data set: a folder <root>/<Class>/*.avi, or a CSV/text list of "
+                                "path,label lines")
+    p.add_argument("--split", type=_split_number, default=None,
+                   help="use the official UCF101 split N (classInd.txt, trainlist0N.txt, "
+                        "testlist0N.txt)")
+    p.add_argument("--lists", type=Path, default=None,
+                   help="folder with the UCF101 split lists (default: DATA or "
+                        "DATA/ucfTrainTestlist)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-DATE-TIME)")
-    p.add_argument("--classes", type=_class_list, default=None,
-                   help="comma-separated class subset (default: the seed's four if present, "
-                        "else all)")
-    p.add_argument("--config", default=None, help="JSON file with frames/model/split/train")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float)
-    p.add_argument("--patience", type=_positive_int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=_positive_int, help="PyTorch threads (default: all cores)")
-    p.add_argument("--test-fraction", type=_fraction)
-    p.add_argument("--val-fraction", type=_fraction)
-    p.add_argument("--split-seed", type=int)
-    p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
-    p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
-    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
-    p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
-    p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")
+    train_options(p)
     p.add_argument("--no-evaluate", action="store_true",
                    help="do not evaluate on the test split after training")
     common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="leave-one-group-out cross-validation (UCF50's protocol)")
+    p.add_argument("data", help="data set: a folder per class, or a path,label list")
+    p.add_argument("--out", default=None, help="folder for the fold runs and cv.json "
+                                               "(default runs/cv-DATE-TIME)")
+    p.add_argument("--folds", type=_class_list, default=None,
+                   help="groups to hold out, e.g. 1,2,3 or g01,g02 (default: every group)")
+    train_options(p)
+    common(p)
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("check", help="scan a data set: counts, durations, unreadable and "
+                                     "suspicious files")
+    p.add_argument("data", help="a folder per class, or a path,label list")
+    p.add_argument("--classes", type=_class_list, default=None)
+    p.add_argument("--split", type=_split_number, default=None,
+                   help="check the files of the official UCF101 split N")
+    p.add_argument("--lists", type=Path, default=None, help="folder with the UCF101 lists")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common(p)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (the run's test split by default)")
     p.add_argument("checkpoint", help="run folder or checkpoint file")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
-from .dataset import ClipDataset, discover, split_samples, write_split
+from .dataset import ClipDataset, Sample, load_parts, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
 from .model import LRCN, clips_to_input, count_trainable
@@ -135,19 +135,29 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
           frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
           split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
           cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
-          log=print) -> TrainResult:
+          log=print, ucf_split: int | None = None, lists: Path | None = None,
+          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None) -> TrainResult:
+    """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
+    a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
+    split (cross-validation folds)."""
     data_root, run_dir = Path(data_root), Path(run_dir)
-    class_names, samples = discover(data_root, classes)
+    missing: list[tuple[str, str]] = []
+    if fixed is not None:
+        (class_names, parts), how = fixed, "given folds"
+    else:
+        class_names, parts, missing, how = load_parts(data_root, classes, split, ucf_split,
+                                                      lists)
     run_dir.mkdir(parents=True, exist_ok=True)
-    parts = split_samples(samples, split)
-    write_split(run_dir / "split.json", data_root, parts)
-    log(f"data: {len(samples)} clips in {len(class_names)} classes "
-        f"({', '.join(class_names)}); split by group: train {len(parts['train'])}, "
+    write_split(run_dir / "split.json", data_root if data_root.is_dir() else data_root.parent,
+                parts)
+    total = sum(len(v) for v in parts.values())
+    log(f"data: {total} clips in {len(class_names)} classes "
+        f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
         f"val {len(parts['val'])}, test {len(parts['test'])} clips")
 
     clips, failures = prepare(parts["train"] + parts["val"] + parts["test"], frames,
                               cache_dir=cache_dir, workers=workers, progress=progress)
-    skipped = [(str(sample.path), cause) for sample, cause in failures]
+    skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
     report_skipped(skipped)
     part_of = {sample.path: part for part, members in parts.items() for sample in members}
     by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}

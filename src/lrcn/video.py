@@ -37,6 +37,7 @@ class Clip:
     fps: float
     width: int
     height: int
+    header_frames: int = 0      # what the container claimed (0: nothing)
 
     @property
     def duration(self) -> float:
@@ -171,7 +172,7 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
             raise LrcnError("decoding is not repeatable (two passes disagree)", path)
     stacked = np.stack([kept[index] for index in indices])
     return Clip(frames=stacked, indices=tuple(indices), num_frames=count, fps=fps,
-                width=width, height=height)
+                width=width, height=height, header_frames=guess)
 
 
 def _configure(stream, threads: int) -> None:

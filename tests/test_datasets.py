@@ -1,0 +1,146 @@
+"""Data sets as they come: the official UCF101 split lists (Windows line endings, class names
+in another case), `path,label` lists, leave-one-group-out cross-validation and `lrcn check`,
+on real (small, synthetic) video files."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import indexed_frame, write_video
+from test_video import _patch_avi_frame_count
+
+
+def lrcn(*args):
+    return subprocess.run([sys.executable, "-m", "lrcn", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def clips_of(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)).replace("\\", "/") for p in root.rglob("v_*")
+                  if p.suffix in (".avi", ".mp4"))
+
+
+@pytest.fixture
+def ucf101_layout(tiny_dataset, tmp_path):
+    """The tiny set plus official-style split lists: classInd in another case than the
+    folders, CRLF line endings, a BOM, file paths in the lists' case, a missing listed file."""
+    data = tmp_path / "UCF-101"
+    shutil.copytree(tiny_dataset, data)
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    names = ["SlideRight", "SlideLeft", "Grow", "Bounce"]
+    spelled = {"SlideRight": "SLIDERIGHT", "SlideLeft": "slideleft", "Grow": "Grow",
+               "Bounce": "BOUNCE"}
+    (lists / "classInd.txt").write_bytes(
+        ("\ufeff" + "".join(f"{i} {spelled[n]}\r\n" for i, n in enumerate(names, 1)))
+        .encode("utf-8"))
+    train, test = [], []
+    for rel in clips_of(data):
+        cls = rel.split("/")[0]
+        listed = rel.replace(cls, spelled[cls])     # the lists' spelling, not the folders'
+        if "_g01_" in rel:
+            test.append(listed)
+        else:
+            train.append(f"{listed} {names.index(cls) + 1}")
+    train.append("Grow/v_Grow_g09_c01.avi 3")        # listed, not on disk
+    (lists / "trainlist01.txt").write_bytes("\r\n".join(train).encode() + b"\r\n")
+    (lists / "testlist01.txt").write_bytes("\r\n".join(test).encode() + b"\r\n")
+    return data, lists
+
+
+def test_official_split_lists(ucf101_layout, tmp_path):
+    data, lists = ucf101_layout
+    run = tmp_path / "run"
+    result = lrcn("train", data, "--split", "1", "--lists", lists, "--out", run, "--epochs", "1",
+                  "--quiet", "--no-evaluate")
+    assert result.returncode == 0, result.stderr
+    assert "official split 1" in result.stdout
+    assert "v_Grow_g09_c01.avi: listed in trainlist01.txt but missing" in result.stderr
+    split = json.loads((run / "split.json").read_text())
+    test = {e["path"] for e in split["test"]}
+    assert test == {p for p in clips_of(data) if "_g01_" in p}
+    others = {e["path"] for e in split["train"] + split["val"]}
+    assert others == {p for p in clips_of(data) if "_g01_" not in p}
+    assert split["val"], "validation groups come out of the training list"
+    # folder names, not the lists' spelling, name the classes
+    assert {e["class"] for e in split["train"]} == {"SlideRight", "SlideLeft", "Grow", "Bounce"}
+    # lists found next to the data without --lists; a split that does not exist is an error
+    shutil.copytree(lists, data / "ucfTrainTestlist")
+    bad = lrcn("train", data, "--split", "2", "--epochs", "1", "--quiet")
+    assert bad.returncode == 2 and "testlist02.txt: no such split list" in bad.stderr \
+        or "trainlist02.txt: no such split list" in bad.stderr
+
+
+def test_path_label_list(tiny_dataset, tmp_path):
+    listing = tmp_path / "lists" / "mine.csv"
+    listing.parent.mkdir()
+    rows = ["path,label"]
+    for rel in clips_of(tiny_dataset):
+        if rel.startswith(("Grow/", "Bounce/")):
+            label = "expanding" if rel.startswith("Grow/") else "bouncing"
+            rows.append(f"{tiny_dataset / rel},{label}")
+    rows.append(f"{tmp_path / 'gone.avi'},bouncing")
+    listing.write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    result = lrcn("train", listing, "--out", run, "--epochs", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "gone.avi: listed in mine.csv but missing" in result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["classes"] == ["bouncing", "expanding"]  # in order of first appearance
+    split = json.loads((run / "split.json").read_text())
+    groups = {part: {e["group"] for e in split[part]} for part in ("train", "val", "test")}
+    assert not (groups["train"] & groups["test"]) and not (groups["val"] & groups["test"])
+    assert (run / "report.json").exists()
+
+
+def test_leave_one_group_out(tiny_dataset, tmp_path):
+    out = tmp_path / "cv"
+    result = lrcn("cv", tiny_dataset, "--folds", "1,g03", "--out", out, "--epochs", "1",
+                  "--quiet", "--classes", "SlideRight,Grow,Bounce")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "cv.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == ["g01", "g03"]
+    for fold in summary["folds"]:
+        split = json.loads((out / f"fold-{fold['fold']}" / "split.json").read_text())
+        assert {e["group"].split("/")[1] for e in split["test"]} == {fold["fold"]}
+        assert fold["fold"] not in {e["group"].split("/")[1]
+                                    for e in split["train"] + split["val"]}
+        assert fold["test_clips"] == 3 * 2
+    mean = sum(f["accuracy"] for f in summary["folds"]) / 2
+    assert summary["mean_accuracy"] == pytest.approx(mean)
+    assert "mean accuracy" in result.stdout and "+-" in result.stdout
+    assert (out / "cv.csv").read_text().startswith("fold,test_clips,accuracy")
+    bad = lrcn("cv", tiny_dataset, "--folds", "7", "--epochs", "1", "--quiet")
+    assert bad.returncode == 2 and "no group g07" in bad.stderr
+
+
+def test_check_reports_counts_and_every_problem(tiny_dataset, tmp_path):
+    data = tmp_path / "salted"
+    shutil.copytree(tiny_dataset, data)
+    (data / "Grow" / "v_Grow_g05_c01.avi").write_bytes(b"")
+    (data / "Grow" / "v_Grow_g05_c02.avi").write_text("not a video")
+    write_video(data / "Bounce" / "v_Bounce_g06_c01.avi",
+                [indexed_frame(i, 96, 72) for i in range(9)])
+    liar = write_video(data / "Bounce" / "v_Bounce_g06_c02.avi",
+                       [indexed_frame(i, 96, 72) for i in range(40)])
+    _patch_avi_frame_count(liar, 3)
+    result = lrcn("check", data)
+    assert result.returncode == 1, result.stderr   # unreadable files: non-zero
+    out = result.stdout
+    assert "v_Grow_g05_c01.avi: empty file (0 bytes)" in out
+    assert "v_Grow_g05_c02.avi: not a readable video" in out
+    assert "v_Bounce_g06_c01.avi: too short: 9 frames (< 20" in out
+    assert "v_Bounce_g06_c02.avi: header claims 120 frames, 40 decoded" in out
+    report = json.loads(lrcn("check", data, "--json").stdout)
+    rows = {r["class"]: r for r in report["classes"]}
+    assert rows["SlideRight"]["clips"] == 6 and rows["SlideRight"]["groups"] == 3
+    assert rows["Grow"]["clips"] == 8 and rows["Grow"]["readable"] == 6
+    assert rows["Bounce"]["frames"][0] == 9
+    assert 1.0 <= rows["SlideRight"]["seconds"][0] <= rows["SlideRight"]["seconds"][1] <= 2.1
+    clean = lrcn("check", tiny_dataset)
+    assert clean.returncode == 0 and "no problems found" in clean.stdout
