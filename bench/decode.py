@@ -9,6 +9,13 @@ Each runs with 1 and with N worker processes. frames_exact counts clips whose 20
 equal, pixel for pixel, the frames at the same indices of a full sequential decode.
 
     python bench/decode.py DIR_OR_FILES... [--workers 2] [--repeat 3]
+    python bench/decode.py --make-h264 DIR [--count 48]      # generated H.264 MP4 clips
+    python bench/decode.py --long [--minutes 1 60]          # 720p long videos: seeking
+
+--long times `read_clip` on 720p H.264 videos of 1 and 60 minutes (one minute rendered, longer
+ones by repeating its packets): the keyframe-seeking path beside a full sequential decode (the
+full decode of the long one is extrapolated from the short one unless --full), with each
+run's peak memory from a fresh process.
 
 Ends with: lrcn_clips_per_s=X tutorial_clips_per_s=Y ceiling_clips_per_s=Z frames_exact=K/M
 """
@@ -79,12 +86,92 @@ def clips_per_second(fn, files: list[str], workers: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def make_h264(folder: Path, count: int) -> None:
+    """Synthetic action clips as H.264 MP4 (3-8 s, 320x240, 25 fps, B-frames)."""
+    from lrcn.synth import CLASSES, _group_setting, render_clip, write_frames
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    names = list(CLASSES)
+    for i in range(count):
+        setting = _group_setting(rng, 320, 240)
+        setting["fps"] = 25.0
+        cls = names[i % len(names)]
+        frames = render_clip(cls, setting, rng, 320, 240, float(rng.uniform(3, 8)))
+        write_frames(folder / f"v_{cls}_g{i // 4 + 1:02d}_c{i % 4 + 1:02d}.mp4", frames, 25.0,
+                     320, 240)
+    print(f"wrote {count} H.264 MP4 clips to {folder}")
+
+
+LONG_CHILD = r"""
+import json, resource, sys, time
+from lrcn.video import read_clip
+start = time.perf_counter()
+clip = read_clip(sys.argv[1], seek=sys.argv[2] == "seek")
+print(json.dumps({"seconds": time.perf_counter() - start, "frames": clip.num_frames,
+                  "seeked": clip.seeked,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def long_videos(minutes: list[int], full: bool, work: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from timeline import _repeat
+    from lrcn.synth import make_long_video
+    work.mkdir(parents=True, exist_ok=True)
+    base = work / "long720_1min.mp4"
+    if not base.exists():
+        plan = [(c, 2) for c in ("SlideRight", "Grow", "Spin", "SlideLeft", "Bounce", "Shrink")]
+        make_long_video(base, plan, seed=3, width=1280, height=720, min_seconds=4.5,
+                        max_seconds=5.5)
+    runs = {}
+    for m in sorted(set(minutes)):
+        path = base if m == 1 else work / f"long720_{m}min.mp4"
+        if not path.exists():
+            _repeat(base, path, m)
+        for mode in ("seek", "sequential"):
+            if mode == "sequential" and m != min(minutes) and not full:
+                continue
+            out = subprocess.run([sys.executable, "-c", LONG_CHILD, str(path), mode],
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[m, mode] = r
+            print(f"{m:3d} min 720p, {mode:>10}: {r['seconds']:7.2f} s for {r['frames']} frames "
+                  f"(seeked={r['seeked']}), peak memory {r['peak_mb']:.0f} MB")
+    shortest, longest = min(minutes), max(minutes)
+    if (longest, "sequential") not in runs:
+        estimate = runs[shortest, "sequential"]["seconds"] * longest / shortest
+        print(f"{longest:3d} min 720p, sequential: about {estimate:.0f} s (extrapolated)")
+    else:
+        estimate = runs[longest, "sequential"]["seconds"]
+    print(f"long_seek_s={runs[longest, 'seek']['seconds']:.2f} "
+          f"long_sequential_s={estimate:.1f} "
+          f"peak_mb_{shortest}min={runs[shortest, 'seek']['peak_mb']:.0f} "
+          f"peak_mb_{longest}min={runs[longest, 'seek']['peak_mb']:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("inputs", nargs="+")
+    parser.add_argument("inputs", nargs="*")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--make-h264", type=Path, default=None)
+    parser.add_argument("--count", type=int, default=48)
+    parser.add_argument("--long", action="store_true")
+    parser.add_argument("--minutes", type=int, nargs="+", default=[1, 60])
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lrcn-bench"))
     args = parser.parse_args()
+    if args.make_h264:
+        make_h264(args.make_h264, args.count)
+        return
+    if args.long:
+        long_videos(args.minutes, args.full, args.work)
+        return
+    if not args.inputs:
+        parser.error("give clips or folders, or --make-h264 DIR, or --long")
     files = []
     for item in map(Path, args.inputs):
         files += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) \

@@ -165,3 +165,64 @@ def test_real_ucf_clips_match_a_full_decode():
         assert clip.num_frames == len(reference), path
         for got, index in zip(clip.frames, clip.indices):
             np.testing.assert_array_equal(got, reference[index], err_msg=str(path))
+
+
+def _h264(path, count, keyint=25, times_ms=None, size=(64, 48)):
+    """An H.264 MP4 with B-frames; frame i shows index i % 256; optional per-frame times."""
+    from fractions import Fraction
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", "g": str(keyint)}
+        if times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(count):
+            frame = av.VideoFrame.from_ndarray(indexed_frame(i % 256, *size), "rgb24")
+            if times_ms is not None:
+                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_long_video_is_read_by_keyframe_seeking_with_the_same_frames(tmp_path):
+    path = _h264(tmp_path / "long.mp4", 3000, keyint=25)
+    seeked = read_clip(path)
+    whole = read_clip(path, seek=False)
+    assert seeked.seeked and not whole.seeked
+    assert seeked.num_frames == whole.num_frames == 3000
+    assert seeked.indices == whole.indices == tuple(sample_indices(3000, 20))
+    assert np.array_equal(seeked.frames, whole.frames)
+    assert [decoded_index(f) for f in seeked.frames] == [i % 256 for i in seeked.indices]
+
+
+def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path):
+    # 4 s at 10 fps, then 4 s at 40 fps: index sampling would take 16 of 20 frames from the
+    # second half; time sampling takes 10 from each.
+    times = [100 * i for i in range(40)] + [4000 + 25 * i for i in range(160)]
+    clip = read_clip(_h264(tmp_path / "phone.mp4", 200, times_ms=times))
+    assert clip.timing == "time" and clip.num_frames == 200
+    expected = [int(((i + 0.5) * 8000 / 20) // 100) if (i + 0.5) * 400 < 4000 else
+                40 + int(((i + 0.5) * 400 - 4000) // 25) for i in range(20)]
+    assert list(clip.indices) == expected
+    assert [decoded_index(f) for f in clip.frames] == expected
+    steady = read_clip(_h264(tmp_path / "steady.mp4", 200))
+    assert steady.timing == "index" and list(steady.indices) == sample_indices(200, 20)
+
+
+def test_a_one_pixel_video_gives_frames(tmp_path):
+    path = tmp_path / "dot.avi"
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 1, 1, "bgr24"  # AVI's raw order
+        for i in range(30):
+            image = np.array([[[200, 40, 10]]], np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, "rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    clip = read_clip(path)
+    assert clip.frames.shape == (20, 64, 64, 3) and clip.num_frames == 30
+    assert np.abs(clip.frames.reshape(-1, 3).mean(0) - [200, 40, 10]).max() < 3

@@ -24,7 +24,7 @@ from .files import atomic_write_text
 from .video import read_clip
 from .workers import run_tasks
 
-CACHE_VERSION = 2          # bump when decoding changes what lands in the cache
+CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
 DECODE_TIMEOUT_S = 120.0   # a clip that takes longer is reported as stalled and skipped
 
 
@@ -87,7 +87,8 @@ def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
         os.replace(tmp, frames_path)
         meta = {"num_frames": clip.num_frames, "fps": clip.fps, "width": clip.width,
                 "height": clip.height, "indices": list(clip.indices),
-                "header_frames": clip.header_frames}
+                "header_frames": clip.header_frames, "timing": clip.timing,
+                "seeked": clip.seeked}
     atomic_write_text(meta_path, json.dumps(meta))
     return meta
 

@@ -39,6 +39,8 @@ def suspicions(clip: CachedClip, frames: FrameConfig) -> list[str]:
         found.append(f"tiny frames {width}x{height} (upscaled to {frames.width}x{frames.height})")
     if 0 < clip.duration < 0.5:
         found.append(f"very short: {clip.duration:.2f} s")
+    if meta.get("timing") == "time":
+        found.append("variable frame rate: frames sampled evenly in time")
     return found
 
 
@@ -60,7 +62,8 @@ def check_dataset(data: str | Path, classes: Sequence[str] | None = None,
         bad = [f for f in failures if f[0].class_name == name]
         for clip in mine:
             for cause in suspicions(clip, frames):
-                kind = "too short" if cause.startswith("too short") else "suspicious"
+                kind = "too short" if cause.startswith("too short") else \
+                    "note" if cause.startswith("variable") else "suspicious"
                 problems.append({"path": str(clip.sample.path), "class": name, "kind": kind,
                                  "cause": cause})
         durations = [c.duration for c in mine] or [0.0]

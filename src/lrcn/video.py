@@ -38,6 +38,8 @@ class Clip:
     width: int
     height: int
     header_frames: int = 0      # what the container claimed (0: nothing)
+    timing: str = "index"       # "index": evenly spaced frames; "time": evenly spaced in time
+    seeked: bool = False        # read by keyframe seeking (long videos), not a whole decode
 
     @property
     def duration(self) -> float:
@@ -135,15 +137,92 @@ def _to_array(frame: av.VideoFrame, frames: FrameConfig, reformatter: VideoRefor
     return image
 
 
+# Containers whose timestamps order frames correctly. AVI is not one: UCF's XviD AVIs pack
+# B-frames, and their timestamps put frames 1-2 early; raw elementary streams have none.
+_TIMED_FORMATS = ("mov", "mp4", "m4a", "3gp", "matroska", "webm", "mpegts", "flv", "ogg")
+SEEK_MIN_FRAMES = 600       # shorter videos are always decoded whole (seeking does not pay)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """What one demux pass (no decoding) tells about a video with trustworthy timestamps."""
+    pts: list[int]                 # every frame's presentation time, sorted (time_base units)
+    keyframes: list[int]           # presentation times of the keyframes, sorted
+    time_base: Fraction
+
+    @property
+    def variable(self) -> bool:
+        """Frame durations that differ by more than 10% for more than 2% of the frames (phone
+        cameras), beyond the rounding jitter of a constant rate."""
+        if len(self.pts) < 3:
+            return False
+        deltas = np.diff(np.asarray(self.pts, dtype=np.int64))
+        median = float(np.median(deltas))
+        if median <= 0:
+            return False
+        odd = np.abs(deltas - median) > max(0.1 * median, 1.0)
+        return float(odd.mean()) > 0.02
+
+    def indices_by_time(self, count: int) -> list[int]:
+        """The frames on screen at the centres of `count` equal slices of the video's time:
+        the time analogue of sample_indices (identical to it for a constant frame rate)."""
+        pts = np.asarray(self.pts, dtype=np.float64)
+        deltas = np.diff(pts)
+        end = pts[-1] + (float(np.median(deltas)) if len(deltas) else 1.0)
+        instants = pts[0] + (np.arange(count) + 0.5) * (end - pts[0]) / count
+        return [int(np.searchsorted(pts, t, side="right") - 1) for t in instants]
+
+    def seek_cost(self, wanted: list[int]) -> int:
+        """Frames decoded when each wanted frame is reached from the keyframe before it (or by
+        decoding on from the previous wanted frame when that is nearer)."""
+        cost, position = 0, -1
+        key_index = [int(np.searchsorted(self.pts, k)) for k in self.keyframes]
+        for index in sorted(set(wanted)):
+            before = [k for k in key_index if k <= index]
+            start = before[-1] if before else 0
+            start = position + 1 if start <= position else start
+            cost += index - start + 1
+            position = index
+        return cost
+
+
+def _timing(path: Path, container, stream) -> _Timing | None:
+    """Timestamps and keyframes from one demux pass, for containers that can be trusted."""
+    if not any(name in _TIMED_FORMATS for name in container.format.name.split(",")):
+        return None
+    pts: list[int] = []
+    keyframes: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keyframes.append(packet.pts)
+    except av.error.FFmpegError:
+        return None  # damaged: the plain sequential path copes with what decodes
+    if not pts or not stream.time_base:
+        return None
+    return _Timing(sorted(pts), sorted(keyframes), stream.time_base)
+
+
 def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
-              threads: int = 0) -> Clip:
+              threads: int = 0, seek: bool = True) -> Clip:
     """Decode a video file and return its `frames.num_frames` evenly spaced frames.
 
-    The frames to keep are chosen from the container's frame count on the first pass; when the
-    count of frames actually decoded differs (a lying header), a second pass takes the right
-    ones. Either way the result is exactly the frames at `sample_indices(decoded count)` of a
-    full sequential decode. `threads=1` decodes on one thread (worker processes); 0 lets FFmpeg
-    choose. Raises LrcnError naming the file and the cause.
+    The result is exactly the frames at `sample_indices(decoded count)` of a full sequential
+    decode in decoder output order, chosen as follows.
+    - Containers with trustworthy timestamps (MP4, MKV, WebM, ...) get a demux pass first (no
+      decoding): it gives the true frame count and the frame times. Variable frame rate video
+      is then sampled evenly in time, not in frame index (`Clip.timing` says which was done).
+      A long video whose wanted frames lie far apart is read by seeking to the keyframe
+      before each wanted frame and decoding forward to it (`Clip.seeked`); the frames are the
+      same as a sequential decode's (tested), and the cost no longer grows with the length.
+    - Others (AVI, raw streams): frames to keep are chosen from the header's frame count on the
+      first pass; when the count of frames actually decoded differs (a lying header), a second
+      pass takes the right ones.
+    `threads=1` decodes on one thread (worker processes); 0 lets FFmpeg choose. Raises
+    LrcnError naming the file and the cause.
     """
     path = Path(path)
     reformatter = VideoReformatter()
@@ -151,17 +230,47 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
     def convert(frame: av.VideoFrame) -> np.ndarray:
         return _to_array(frame, frames, reformatter)
 
+    timing_kind, seeked = "index", False
+    wanted: list[int] | None = None
     with _open(path) as container:
         stream = container.streams.video[0]
-        _configure(stream, threads)
-        guess = _header_frame_count(container, stream)
-        wanted = set(sample_indices(guess, frames.num_frames)) if guess > 0 else set()
-        count, kept = _decode(container, stream, wanted, convert)
         fps = _frame_rate(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
+        timing = _timing(path, container, stream)
+        if timing is None:
+            # One pass in this container, keeping the frames the header's count points at.
+            guess = _header_frame_count(container, stream)
+            _configure(stream, threads)
+            first = set(sample_indices(guess, frames.num_frames)) if guess > 0 else set()
+            count, kept = _decode(container, stream, first, convert)
+        else:
+            guess = len(timing.pts)
+    if timing is not None:
+        if timing.variable:
+            wanted, timing_kind = timing.indices_by_time(frames.num_frames), "time"
+        else:
+            wanted = sample_indices(len(timing.pts), frames.num_frames)
+        if seek and len(timing.pts) >= SEEK_MIN_FRAMES and len(timing.keyframes) > 1 \
+                and timing.seek_cost(wanted) < len(timing.pts) // 3:
+            kept = _seek_frames(path, timing, wanted, convert, threads)
+            if kept is not None:
+                stacked = np.stack([kept[index] for index in wanted])
+                return Clip(frames=stacked, indices=tuple(wanted), num_frames=len(timing.pts),
+                            fps=fps, width=width, height=height, header_frames=guess,
+                            timing=timing_kind, seeked=True)
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            _configure(stream, threads)
+            count, kept = _decode(container, stream, set(wanted), convert)
     if count == 0:
         raise LrcnError("no video frames could be decoded", path)
-    indices = sample_indices(count, frames.num_frames)
+    if timing is None or count != len(timing.pts):
+        # No timestamps to go by, or the decoder disagrees with the demuxer: index sampling
+        # over the frames actually decoded.
+        timing_kind = "index"
+        indices = sample_indices(count, frames.num_frames)
+    else:
+        indices = wanted
     if not set(indices) <= kept.keys():
         # The header lied about the length: decode again, now knowing the true count.
         with _open(path) as container:
@@ -172,7 +281,45 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
             raise LrcnError("decoding is not repeatable (two passes disagree)", path)
     stacked = np.stack([kept[index] for index in indices])
     return Clip(frames=stacked, indices=tuple(indices), num_frames=count, fps=fps,
-                width=width, height=height, header_frames=guess)
+                width=width, height=height, header_frames=guess, timing=timing_kind,
+                seeked=seeked)
+
+
+def _seek_frames(path: Path, timing: _Timing, wanted: list[int], convert, threads: int
+                 ) -> dict[int, np.ndarray] | None:
+    """The wanted frames (by output index) by seeking to the keyframe before each and decoding
+    forward until the frame with its timestamp. None when anything does not add up (a frame
+    that should be there is not): the caller then decodes sequentially."""
+    kept: dict[int, np.ndarray] = {}
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        _configure(stream, threads)
+        decoded = None
+        last = None                       # pts of the last frame decoded
+        try:
+            for index in sorted(set(wanted)):
+                target = timing.pts[index]
+                k = int(np.searchsorted(timing.keyframes, target, side="right")) - 1
+                keyframe = timing.keyframes[max(k, 0)]
+                if decoded is None or last is None or last >= target or keyframe > last:
+                    container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+                    decoded = container.decode(stream)
+                for frame in decoded:
+                    if frame.pts is None:
+                        return None
+                    last = frame.pts
+                    if frame.pts == target:
+                        if frame.is_corrupt:
+                            return None
+                        kept[index] = convert(frame)
+                        break
+                    if frame.pts > target:
+                        return None
+                else:
+                    return None
+        except av.error.FFmpegError:
+            return None
+    return kept
 
 
 def _configure(stream, threads: int) -> None:
