@@ -69,3 +69,42 @@ def test_interrupted_run_resumes_and_keeps_finished_entries(tmp_path):
     after = entry_mtimes(cache_dir)
     assert all(after[p] == t for p, t in kept.items() if p.suffix == ".json")
     assert json.loads(meta_path.read_text())["num_frames"] == 22
+
+
+def test_ctrl_c_mid_preprocessing_then_rerun_resumes(tmp_path):
+    """A real Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while
+    `lrcn check` decodes a data set; the rerun keeps every finished entry and does the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_indexed_video
+    data = tmp_path / "data"
+    for c in ("A", "B"):
+        (data / c).mkdir(parents=True)
+        for i in range(20):
+            write_indexed_video(data / c / f"v_{c}_g{i // 4 + 1:02d}_c{i % 4 + 1:02d}.avi", 120,
+                                width=160, height=120)
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "lrcn", "check", str(data), "--cache", str(cache),
+               "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list(cache.rglob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    done = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    assert 3 <= len(done) < 40, "interrupt came too late to test resuming"
+    for meta in done:          # every finished entry is complete
+        assert meta.with_suffix(".npy").exists() and "num_frames" in json.loads(meta.read_text())
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "40 of 40 files readable" in rerun.stdout
+    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    assert len(after) == 40 and all(after[p] == t for p, t in done.items())

@@ -27,6 +27,7 @@ from .config import FrameConfig, ModelConfig
 from .model import LRCN, clips_to_input
 
 OPSET = 17
+FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
 
 
 class Engine:
@@ -49,7 +50,11 @@ class Engine:
         single = clips.ndim == 4
         batch = clips[None] if single else clips
         b, t = batch.shape[:2]
-        feats = self.features(batch.reshape(b * t, *batch.shape[2:]))
+        frames = batch.reshape(b * t, *batch.shape[2:])
+        # The CNN in slices of frames: memory stays bounded (the first layer's output is
+        # 256 KB per frame) and the activations stay in cache, whatever the batch.
+        feats = np.concatenate([self.features(frames[i:i + FRAMES_PER_CALL])
+                                for i in range(0, len(frames), FRAMES_PER_CALL)])
         probs = self.sequence(feats.reshape(b, t, -1))
         return probs[0] if single else probs
 

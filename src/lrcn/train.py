@@ -105,9 +105,14 @@ def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tenso
 
 
 @torch.no_grad()
-def eval_batch(model: LRCN, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+def eval_batch(model: LRCN, clips: torch.Tensor, labels: torch.Tensor,
+               chunk_clips: int = 8) -> tuple[float, int]:
+    """Validation loss (summed) and correct count. In chunks: a whole batch of 64 clips would
+    hold 330 MB of first-layer activations at once, and the peak memory of training would
+    depend on the batch instead of staying flat."""
     model.eval()
-    logits = model(clips_to_input(clips))
+    logits = torch.cat([model(clips_to_input(clips[i:i + chunk_clips]))
+                        for i in range(0, len(labels), chunk_clips)])
     loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
     return loss.item(), (logits.argmax(1) == labels).sum().item()
 
