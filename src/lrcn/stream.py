@@ -76,8 +76,7 @@ def run_stream(engine: Engine, source: str, config: TimelineConfig, clip_seconds
           f"{stride * step:.2f} s at {rate:.2f} fps (Ctrl-C stops)", file=out, flush=True)
 
     result = StreamResult()
-    recent: list[np.ndarray] = []
-    label: str | None = None
+    labeller = _Labeller(engine.names, config.smooth, result, out)
     shown = (None, 0.0, None)          # what the annotation draws: label, confidence, probs
     writer = None
     started = time.perf_counter()
@@ -90,31 +89,14 @@ def run_stream(engine: Engine, source: str, config: TimelineConfig, clip_seconds
                 time.sleep(-lag)       # a file paced like a camera
             behind = (pace or live) and lag > max_lag
             for window in scorer.push(frame, t, skip=behind):
-                result.windows += 1
-                recent = (recent + [window.probabilities])[-config.smooth:]
-                probs = np.mean(recent, axis=0)   # trailing average: no future in a stream
-                top = int(probs.argmax())
-                shown = (engine.names[top], float(probs[top]), probs)
-                if engine.names[top] != label:
-                    label = engine.names[top]
-                    result.changes += 1
-                    print(f"[{_clock(window.end)}] {label} ({probs[top]:.0%})", file=out,
-                          flush=True)
+                shown = labeller.add(window)
             if annotate:
                 writer = _annotate(writer, annotate, frame, rate, shown, engine.names)
             result.frames += 1
         if result.frames:
             end = result.frames / rate
             for window in scorer.finish(end):
-                result.windows += 1
-                recent = (recent + [window.probabilities])[-config.smooth:]
-                probs = np.mean(recent, axis=0)
-                top = int(probs.argmax())
-                if engine.names[top] != label:
-                    label = engine.names[top]
-                    result.changes += 1
-                    print(f"[{_clock(window.end)}] {label} ({probs[top]:.0%})", file=out,
-                          flush=True)
+                labeller.add(window)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -130,6 +112,28 @@ def run_stream(engine: Engine, source: str, config: TimelineConfig, clip_seconds
     if result.frames == 0 and not result.interrupted:
         raise LrcnError("no video frames could be decoded", source)
     return result
+
+
+class _Labeller:
+    """Windows -> the current label (trailing average: a stream has no future), printing each
+    change of label with the stream time at which it was decided."""
+
+    def __init__(self, names, smooth: int, result: StreamResult, out):
+        self.names, self.smooth, self.result, self.out = names, smooth, result, out
+        self.recent: list[np.ndarray] = []
+        self.label: str | None = None
+
+    def add(self, window) -> tuple[str, float, np.ndarray]:
+        self.result.windows += 1
+        self.recent = (self.recent + [window.probabilities])[-self.smooth:]
+        probs = np.mean(self.recent, axis=0)
+        top = int(probs.argmax())
+        if self.names[top] != self.label:
+            self.label = self.names[top]
+            self.result.changes += 1
+            print(f"[{_clock(window.end)}] {self.label} ({probs[top]:.0%})", file=self.out,
+                  flush=True)
+        return self.names[top], float(probs[top]), probs
 
 
 def _frames(container, stream):
