@@ -9,17 +9,14 @@ from pathlib import Path
 
 from .cache import CachedClip, prepare
 from .config import FrameConfig
-from .dataset import discover, read_list, read_ucf101_split
+from .dataset import load_samples, read_ucf101_split
 
 
 def _samples(data: Path, classes, ucf_split, lists):
     if ucf_split is not None:
         names, parts, missing = read_ucf101_split(data, ucf_split, lists, classes)
         return names, parts["train"] + parts["test"], missing
-    if data.is_file():
-        return read_list(data, classes)
-    names, samples = discover(data, classes)
-    return names, samples, []
+    return load_samples(data, classes)
 
 
 def suspicions(clip: CachedClip, frames: FrameConfig) -> list[str]:

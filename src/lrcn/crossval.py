@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import FrameConfig, SplitConfig, TrainConfig
-from .dataset import discover, group_number, read_list, split_train_val
+from .dataset import group_number, load_samples, split_train_val
 from .errors import LrcnError
 from .files import atomic_write_text
 
@@ -44,11 +44,8 @@ def cross_validate(data: str | Path, out: str | Path, classes: Sequence[str] | N
     from .evaluate import evaluate, record_test_metrics
     from .train import report_skipped, train
     data, out = Path(data), Path(out)
-    if data.is_file():
-        names, samples, missing = read_list(data, classes)
-        report_skipped(missing)
-    else:
-        names, samples = discover(data, classes)
+    names, samples, missing = load_samples(data, classes)
+    report_skipped(missing)
     tags = folds_of(samples, folds)
     rows = []
     for k, tag in enumerate(tags, 1):

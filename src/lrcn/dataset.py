@@ -224,6 +224,16 @@ def group_number(sample: Sample) -> str | None:
     return parse_group(sample.path.name)
 
 
+def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None
+                 ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
+    """A folder per class or a `path,label` list -> (classes, samples, listed-but-missing)."""
+    data = Path(data)
+    if data.is_file():
+        return read_list(data, classes)
+    names, samples = discover(data, classes)
+    return names, samples, []
+
+
 def load_parts(data: str | os.PathLike, classes: Sequence[str] | None, split: SplitConfig,
                ucf_split: int | None = None, lists: str | os.PathLike | None = None
                ) -> tuple[list[str], dict[str, list[Sample]], list[tuple[str, str]], str]:
@@ -238,10 +248,7 @@ def load_parts(data: str | os.PathLike, classes: Sequence[str] | None, split: Sp
         how = f"official split {ucf_split} (test list as published; validation groups " \
               "from the training list)"
         return names, parts, missing, how
-    if data.is_file():
-        names, samples, missing = read_list(data, classes)
-    else:
-        names, samples = discover(data, classes)
+    names, samples, missing = load_samples(data, classes)
     return names, split_samples(samples, split), missing, "split by group"
 
 
