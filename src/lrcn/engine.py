@@ -5,9 +5,9 @@ The split is what long videos need (each frame's features are computed once and 
 window that covers it, see timeline.py); whole clips go through both halves. Two engines give
 the same numbers (within 1e-5, tested):
 - OrtEngine runs both halves on ONNX Runtime, exported in memory from the checkpoint (0.3 s).
-  On a 2-core CPU it is about 3x eager PyTorch at batch 64 and halves one clip's latency,
-  because ORT fuses each convolution with its bias and runs the small LSTM without per-op
-  dispatch. It is the default when onnxruntime imports.
+  On a 2-core CPU it measured about 2x eager PyTorch at batch 64 and 0.6-0.7x its latency for
+  one clip (bench/train_infer.py). It is the default when onnxruntime imports; if the export
+  or the runtime fails for a model, the PyTorch engine is used instead (same results).
 - TorchEngine runs the same model on PyTorch: the fallback, and the reference.
 Frames go in as uint8 (N, H, W, 3), as decoded; the conversion to [0, 1] floats happens inside
 the engine (inside the ONNX graph for ORT), so no float copy of a batch is made in Python.
