@@ -65,6 +65,17 @@ def write_video(path: Path, frames, fps: float = 25, codec: str = "xvid_avi",
     return path
 
 
+def remux(source: Path, target: Path, fmt: str) -> Path:
+    """Copy a video's packets into another container format (no re-encoding)."""
+    with av.open(str(source)) as src, av.open(str(target), "w", format=fmt) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return target
+
+
 def write_indexed_video(path: Path, count: int, codec: str = "xvid_avi", width: int = 64,
                         height: int = 48, fps: float = 25) -> Path:
     return write_video(path, (indexed_frame(i, width, height) for i in range(count)), fps, codec)

@@ -23,7 +23,7 @@ from lrcn.timeline import (TimelineConfig, Window, annotate_timeline, build_time
                            smooth, timeline_for_video, write_timeline)
 from lrcn.video import _to_array
 
-from conftest import indexed_frame, write_video
+from conftest import indexed_frame, remux, write_video
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +176,7 @@ def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
     with av.open(str(tmp_path / "live.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 300
     # a pipe: an MPEG-TS stream on stdin, as from `ffmpeg ... -f mpegts -` or a camera tool
-    ts = tmp_path / "cam.ts"
-    with av.open(str(long_video)) as src, av.open(str(ts), "w", format="mpegts") as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = out
-                dst.mux(packet)
+    ts = remux(long_video, tmp_path / "cam.ts", "mpegts")
     with ts.open("rb") as stdin:
         piped = lrcn("stream", checkpoint, "-", stdin=stdin)
     assert piped.returncode == 0, piped.stderr

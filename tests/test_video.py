@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, write_indexed_video,
+from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, remux, write_indexed_video,
                       write_video)
 from lrcn.config import FrameConfig
 from lrcn.errors import LrcnError
@@ -82,13 +82,7 @@ def test_a_lying_frame_count_does_not_shift_the_frames(tmp_path):
 def test_a_raw_stream_without_frame_count(tmp_path):
     # An MPEG-4 elementary stream (.m4v) has no container header, hence no count or duration.
     source = write_indexed_video(tmp_path / "src.avi", 26, "xvid_avi")
-    raw = tmp_path / "raw.m4v"
-    with av.open(str(source)) as src, av.open(str(raw), "w", format="m4v") as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = stream
-                dst.mux(packet)
+    raw = remux(source, tmp_path / "raw.m4v", "m4v")
     clip = read_clip(raw)
     assert clip.num_frames == 26
     assert [decoded_index(f) for f in clip.frames] == list(sample_indices(26, 20))

@@ -58,7 +58,8 @@ class CachedClip:
     frames_path: Path     # .npy, uint8 (T, H, W, 3)
     num_frames: int
     fps: float
-    meta: dict | None = field(default=None, compare=False)  # the cache entry: size, header frame count, sampled indices
+    # the cache entry: size, header frame count, sampled indices, timing
+    meta: dict | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float:

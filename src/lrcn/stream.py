@@ -20,8 +20,8 @@ import numpy as np
 
 from .engine import Engine
 from .errors import LrcnError
-from .timeline import TimelineConfig, WindowScorer, _clock, _upright
-from .video import _frame_rate
+from .timeline import TimelineConfig, WindowScorer, _clock
+from .video import _frame_rate, upright_image
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _frames(container, stream):
 def _annotate(writer, target, frame, rate, shown, names):
     from .predict import Prediction, draw_label
     from .video import VideoWriter
-    image = _upright(frame)
+    image = upright_image(frame)
     if writer is None:
         writer = VideoWriter(target, image.shape[1], image.shape[0], rate)
     label, confidence, probs = shown

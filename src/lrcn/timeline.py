@@ -34,7 +34,7 @@ from .config import FrameConfig
 from .engine import Engine
 from .errors import LrcnError
 from .files import atomic_write_text
-from .video import _frame_rate, _open, _to_array
+from .video import _frame_rate, _open, _to_array, upright_image
 
 DEFAULT_SPAN = 6.0   # seconds; for checkpoints that do not record their training clips' span
 
@@ -326,7 +326,7 @@ def annotate_timeline(video: str | os.PathLike, timeline: Timeline,
                 for frame in packet.decode():
                     if frame.is_corrupt:
                         continue
-                    image = _upright(frame)
+                    image = upright_image(frame)
                     if writer is None:
                         from .video import VideoWriter
                         writer = VideoWriter(out, image.shape[1], image.shape[0], rate,
@@ -343,13 +343,6 @@ def annotate_timeline(video: str | os.PathLike, timeline: Timeline,
         if writer is None:
             raise LrcnError("no video frames could be decoded", path)
         return writer.close()
-
-
-def _upright(frame: av.VideoFrame) -> np.ndarray:
-    from .video import _quarter_turns
-    image = frame.to_ndarray(format="rgb24")
-    turns = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
 
 def _clock(seconds: float) -> str:

@@ -121,6 +121,13 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
 
 
+def upright_image(frame: av.VideoFrame, fmt: str = "rgb24") -> np.ndarray:
+    """A decoded frame at full size as (H, W, 3) uint8, turned upright (rotation metadata)."""
+    image = frame.to_ndarray(format=fmt)
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
 def _to_array(frame: av.VideoFrame, frames: FrameConfig, reformatter: VideoReformatter
               ) -> np.ndarray:
     """One decoded frame -> (H, W, 3) uint8: colour conversion and resize in a single swscale
@@ -186,7 +193,7 @@ class _Timing:
         return cost
 
 
-def _timing(path: Path, container, stream) -> _Timing | None:
+def _timing(container, stream) -> _Timing | None:
     """Timestamps and keyframes from one demux pass, for containers that can be trusted."""
     if not any(name in _TIMED_FORMATS for name in container.format.name.split(",")):
         return None
@@ -236,7 +243,7 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
         stream = container.streams.video[0]
         fps = _frame_rate(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
-        timing = _timing(path, container, stream)
+        timing = _timing(container, stream)
         if timing is None:
             # One pass in this container, keeping the frames the header's count points at.
             guess = _header_frame_count(container, stream)
@@ -349,9 +356,7 @@ def iter_frames(path: str | os.PathLike, channel_order: str = "rgb"
     decoded = container.decode(stream)
 
     def upright(frame: av.VideoFrame) -> np.ndarray:
-        image = frame.to_ndarray(format=fmt)
-        turns = _quarter_turns(frame)
-        return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+        return upright_image(frame, fmt)
 
     try:
         first = upright(next(decoded))
