@@ -180,12 +180,18 @@ def main() -> None:
     for f in files[:4]:  # warm the page cache so no method pays for the disk
         Path(f).read_bytes()
     results: dict[tuple[str, int], float] = {}
+    methods = (("tutorial", tutorial), ("ceiling", ceiling), ("lrcn", lrcn))
     for workers in sorted({1, args.workers}):
-        for name, fn in (("tutorial", tutorial), ("ceiling", ceiling), ("lrcn", lrcn)):
-            runs = [clips_per_second(fn, files, workers) for _ in range(args.repeat)]
-            results[name, workers] = statistics.median(runs)
+        # Rounds interleave the methods, so that a slow spell of a shared machine hits all of
+        # them alike; the medians over rounds are compared.
+        runs: dict[str, list[float]] = {name: [] for name, _ in methods}
+        for _ in range(args.repeat):
+            for name, fn in methods:
+                runs[name].append(clips_per_second(fn, files, workers))
+        for name, _ in methods:
+            results[name, workers] = statistics.median(runs[name])
             print(f"{name:>9} workers={workers}: {results[name, workers]:7.1f} clips/s "
-                  f"(median of {args.repeat})")
+                  f"(median of {args.repeat}: {', '.join(f'{r:.1f}' for r in runs[name])})")
         w = workers
         print(f"          workers={w}: lrcn/tutorial {results['lrcn', w] / results['tutorial', w]:.2f}x"
               f", lrcn/ceiling {results['lrcn', w] / results['ceiling', w]:.2f}")
