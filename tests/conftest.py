@@ -22,6 +22,10 @@ CODECS = {
     "h264_mp4": ("mp4", "libx264", "yuv420p", ".mp4"),
     "vp9_webm": ("webm", "libvpx-vp9", "yuv420p", ".webm"),
     "mjpeg_avi": ("avi", "mjpeg", "yuvj420p", ".avi"),
+    # With B-frames: the decoders whose unwanted non-reference frames lrcn skips.
+    "hevc_mp4": ("mp4", "libx265", "yuv420p", ".mp4"),
+    "mpeg2_ts": ("mpegts", "mpeg2video", "yuv420p", ".ts"),
+    "mpeg4_mp4": ("mp4", "mpeg4", "yuv420p", ".mp4"),
 }
 
 BITS = 8  # frame index as 8 black/white stripes: survives any codec and any resize
@@ -49,8 +53,14 @@ def write_video(path: Path, frames, fps: float = 25, codec: str = "xvid_avi",
         stream = out.add_stream(codec_name, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec_name == "mpeg4":
-            stream.codec_context.codec_tag = "XVID"
+            if fmt == "avi":
+                stream.codec_context.codec_tag = "XVID"
             stream.options = {"bf": "2", "qscale": "2", **(options or {})}
+        elif codec_name == "mpeg2video":
+            stream.options = {"bf": "2", "qscale": "2", **(options or {})}
+        elif codec_name == "libx265":
+            stream.options = {"crf": "8", "preset": "ultrafast",
+                              "x265-params": "bframes=3:log-level=error", **(options or {})}
         elif codec_name == "libx264":
             stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", **(options or {})}
         elif codec_name == "libvpx-vp9":

@@ -192,6 +192,34 @@ def test_long_video_is_read_by_keyframe_seeking_with_the_same_frames(tmp_path):
     assert [decoded_index(f) for f in seeked.frames] == [i % 256 for i in seeked.indices]
 
 
+@pytest.mark.parametrize("codec", ["h264_mp4", "hevc_mp4", "mpeg2_ts", "mpeg4_mp4"])
+def test_unwanted_non_reference_frames_are_skipped_and_the_rest_are_exact(tmp_path, codec):
+    from lrcn.video import _frames
+    path = write_indexed_video(tmp_path / f"b{CODECS[codec][3]}", 120, codec)
+
+    def decoded(wanted_pts):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return pts, [f.pts for f in _frames(stream.codec_context, container.demux(stream),
+                                                wanted_pts(pts))]
+
+    pts, every = decoded(set)                                  # every frame wanted:
+    assert every == pts                                        # all decoded, in order
+    _, fewer = decoded(lambda pts: set())
+    assert len(fewer) < 0.9 * len(pts)                         # B-frames were not decoded
+    _, some = decoded(lambda pts: set(pts[1::7]))
+    assert set(pts[1::7]) <= set(some)                         # wanted ones never skipped
+    reference = full_decode_reference(path, FrameConfig())
+    for threads in (1, 0):
+        clip = read_clip(path, threads=threads)
+        assert clip.num_frames == 120
+        for got, index in zip(clip.frames, clip.indices):
+            np.testing.assert_array_equal(got, reference[index])
+
+
 def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path):
     # 4 s at 10 fps, then 4 s at 40 fps: index sampling would take 16 of 20 frames from the
     # second half; time sampling takes 10 from each.
