@@ -144,3 +144,45 @@ def test_check_reports_counts_and_every_problem(tiny_dataset, tmp_path):
     assert 1.0 <= rows["SlideRight"]["seconds"][0] <= rows["SlideRight"]["seconds"][1] <= 2.1
     clean = lrcn("check", tiny_dataset)
     assert clean.returncode == 0 and "no problems found" in clean.stdout
+
+
+def stalling_video(path: Path, hole_gib: int = 64) -> Path:
+    """A real file that stalls the decoder: a valid raw MPEG-4 stream followed by a sparse
+    hole of zeros (what an interrupted download into a preallocated file leaves). FFmpeg's
+    parser searches the zeros for the next start code, a few seconds per GiB; the hole costs
+    no disk."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w", format="m4v") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            image = np.full((48, 64, 3), i * 8, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size + (hole_gib << 30))
+    return path
+
+
+def test_a_file_that_stalls_the_decoder_is_reported_and_the_rest_checked(tiny_dataset,
+                                                                         tmp_path):
+    import time
+    data = tmp_path / "stall"
+    shutil.copytree(tiny_dataset, data)
+    stalled = stalling_video(data / "Grow" / "v_Grow_g07_c01.m4v")
+    assert stalled.stat().st_size > 64 << 30
+    start = time.monotonic()
+    result = lrcn("check", data, "--decode-timeout", "3", "--cache", tmp_path / "cache")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1, result.stderr
+    assert "v_Grow_g07_c01.m4v: timed out after 3 s (decoder stalled)" in result.stdout
+    assert "Traceback" not in result.stderr
+    report = json.loads(lrcn("check", data, "--json", "--decode-timeout", "3",
+                             "--cache", tmp_path / "cache").stdout)
+    rows = {r["class"]: r for r in report["classes"]}
+    assert rows["Grow"]["clips"] == 7 and rows["Grow"]["readable"] == 6
+    assert all(rows[c]["readable"] == rows[c]["clips"] == 6 for c in ("SlideRight", "Bounce"))
+    assert elapsed < 60   # bounded: the stall costs its timeout, not the hour it would take

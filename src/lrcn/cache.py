@@ -28,6 +28,13 @@ CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
 DECODE_TIMEOUT_S = 120.0   # a clip that takes longer is reported as stalled and skipped
 
 
+def decode_timeout() -> float:
+    """Seconds one file may take to decode: $LRCN_DECODE_TIMEOUT (set by --decode-timeout),
+    else DECODE_TIMEOUT_S."""
+    env = os.environ.get("LRCN_DECODE_TIMEOUT")
+    return float(env) if env else DECODE_TIMEOUT_S
+
+
 @dataclass(frozen=True)
 class Sample:
     path: Path
@@ -95,13 +102,14 @@ def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
 
 
 def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | None = None,
-            workers: int | None = None, progress: bool = True, timeout: float = DECODE_TIMEOUT_S
+            workers: int | None = None, progress: bool = True, timeout: float | None = None
             ) -> tuple[list[CachedClip], list[tuple[Sample, str]]]:
     """Make sure every sample's frames are in the cache; return the cached clips (in the order
     given) and the samples that could not be read, with the cause.
 
     Only files missing from the cache are decoded, in `workers` processes (default: one per
-    core) so that an interrupted run resumes where it stopped.
+    core) so that an interrupted run resumes where it stopped. A file that takes longer than
+    `timeout` seconds (default: decode_timeout()) has its process killed and is reported.
     """
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +135,8 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
         bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
-            for result in run_tasks(_decode_into_cache, tasks, workers, timeout=timeout):
+            for result in run_tasks(_decode_into_cache, tasks, workers,
+                                    timeout=decode_timeout() if timeout is None else timeout):
                 path = result.item[0]
                 if result.error is not None:
                     # The process died or stalled: nothing was cached; report and move on.

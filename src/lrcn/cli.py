@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -376,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         if cache:
             p.add_argument("--cache", type=Path, default=None,
                            help="frame cache folder (default: $LRCN_CACHE_DIR or ~/.cache/lrcn)")
+            p.add_argument("--decode-timeout", type=_positive_float, default=None, metavar="S",
+                           help="a file whose decoding takes longer is reported as stalled and "
+                                "skipped (default: $LRCN_DECODE_TIMEOUT or 120)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def train_options(p: argparse.ArgumentParser) -> None:
@@ -531,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "decode_timeout", None) is not None:
+        # Read where the data set's files are decoded (cache.prepare), however deep the call.
+        os.environ["LRCN_DECODE_TIMEOUT"] = str(args.decode_timeout)
     try:
         return args.func(args)
     except LrcnError as exc:
