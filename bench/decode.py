@@ -5,7 +5,8 @@
   (b) ceiling: a plain sequential decode of every frame (PyAV, one decoder thread per process);
   (c) lrcn: `lrcn.video.read_clip`, what the cache fills with.
 
-Each runs with 1 and with N worker processes. frames_exact counts clips whose 20 lrcn frames
+Each runs with 1 and with N worker processes, in rounds that interleave the three methods; the
+medians are compared, and the CPU time per clip is printed beside them. frames_exact counts clips whose 20 lrcn frames
 equal, pixel for pixel, the frames at the same indices of a full sequential decode.
 
     python bench/decode.py DIR_OR_FILES... [--workers 2] [--repeat 3]
@@ -22,6 +23,7 @@ Ends with: lrcn_clips_per_s=X tutorial_clips_per_s=Y ceiling_clips_per_s=Z frame
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -75,15 +77,21 @@ def exact(path: str) -> bool:
         np.array_equal(got, reference[i]) for got, i in zip(clip.frames, clip.indices))
 
 
-def clips_per_second(fn, files: list[str], workers: int) -> float:
-    start = time.perf_counter()
+def clips_per_second(fn, files: list[str], workers: int) -> tuple[float, float]:
+    """Clips per second of wall time, and CPU milliseconds (user + system) per clip: the CPU
+    figure is steadier than wall time on a shared machine."""
+    who = resource.RUSAGE_SELF if workers == 1 else resource.RUSAGE_CHILDREN
+    before, start = resource.getrusage(who), time.perf_counter()
     if workers == 1:
         for f in files:
             fn(f)
     else:
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(fn, files, chunksize=1))
-    return len(files) / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(who)   # the pool's processes have exited: theirs are counted
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return len(files) / wall, 1000 * cpu / len(files)
 
 
 def make_h264(folder: Path, count: int) -> None:
@@ -180,21 +188,28 @@ def main() -> None:
     for f in files[:4]:  # warm the page cache so no method pays for the disk
         Path(f).read_bytes()
     results: dict[tuple[str, int], float] = {}
+    cpu_ms: dict[tuple[str, int], float] = {}
     methods = (("tutorial", tutorial), ("ceiling", ceiling), ("lrcn", lrcn))
     for workers in sorted({1, args.workers}):
         # Rounds interleave the methods, so that a slow spell of a shared machine hits all of
         # them alike; the medians over rounds are compared.
         runs: dict[str, list[float]] = {name: [] for name, _ in methods}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in methods}
         for _ in range(args.repeat):
             for name, fn in methods:
-                runs[name].append(clips_per_second(fn, files, workers))
+                rate, ms = clips_per_second(fn, files, workers)
+                runs[name].append(rate)
+                cpu[name].append(ms)
         for name, _ in methods:
             results[name, workers] = statistics.median(runs[name])
+            cpu_ms[name, workers] = statistics.median(cpu[name])
             print(f"{name:>9} workers={workers}: {results[name, workers]:7.1f} clips/s "
-                  f"(median of {args.repeat}: {', '.join(f'{r:.1f}' for r in runs[name])})")
+                  f"(median of {args.repeat}: {', '.join(f'{r:.1f}' for r in runs[name])}), "
+                  f"CPU {cpu_ms[name, workers]:.1f} ms/clip")
         w = workers
         print(f"          workers={w}: lrcn/tutorial {results['lrcn', w] / results['tutorial', w]:.2f}x"
-              f", lrcn/ceiling {results['lrcn', w] / results['ceiling', w]:.2f}")
+              f", lrcn/ceiling {results['lrcn', w] / results['ceiling', w]:.2f}"
+              f" (by CPU time {cpu_ms['ceiling', w] / cpu_ms['lrcn', w]:.2f})")
     n_exact = sum(exact(f) for f in files)
     w = args.workers
     print(f"lrcn_clips_per_s={results['lrcn', w]:.1f} tutorial_clips_per_s="

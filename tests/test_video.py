@@ -140,25 +140,62 @@ def test_truncated_file_gives_its_good_frames_or_an_error(tmp_path):
     path = write_indexed_video(tmp_path / "cut.avi", 60, "xvid_avi", width=160, height=120)
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.7)])
-    try:
-        clip = read_clip(path)
-    except LrcnError as exc:
-        assert str(exc).startswith(str(path))
-    else:
-        assert 20 <= clip.num_frames < 60
-        assert [decoded_index(f) for f in clip.frames] == list(clip.indices)
+    for threads in (0, 1):   # 1: the worker path, whose B-frame skipping must give way
+        try:
+            clip = read_clip(path, threads=threads)
+        except LrcnError as exc:
+            assert str(exc).startswith(str(path))
+        else:
+            assert 20 <= clip.num_frames < 60
+            assert [decoded_index(f) for f in clip.frames] == list(clip.indices)
 
 
 @pytest.mark.skipif(not REALCLIPS.is_dir(), reason="../shared/realclips not present")
 def test_real_ucf_clips_match_a_full_decode():
-    files = sorted(REALCLIPS.glob("*/*.avi"))[::4]   # a spread of classes, kept quick
-    assert files
+    from lrcn.video import _decode_mpeg4
+    files = sorted(REALCLIPS.glob("*/*.avi"))
+    packed = [p for p in files if _b_frames(p)]
+    files = sorted(set(files[::4] + packed[::2]))    # a spread of classes, and packed B-frames
+    assert files and packed
     for path in files:
-        clip = read_clip(path)
         reference = full_decode_reference(path, FrameConfig())
-        assert clip.num_frames == len(reference), path
-        for got, index in zip(clip.frames, clip.indices):
-            np.testing.assert_array_equal(got, reference[index], err_msg=str(path))
+        # threads=1 is the worker processes' path, where unkept B-frames are not decoded.
+        for clip in (read_clip(path), read_clip(path, threads=1)):
+            assert clip.num_frames == len(reference), path
+            for got, index in zip(clip.frames, clip.indices):
+                np.testing.assert_array_equal(got, reference[index], err_msg=str(path))
+    for path in packed[::2]:   # the skipping decode took these files, not the fallback
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type, stream.thread_count = "SLICE", 1
+            assert _decode_mpeg4(container, stream, {5}, lambda f: f.pict_type) is not None
+
+
+def _b_frames(path) -> int:
+    with av.open(str(path)) as container:
+        return sum(int(f.pict_type) == 3 for f in container.decode(video=0))
+
+
+@pytest.mark.parametrize("count", [7, 20, 95])
+def test_xvid_b_frames_are_skipped_exactly_on_one_thread(tmp_path, count):
+    """Worker processes (threads=1) decode XviD without the B-frames they do not keep."""
+    from lrcn.video import _decode_mpeg4
+    path = write_indexed_video(tmp_path / "b.avi", count, "xvid_avi")
+    assert _b_frames(path) > count // 3
+    reference = full_decode_reference(path, FrameConfig())
+    clip = read_clip(path, threads=1)
+    assert clip.num_frames == count and clip.indices == tuple(sample_indices(count, 20))
+    for got, index in zip(clip.frames, clip.indices):
+        np.testing.assert_array_equal(got, reference[index])
+        assert decoded_index(got) == index
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "SLICE", 1
+        keep = set(range(1, count, 3))
+        result = _decode_mpeg4(container, stream, keep, lambda f: int(f.pict_type))
+    assert result is not None and result[0] == count     # no fallback; every frame counted
+    assert sorted(result[1]) == sorted(keep)
+    assert 3 in result[1].values()                       # wanted B-frames are decoded
 
 
 def _h264(path, count, keyint=25, times_ms=None, size=(64, 48)):

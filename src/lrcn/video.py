@@ -123,6 +123,107 @@ def _decode(container, stream, keep: set[int], convert
     return count, kept
 
 
+try:  # PyAV's bitstream filters (recent versions); without them every frame is decoded
+    from av.bitstream import BitStreamFilterContext
+except ImportError:  # pragma: no cover
+    BitStreamFilterContext = None
+
+_VOP_START = b"\x00\x00\x01\xb6"
+_VOP_TYPES = "IPBS"                     # MPEG-4 Part 2 vop_coding_type: 2 bits
+_PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "S"}   # AVPictureType as PyAV reports it
+
+
+class _Mismatch(Exception):
+    """The decoder did not behave as the B-frame skipping model expects."""
+
+
+def _decode_mpeg4(container, stream, keep: set[int], convert
+                  ) -> tuple[int, dict[int, np.ndarray]] | None:
+    """`_decode` for MPEG-4 Part 2 (XviD/DivX, UCF's codec) on one thread, without decoding
+    the B-frames that are not kept. B-frames are never references in MPEG-4 Part 2, so every
+    other frame is bit-identical; on UCF's files with B-frames over half the frames are B.
+
+    DivX-style "packed" B-frames (a P and a B in one AVI chunk, then an empty placeholder) are
+    first unpacked by FFmpeg's mpeg4_unpack_bframes filter, so that each packet holds one
+    picture whose type is read from its header. A B-frame is shown as soon as it is decoded,
+    so its output index is the count of frames output (or skipped) before it. The model is
+    checked on every packet: one picture per packet; a decoded B gives one B frame; an anchor
+    (I/P/S) gives one anchor frame, except the first, which the decoder holds back while
+    B-frames are possible (when it does not, the stream has none, and the rest is decoded
+    plainly). Anything else (N-VOPs, corrupt frames, errors) returns None and the caller
+    decodes everything with `_decode`."""
+    codec = stream.codec_context
+    unpack = BitStreamFilterContext("mpeg4_unpack_bframes", in_stream=stream)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    low_delay: bool | None = None
+
+    def take(frames, expected: str) -> int:
+        nonlocal count
+        got = 0
+        for frame in frames:
+            got += 1
+            if got > 1 or frame.is_corrupt or _PICT_TYPES.get(int(frame.pict_type), "?") \
+                    not in expected:
+                raise _Mismatch
+            if count in keep:
+                kept[count] = convert(frame)
+            count += 1
+        return got
+
+    try:
+        for packet in container.demux(stream):
+            if low_delay:
+                for frame in codec.decode(packet) if packet.size else ():
+                    take([frame], "IPBS")
+                continue
+            for picture in unpack.filter(packet if packet.size else None):
+                data = bytes(picture)
+                at = data.find(_VOP_START)
+                if at < 0 or at + 4 >= len(data) or data.find(_VOP_START, at + 4) >= 0:
+                    raise _Mismatch
+                kind = _VOP_TYPES[data[at + 4] >> 6]
+                if low_delay is None and kind == "B":
+                    raise _Mismatch               # a stream must start with an anchor
+                if kind == "B" and count not in keep:
+                    codec.skip_frame = "NONREF"
+                    if take(codec.decode(picture), ""):
+                        raise _Mismatch
+                    count += 1            # the frame it would have been
+                    continue
+                codec.skip_frame = "DEFAULT"
+                got = take(codec.decode(picture), "B" if kind == "B" else "IPS")
+                if low_delay is None:
+                    # The first picture shown at once: a low-delay stream, no B-frames to
+                    # skip; the rest is a plain decode, without unpacking or parsing.
+                    low_delay = got == 1
+                elif not got:
+                    raise _Mismatch
+        codec.skip_frame = "DEFAULT"
+        for frame in codec.decode(None):   # the anchor held back, if any
+            take([frame], "IPBS" if low_delay else "IPS")
+    except (_Mismatch, av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        return None
+    return count, kept
+
+
+def _decode_all(path: Path, container, stream, keep: set[int], convert, threads: int
+                ) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode the whole stream of a freshly opened container (configured for `threads`),
+    skipping unkept B-frames where that is safe (`_decode_mpeg4`)."""
+    if threads == 1 and BitStreamFilterContext is not None \
+            and stream.codec_context.name == "mpeg4":
+        # One thread only: frame threading delays output and breaks the one-in-one-out model.
+        result = _decode_mpeg4(container, stream, keep, convert)
+        if result is not None:
+            return result
+        with _open(path) as fresh:
+            stream = fresh.streams.video[0]
+            _configure(stream, threads)
+            return _decode(fresh, stream, keep, convert)
+    return _decode(container, stream, keep, convert)
+
+
 def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns that make a frame upright (display-matrix rotation)."""
     return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
@@ -327,7 +428,7 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
             guess = _header_frame_count(container, stream)
             _configure(stream, threads)
             first = set(sample_indices(guess, frames.num_frames)) if guess > 0 else set()
-            count, kept = _decode(container, stream, first, convert)
+            count, kept = _decode_all(path, container, stream, first, convert, threads)
         else:
             guess = len(timing.pts)
             if timing.variable:
@@ -357,7 +458,7 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
         with _open(path) as container:
             stream = container.streams.video[0]
             _configure(stream, threads)
-            count, kept = _decode(container, stream, set(wanted), convert)
+            count, kept = _decode_all(path, container, stream, set(wanted), convert, threads)
     if count == 0:
         raise LrcnError("no video frames could be decoded", path)
     if timing is None or count != len(timing.pts):
@@ -372,7 +473,8 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
         with _open(path) as container:
             stream = container.streams.video[0]
             _configure(stream, threads)
-            recount, kept = _decode(container, stream, set(indices), convert)
+            recount, kept = _decode_all(path, container, stream, set(indices), convert,
+                                        threads)
         if recount != count or not set(indices) <= kept.keys():
             raise LrcnError("decoding is not repeatable (two passes disagree)", path)
     stacked = np.stack([kept[index] for index in indices])
