@@ -180,9 +180,17 @@ def test_a_file_that_stalls_the_decoder_is_reported_and_the_rest_checked(tiny_da
     assert result.returncode == 1, result.stderr
     assert "v_Grow_g07_c01.m4v: timed out after 3 s (decoder stalled)" in result.stdout
     assert "Traceback" not in result.stderr
+    assert elapsed < 60   # bounded: the stall costs its timeout, not the hour it would take
+    # The stall is remembered with its limit: a rerun does not wait again; a longer limit
+    # retries the file (and remembers the new limit).
+    stalls = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")
+              if "stalled_after" in p.read_text()]
+    assert stalls == [{"error": "timed out after 3 s (decoder stalled)", "stalled_after": 3.0}]
     report = json.loads(lrcn("check", data, "--json", "--decode-timeout", "3",
                              "--cache", tmp_path / "cache").stdout)
     rows = {r["class"]: r for r in report["classes"]}
     assert rows["Grow"]["clips"] == 7 and rows["Grow"]["readable"] == 6
     assert all(rows[c]["readable"] == rows[c]["clips"] == 6 for c in ("SlideRight", "Bounce"))
-    assert elapsed < 60   # bounded: the stall costs its timeout, not the hour it would take
+    assert any("decoder stalled" in p["cause"] for p in report["problems"])
+    again = lrcn("check", data, "--decode-timeout", "4", "--cache", tmp_path / "cache")
+    assert "timed out after 4 s (decoder stalled)" in again.stdout

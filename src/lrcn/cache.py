@@ -115,6 +115,8 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
     cache_dir.mkdir(parents=True, exist_ok=True)
     if workers is None:
         workers = os.cpu_count() or 1
+    if timeout is None:
+        timeout = decode_timeout()
     metas: dict[Path, dict] = {}
     keys: dict[Path, str] = {}
     todo: list[Sample] = []
@@ -126,21 +128,33 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
             continue
         _, meta_path = _entry_paths(cache_dir, keys[sample.path])
         try:
-            metas[sample.path] = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             todo.append(sample)
+            continue
+        if meta.get("stalled_after", float("inf")) < timeout:
+            todo.append(sample)   # it stalled under a shorter limit than this run's: retry
+        else:
+            metas[sample.path] = meta
     if todo:
         by_path = {str(s.path): s for s in todo}
         tasks = [(str(s.path), keys[s.path], str(cache_dir), to_dict(frames)) for s in todo]
         bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
-            for result in run_tasks(_decode_into_cache, tasks, workers,
-                                    timeout=decode_timeout() if timeout is None else timeout):
+            for result in run_tasks(_decode_into_cache, tasks, workers, timeout=timeout):
                 path = result.item[0]
                 if result.error is not None:
-                    # The process died or stalled: nothing was cached; report and move on.
-                    metas[by_path[path].path] = {"error": result.error}
+                    # The process died or stalled. A stall is remembered with its time
+                    # limit, so that an unchanged file does not cost the wait on every run
+                    # (a longer limit retries it); a crash is not, it may not recur.
+                    meta = {"error": result.error}
+                    if result.timed_out:
+                        meta["stalled_after"] = timeout
+                        _, meta_path = _entry_paths(cache_dir, result.item[1])
+                        meta_path.parent.mkdir(parents=True, exist_ok=True)
+                        atomic_write_text(meta_path, json.dumps(meta))
+                    metas[by_path[path].path] = meta
                 else:
                     metas[by_path[path].path] = result.value
                 bar.update(1)

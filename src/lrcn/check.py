@@ -16,7 +16,7 @@ def _samples(data: Path, classes, ucf_split, lists):
     if ucf_split is not None:
         names, parts, missing = read_ucf101_split(data, ucf_split, lists, classes)
         return names, parts["train"] + parts["test"], missing
-    return load_samples(data, classes)
+    return load_samples(data, classes, min_classes=1)   # a scan needs no second class
 
 
 def suspicions(clip: CachedClip, frames: FrameConfig) -> list[str]:

@@ -61,10 +61,10 @@ def resolve_classes(root: Path, requested: Sequence[str] | None) -> list[str]:
     return available
 
 
-def discover(root: str | os.PathLike, classes: Sequence[str] | None = None
-             ) -> tuple[list[str], list[Sample]]:
+def discover(root: str | os.PathLike, classes: Sequence[str] | None = None,
+             min_classes: int = 2) -> tuple[list[str], list[Sample]]:
     """Find the clips of a folder-per-class data set. Every chosen class folder must hold at
-    least one video file."""
+    least one video file; training needs two classes, a scan (`lrcn check`) one."""
     root = Path(root)
     class_names = resolve_classes(root, classes)
     samples: list[Sample] = []
@@ -76,7 +76,7 @@ def discover(root: str | os.PathLike, classes: Sequence[str] | None = None
         for path in files:
             tag = parse_group(path.name)
             samples.append(Sample(path, name, f"{name}/{tag or path.name}"))
-    if len(class_names) < 2:
+    if len(class_names) < min_classes:
         raise LrcnError("at least two classes are needed to train a classifier", root)
     return class_names, samples
 
@@ -102,8 +102,8 @@ def _sample_for(path: Path, class_name: str, group: str | None = None) -> Sample
     return Sample(path, class_name, f"{class_name}/{tag or path.name}")
 
 
-def read_list(list_path: str | os.PathLike, classes: Sequence[str] | None = None
-              ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
+def read_list(list_path: str | os.PathLike, classes: Sequence[str] | None = None,
+              min_classes: int = 2) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
     """A CSV or text list of `path,label` (optionally a third column `group`; a header line
     `path,label` is allowed; paths relative to the list's folder). Returns the classes in first
     appearance order, the samples, and the listed files that are missing, with the cause."""
@@ -140,7 +140,7 @@ def read_list(list_path: str | os.PathLike, classes: Sequence[str] | None = None
             missing.append((str(path), f"listed in {list_path.name} but missing"))
             continue
         samples.append(_sample_for(path, label, group))
-    if len(names) < 2:
+    if len(names) < min_classes:
         raise LrcnError("at least two classes are needed to train a classifier", list_path)
     return names, samples, missing
 
@@ -224,13 +224,14 @@ def group_number(sample: Sample) -> str | None:
     return parse_group(sample.path.name)
 
 
-def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None
+def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None,
+                 min_classes: int = 2
                  ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
     """A folder per class or a `path,label` list -> (classes, samples, listed-but-missing)."""
     data = Path(data)
     if data.is_file():
-        return read_list(data, classes)
-    names, samples = discover(data, classes)
+        return read_list(data, classes, min_classes)
+    names, samples = discover(data, classes, min_classes)
     return names, samples, []
 
 

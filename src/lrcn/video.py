@@ -131,6 +131,7 @@ except ImportError:  # pragma: no cover
 _VOP_START = b"\x00\x00\x01\xb6"
 _VOP_TYPES = "IPBS"                     # MPEG-4 Part 2 vop_coding_type: 2 bits
 _PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "S"}   # AVPictureType as PyAV reports it
+_TINY_PICTURE = 16                      # bytes: never skipped unseen (see _decode_mpeg4)
 
 
 class _Mismatch(Exception):
@@ -185,7 +186,10 @@ def _decode_mpeg4(container, stream, keep: set[int], convert
                 kind = _VOP_TYPES[data[at + 4] >> 6]
                 if low_delay is None and kind == "B":
                     raise _Mismatch               # a stream must start with an anchor
-                if kind == "B" and count not in keep:
+                # A picture of a few bytes may be an N-VOP ("not coded"), which the decoder
+                # drops without output: skipping it would count a frame that a full decode
+                # does not have. Tiny ones are decoded, so the check below sees what they are.
+                if kind == "B" and count not in keep and len(data) > _TINY_PICTURE:
                     codec.skip_frame = "NONREF"
                     if take(codec.decode(picture), ""):
                         raise _Mismatch

@@ -16,6 +16,7 @@ class TaskResult:
     item: Any
     value: Any = None
     error: str | None = None
+    timed_out: bool = False
 
 
 def _worker_loop(fn: Callable[[Any], Any], conn) -> None:
@@ -111,7 +112,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                     result = TaskResult(worker.item,
                                         error=f"decoder process crashed (exit code {code})")
                 elif timeout is not None and time.monotonic() - worker.started >= timeout:
-                    result = TaskResult(worker.item,
+                    result = TaskResult(worker.item, timed_out=True,
                                         error=f"timed out after {timeout:g} s (decoder stalled)")
                     lost = True
                 if result is None:
