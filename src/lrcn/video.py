@@ -155,7 +155,10 @@ def _decode_mpeg4(container, stream, keep: set[int], convert
     plainly). Anything else (N-VOPs, corrupt frames, errors) returns None and the caller
     decodes everything with `_decode`."""
     codec = stream.codec_context
-    unpack = BitStreamFilterContext("mpeg4_unpack_bframes", in_stream=stream)
+    try:
+        unpack = BitStreamFilterContext("mpeg4_unpack_bframes", in_stream=stream)
+    except (av.error.FFmpegError, ValueError):   # an FFmpeg built without the filter
+        return None
     kept: dict[int, np.ndarray] = {}
     count = 0
     low_delay: bool | None = None
@@ -382,7 +385,9 @@ def _decode_by_time(stream, packets: Iterable[av.Packet], timing: _Timing, wante
     """The wanted frames (indices into timing.pts) of a whole-stream decode, found by their
     timestamps. None unless the decoder agrees with the demux pass: every frame has a known
     timestamp, in increasing order, none corrupt, every wanted one present; and, where no
-    frame was skipped, as many frames as packets. The caller then decodes and counts."""
+    frame was skipped, as many frames as packets. The caller then decodes and counts. (Where
+    frames are skipped, the count cannot be checked: a decoder that silently drops an
+    unwanted frame of a damaged file, without flagging anything, goes unnoticed.)"""
     order = {t: i for i, t in enumerate(timing.pts)}
     want = {timing.pts[i]: i for i in wanted}
     codec = stream.codec_context
