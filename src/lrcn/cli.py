@@ -29,6 +29,7 @@ def _int_at_least(minimum: int):
 
 
 _positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _split_number(text: str) -> int:
@@ -36,7 +37,6 @@ def _split_number(text: str) -> int:
     if value > 99:
         raise argparse.ArgumentTypeError(f"split lists are numbered 1, 2, 3, ...: {text}")
     return value
-_non_negative_int = _int_at_least(0)
 
 
 def _fraction(text: str) -> float:
