@@ -6,8 +6,9 @@
   (c) lrcn: `lrcn.video.read_clip`, what the cache fills with.
 
 Each runs with 1 and with N worker processes, in rounds that interleave the three methods; the
-medians are compared, and the CPU time per clip is printed beside them. frames_exact counts clips whose 20 lrcn frames
-equal, pixel for pixel, the frames at the same indices of a full sequential decode.
+medians are compared, and the CPU time per clip is printed beside them. frames_exact counts
+clips whose 20 lrcn frames equal, pixel for pixel, the frames at the same indices of a full
+sequential decode.
 
     python bench/decode.py DIR_OR_FILES... [--workers 2] [--repeat 3]
     python bench/decode.py --make-h264 DIR [--count 48]      # generated H.264 MP4 clips

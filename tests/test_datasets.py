@@ -194,3 +194,6 @@ def test_a_file_that_stalls_the_decoder_is_reported_and_the_rest_checked(tiny_da
     assert any("decoder stalled" in p["cause"] for p in report["problems"])
     again = lrcn("check", data, "--decode-timeout", "4", "--cache", tmp_path / "cache")
     assert "timed out after 4 s (decoder stalled)" in again.stdout
+    stalls = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")
+              if "stalled_after" in p.read_text()]
+    assert [s["stalled_after"] for s in stalls] == [4.0]
