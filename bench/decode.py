@@ -34,7 +34,8 @@ import av
 import numpy as np
 
 from lrcn.config import FrameConfig
-from lrcn.video import VIDEO_EXTENSIONS, read_clip
+from lrcn.clip import read_clip
+from lrcn.video import VIDEO_EXTENSIONS
 
 
 def tutorial(path: str) -> int:
@@ -113,7 +114,7 @@ def make_h264(folder: Path, count: int) -> None:
 
 LONG_CHILD = r"""
 import json, resource, sys, time
-from lrcn.video import read_clip
+from lrcn.clip import read_clip
 start = time.perf_counter()
 clip = read_clip(sys.argv[1], seek=sys.argv[2] == "seek")
 print(json.dumps({"seconds": time.perf_counter() - start, "frames": clip.num_frames,

@@ -18,7 +18,7 @@ import torch
 
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.export import OnnxPredictor, export_onnx
+from lrcn.export import export_onnx
 from lrcn.model import LRCN
 from lrcn.predict import Predictor
 
@@ -42,8 +42,8 @@ def main() -> None:
     path = save_checkpoint(folder / "m.safetensors", LRCN(ModelConfig()), FrameConfig(),
                            ["a", "b", "c", "d"])
     export_onnx(load_checkpoint(path), folder / "m.onnx")
-    backends = {"pytorch": Predictor(load_checkpoint(path)),
-                "onnxruntime": OnnxPredictor(folder / "m.onnx")}
+    backends = {"pytorch": Predictor.load(path, "torch"),
+                "onnxruntime": Predictor.load(folder / "m.onnx")}
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (64, 20, 64, 64, 3), dtype=np.uint8)
     results = {}

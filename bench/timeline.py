@@ -26,23 +26,24 @@ CHILD = r"""
 import json, resource, sys, time
 from lrcn.checkpoint import load_checkpoint
 from lrcn.engine import make_engine
-from lrcn.timeline import TimelineConfig, timeline_for_video
+from lrcn.timeline import timeline_for_video
+from lrcn.windows import WindowConfig
 ckpt, video, mode = sys.argv[1:4]
 engine = make_engine(load_checkpoint(ckpt))
 start = time.perf_counter()
 if mode == "timeline":
-    tl = timeline_for_video(engine, video, TimelineConfig(), 5.5)
+    tl = timeline_for_video(engine, video, WindowConfig(), 5.5)
     frames, duration = tl.facts["frames"], tl.facts["duration"]
 else:
     import av, numpy as np
     from collections import deque
     from av.video.reformatter import VideoReformatter
-    from lrcn.video import _to_array
+    from lrcn.video import to_model_frame
     ref, last, frames = VideoReformatter(), deque(maxlen=20), 0
     with av.open(video) as c:
         s = c.streams.video[0]; s.thread_type = "AUTO"; rate = float(s.average_rate)
         for f in c.decode(s):
-            last.append(_to_array(f, engine.frame_config, ref)); frames += 1
+            last.append(to_model_frame(f, engine.frame_config, ref)); frames += 1
             if len(last) == 20:
                 engine.probabilities(np.stack(last))
     duration = frames / rate

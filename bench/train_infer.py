@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from lrcn.cache import prepare
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.dataset import ClipDataset, discover
+from lrcn.dataset import discover
+from lrcn.loader import ClipDataset
 from lrcn.model import LRCN, clips_to_input
 from lrcn.predict import Predictor
 from lrcn.synth import SynthConfig, make_dataset
@@ -168,7 +169,7 @@ def main() -> None:
     torch.manual_seed(0)
     path = save_checkpoint(folder / "m.safetensors", LRCN(ModelConfig(num_classes=len(names))),
                            FrameConfig(), names)
-    fast, eager = Predictor(load_checkpoint(path)), Predictor(load_checkpoint(path), "torch")
+    fast, eager = Predictor.load(path), Predictor.load(path, "torch")
     clip = np.load(clips[0].frames_path)
 
     results: dict[str, list[float]] = {k: [] for k in

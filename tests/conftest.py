@@ -86,6 +86,25 @@ def remux(source: Path, target: Path, fmt: str) -> Path:
     return target
 
 
+def write_h264(path, count, keyint=25, times_ms=None, size=(64, 48)):
+    """An H.264 MP4 with B-frames; frame i shows index i % 256; optional per-frame times."""
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", "g": str(keyint)}
+        if times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(count):
+            frame = av.VideoFrame.from_ndarray(indexed_frame(i % 256, *size), "rgb24")
+            if times_ms is not None:
+                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def write_indexed_video(path: Path, count: int, codec: str = "xvid_avi", width: int = 64,
                         height: int = 48, fps: float = 25) -> Path:
     return write_video(path, (indexed_frame(i, width, height) for i in range(count)), fps, codec)

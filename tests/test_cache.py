@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from conftest import decoded_index, write_indexed_video
-from lrcn.cache import Sample, _entry_paths, cache_key, prepare
+from lrcn.cache import _entry_paths, cache_key, prepare
+from lrcn.dataset import Sample
 from lrcn.config import FrameConfig
 from lrcn.sampling import sample_indices
 

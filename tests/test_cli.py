@@ -7,6 +7,7 @@ import sys
 
 import av
 import pytest
+from PIL import Image
 
 from lrcn.cli import main
 from lrcn.sampling import parse_group
@@ -21,8 +22,11 @@ def lrcn(*args, cwd=None):
 @pytest.fixture(scope="module")
 def trained_run(tiny_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
+    settings = run.parent / "settings.json"   # a config file under the flags
+    settings.write_text(json.dumps({"train": {"epochs": 5, "lr": 0.002},
+                                    "split": {"val_fraction": 0.3}}))
     code = main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "2",
-                 "--batch-size", "4", "--quiet", "--workers", "2"])
+                 "--config", str(settings), "--quiet", "--workers", "2"])
     assert code == 0
     return run
 
@@ -56,7 +60,10 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
     assert report["num_clips"] == len(split["test"])
     assert sum(map(sum, report["confusion_matrix"])) == len(split["test"])
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 1e-3
+    # layers: a flag beats the config file (epochs), which beats the defaults (lr, split)
+    assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 0.002
+    assert config["train"]["batch_size"] == 4 and config["train"]["patience"] == 15
+    assert config["split"] == {"test_fraction": 0.25, "val_fraction": 0.3, "seed": 27}
     assert config["model"]["lstm_units"] == 32
 
 
@@ -68,7 +75,8 @@ def test_info_shows_classes_and_test_metrics(trained_run):
     assert info["trainable_parameters"] == 73_060
     report = json.loads((trained_run / "report.json").read_text())
     assert info["info"]["test_metrics"]["accuracy"] == pytest.approx(report["accuracy"])
-    assert info["info"]["clip_seconds"] > 0
+    assert 1.0 <= info["clip_seconds"] <= 2.0   # the tiny set's clips last 1-2 s
+    assert "clip_seconds" not in info["info"]
 
 
 def test_evaluate_on_another_folder(trained_run, tiny_dataset, tmp_path):
@@ -76,7 +84,11 @@ def test_evaluate_on_another_folder(trained_run, tiny_dataset, tmp_path):
     result = lrcn("evaluate", trained_run, "--data", tiny_dataset, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["num_clips"] == 24 and (out / "confusion_matrix.png").stat().st_size > 1000
+    assert report["num_clips"] == 24
+    assert sum(sum(row) for row in report["confusion_matrix"]) == 24
+    with Image.open(out / "confusion_matrix.png") as image:   # a real, drawn PNG
+        assert image.format == "PNG" and image.size[0] >= 400
+        assert len(image.convert("L").getcolors(1 << 16)) > 20
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
 
 

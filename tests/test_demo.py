@@ -41,7 +41,7 @@ def _timeline_recovers_known_actions(run, tmp_path):
     change of action."""
     from lrcn.checkpoint import load_checkpoint
     from lrcn.synth import make_long_video
-    span = load_checkpoint(run).info["clip_seconds"]
+    span = load_checkpoint(run).clip_seconds
     plan = [("SlideRight", 3), ("Grow", 3), ("Spin", 3), ("SlideLeft", 3), ("Shrink", 3)]
     video = tmp_path / "long.mp4"
     truth = make_long_video(video, plan, seed=2026, min_seconds=span, max_seconds=span)

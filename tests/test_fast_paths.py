@@ -14,7 +14,7 @@ from lrcn.config import FrameConfig, ModelConfig
 from lrcn.engine import OrtEngine, TorchEngine
 from lrcn.model import LRCN, MaskDropout
 from lrcn.train import make_optimizer, train, train_step
-from lrcn.video import read_clip
+from lrcn.clip import read_clip
 
 from conftest import indexed_frame, write_video
 
@@ -116,7 +116,7 @@ def test_onnx_runtime_engine_matches_pytorch_engine(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=5)),
                            FrameConfig(), list("abcde"))
     checkpoint = load_checkpoint(path)
-    ort, eager = OrtEngine(checkpoint), TorchEngine(checkpoint)
+    ort, eager = OrtEngine.from_checkpoint(checkpoint), TorchEngine(checkpoint)
     video = write_video(tmp_path / "v.mp4", [indexed_frame(i, 96, 72) for i in range(40)],
                         codec="h264_mp4")
     clip = read_clip(video).frames

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -13,11 +14,12 @@ import torch
 
 from conftest import indexed_frame, write_video
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
+from lrcn.engine import OrtEngine, make_engine
 from lrcn.errors import LrcnError
 from lrcn.model import LRCN
 from lrcn.predict import Predictor
-from lrcn.video import read_clip
 
 os.environ.setdefault("KERAS_BACKEND", "torch")   # keras 3 on PyTorch: no TensorFlow needed
 keras = pytest.importorskip("keras")
@@ -72,7 +74,7 @@ def test_keras_import_gives_keras_probabilities(tmp_path, clips, suffix):
     assert checkpoint.class_names == ["WalkingWithDog", "TaiChi", "Swing", "HorseRace"]
     assert checkpoint.frame_config.channel_order == "bgr"
     assert checkpoint.frame_config.interpolation == "bilinear"
-    ours = Predictor(checkpoint).probabilities(clips)
+    ours = Predictor(make_engine(checkpoint)).probabilities(clips)
     theirs = np.asarray(model.predict(clips.astype(np.float32) / 255, verbose=0))
     assert ours.shape == theirs.shape == (3, 4)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
@@ -117,19 +119,20 @@ def exported(tmp_path_factory):
             p.add_(torch.randn_like(p) * 0.1)
         model.lstm.bias_hh_l0.zero_()
     checkpoint = save_checkpoint(folder / "m.safetensors", model, FrameConfig(),
-                                 list("abcde"), {"clip_seconds": 3.0})
+                                 list("abcde"), clip_seconds=3.0)
     from lrcn.cli import main
     assert main(["export", str(checkpoint), "--format", "onnx"]) == 0
     return checkpoint, folder / "m.onnx"
 
 
 def test_onnx_matches_pytorch_with_dynamic_batch(exported, clips):
-    from lrcn.export import OnnxPredictor
     checkpoint, onnx_path = exported
-    torch_predictor = Predictor(load_checkpoint(checkpoint))
-    onnx_predictor = OnnxPredictor(onnx_path)
+    torch_predictor = Predictor.load(checkpoint, "torch")
+    onnx_predictor = Predictor.load(onnx_path)
+    assert isinstance(onnx_predictor.engine, OrtEngine) and not onnx_predictor.engine.splits
     assert onnx_predictor.names == list("abcde")
     assert onnx_predictor.frame_config == FrameConfig()
+    assert onnx_predictor.engine.clip_seconds == 3.0
     for batch in (clips[:1], clips):
         expected = torch_predictor.probabilities(batch)
         np.testing.assert_allclose(onnx_predictor.probabilities(batch), expected, atol=1e-5,
@@ -138,29 +141,148 @@ def test_onnx_matches_pytorch_with_dynamic_batch(exported, clips):
 
 
 def test_onnx_runs_where_pytorch_is_not_installed(exported, clips, tmp_path):
+    """The exported file takes uint8 frames, as decoded, and lrcn's own predictor runs it with
+    torch unimportable; so does plain ONNX Runtime."""
     checkpoint, onnx_path = exported
     np.save(tmp_path / "clips.npy", clips)
     script = f"""
 import sys, json
 sys.modules["torch"] = None          # importing torch now fails, as on a machine without it
 import numpy as np, onnxruntime as ort
+from lrcn.predict import Predictor
+x = np.load({str(tmp_path / 'clips.npy')!r})
+ours = Predictor.load({str(onnx_path)!r}).probabilities(x)
 session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 [inp], [out] = session.get_inputs(), session.get_outputs()
-x = np.load({str(tmp_path / 'clips.npy')!r}).astype(np.float32) / 255
 probs = session.run(None, {{"frames": x}})[0]
 print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
                   "classes": json.loads(meta["classes"]), "frames": json.loads(meta["frames"]),
-                  "probs": probs.tolist()}}))
+                  "version": meta["lrcn_format_version"], "probs": probs.tolist(),
+                  "ours": ours.tolist(), "torch": "torch" in sys.modules and
+                  sys.modules["torch"] is not None}}))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["input"] == ["frames", ["batch", 20, 64, 64, 3], "tensor(float)"]
+    assert data["input"] == ["frames", ["batch", 20, 64, 64, 3], "tensor(uint8)"]
     assert data["output"] == "probabilities" and data["classes"] == list("abcde")
     assert data["frames"]["channel_order"] == "rgb" and data["frames"]["num_frames"] == 20
-    expected = Predictor(load_checkpoint(checkpoint), "torch").probabilities(clips)
+    assert data["version"] == "2" and data["torch"] is False
+    expected = Predictor.load(checkpoint, "torch").probabilities(clips)
     np.testing.assert_allclose(np.array(data["probs"]), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.array(data["ours"]), expected, atol=1e-5, rtol=0)
+
+
+def _float_format_file(checkpoint_path, out):
+    """An ONNX file as `lrcn export` wrote them before format version 2: float32 frames in
+    [0, 1], lrcn metadata without a version entry."""
+    import onnx
+    checkpoint = load_checkpoint(checkpoint_path)
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, frames):
+            return torch.softmax(self.model(frames), dim=1)
+
+    with warnings.catch_warnings():   # the legacy exporter's notes, as lrcn's own export
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Probabilities(checkpoint.build_model()).eval(),
+                          (torch.rand(2, 20, 64, 64, 3),), str(out), dynamo=False,
+                          opset_version=17, input_names=["frames"],
+                          output_names=["probabilities"],
+                          dynamic_axes={"frames": {0: "batch"}, "probabilities": {0: "batch"}})
+    model = onnx.load(str(out))
+    for key, value in {"lrcn_format": "lrcn-onnx", "classes": json.dumps(list("abcde")),
+                       "frames": json.dumps({"num_frames": 20, "height": 64, "width": 64,
+                                             "channel_order": "rgb", "interpolation": "area"}),
+                       "info": json.dumps({"clip_seconds": 3.0})}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(out))
+    return out
+
+
+def test_onnx_files_of_the_float_format_still_predict_the_same(exported, clips, tmp_path):
+    checkpoint, _ = exported
+    old = _float_format_file(checkpoint, tmp_path / "old.onnx")
+    engine = OrtEngine.from_file(old)
+    assert engine.clip_seconds == 3.0
+    np.testing.assert_allclose(engine.probabilities(clips),
+                               Predictor.load(checkpoint, "torch").probabilities(clips),
+                               atol=1e-5, rtol=0)
+
+
+def test_onnx_model_errors_are_one_line(exported, tmp_path, clips):
+    import onnx
+    checkpoint, onnx_path = exported
+    (tmp_path / "text.onnx").write_text("not a model")
+    foreign = onnx.load(str(onnx_path))
+    del foreign.metadata_props[:]
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    newer = onnx.load(str(onnx_path))
+    for entry in newer.metadata_props:
+        if entry.key == "lrcn_format_version":
+            entry.value = "9"
+    onnx.save(newer, str(tmp_path / "newer.onnx"))
+    for name, cause in [("missing.onnx", "no such ONNX model file"),
+                        ("text.onnx", "not a loadable ONNX model"),
+                        ("foreign.onnx", "an ONNX model without lrcn metadata"),
+                        ("newer.onnx", "ONNX format version 9 is newer than this lrcn reads")]:
+        with pytest.raises(LrcnError, match=cause) as caught:
+            OrtEngine.from_file(tmp_path / name)
+        assert str(caught.value).startswith(str(tmp_path / name))
+        assert "\n" not in str(caught.value)
+    # The exported classifier is whole: it predicts clips, and says why it cannot do windows.
+    engine = OrtEngine.from_file(onnx_path)
+    with pytest.raises(LrcnError, match="long videos and streams need the checkpoint"):
+        engine.features(clips[0])
+    video = write_video(tmp_path / "v.mp4", [indexed_frame(i, 64, 48) for i in range(40)],
+                        codec="h264_mp4")
+    result = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(onnx_path),
+                             str(video), "--timeline"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot run a timeline" in line and "pass the checkpoint" in line
+
+
+def test_the_engine_falls_back_to_pytorch_out_loud(exported, clips, tmp_path):
+    """Without ONNX Runtime, `auto` runs on PyTorch with the same results and says so;
+    `--backend onnx` is then an error."""
+    checkpoint, _ = exported
+    np.save(tmp_path / "clips.npy", clips)
+    script = f"""
+import sys, json
+sys.modules["onnxruntime"] = None    # as on a machine without ONNX Runtime
+import numpy as np
+from lrcn.checkpoint import load_checkpoint
+from lrcn.engine import make_engine
+from lrcn.errors import LrcnError
+checkpoint = load_checkpoint({str(checkpoint)!r})
+engine = make_engine(checkpoint)
+try:
+    make_engine(checkpoint, "onnx")
+    refused = None
+except LrcnError as exc:
+    refused = str(exc)
+print(json.dumps({{"backend": engine.backend, "reason": engine.fallback_reason,
+                  "refused": refused,
+                  "probs": engine.probabilities(np.load({str(tmp_path / 'clips.npy')!r})).tolist()}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["backend"] == "torch" and "ONNX Runtime is not installed" in data["reason"]
+    assert "running on PyTorch, not ONNX Runtime (ONNX Runtime is not installed" in \
+        result.stderr
+    assert data["refused"].startswith("--backend onnx failed: ONNX Runtime is not installed")
+    ort_engine = make_engine(load_checkpoint(checkpoint))
+    assert isinstance(ort_engine, OrtEngine)           # with it installed: no fallback
+    np.testing.assert_allclose(np.array(data["probs"]), ort_engine.probabilities(clips),
+                               atol=1e-5, rtol=0)
 
 
 def test_predict_cli_onnx_backend_agrees_with_torch(exported, tmp_path):

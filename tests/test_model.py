@@ -30,7 +30,14 @@ def test_forward_returns_logits_for_keras_layout():
     clips = torch.rand(3, 20, 64, 64, 3)
     logits = model(clips)
     assert logits.shape == (3, 4)
-    assert not torch.allclose(logits.sum(1), torch.ones(3))   # not softmaxed
+    # Logits are what the head computes, nothing after it: softmax belongs to the loss and to
+    # prediction. (A softmaxed output would differ from this and sum to one.)
+    with torch.no_grad():
+        features = model.frame_features(clips.flatten(0, 1)).view(3, 20, -1)
+        _, (hidden, _) = model.lstm(features)
+        expected = hidden[-1] @ model.head.weight.T + model.head.bias
+    torch.testing.assert_close(logits, expected)
+    assert (logits.detach().sum(1) - 1).abs().min() > 1e-3
 
 
 def test_second_lstm_bias_stays_zero_through_training():
@@ -70,5 +77,5 @@ def test_l2_regularisation_is_off_by_default_and_counts_conv_and_lstm_weights():
 
 
 def test_too_small_input_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="input 32x32 is too small for the pooling"):
         LRCN(ModelConfig(height=32, width=32))

@@ -28,9 +28,11 @@ def test_sample_indices_cover_the_clip_in_order(num_frames):
     assert indices[0] <= num_frames / 20 and indices[-1] >= num_frames - 1 - num_frames / 20
 
 
-@pytest.mark.parametrize("bad", [(0, 20), (10, 0), (-1, 5)])
-def test_sample_indices_rejects_nonsense(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, message", [((0, 20), "at least one frame"),
+                                          ((10, 0), "num_samples must be positive"),
+                                          ((-1, 5), "at least one frame")])
+def test_sample_indices_rejects_nonsense(bad, message):
+    with pytest.raises(ValueError, match=message):
         sample_indices(*bad)
 
 

@@ -2,9 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lrcn.cache import Sample
 from lrcn.config import SplitConfig
-from lrcn.dataset import discover, split_groups, split_samples
+from lrcn.dataset import Sample, discover, split_groups, split_samples
 
 
 def groups(n, cls="A"):

@@ -16,14 +16,19 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.engine import make_engine
 from lrcn.model import LRCN
-from lrcn.timeline import (TimelineConfig, Window, annotate_timeline, build_timeline, score_video,
-                           smooth, timeline_for_video, write_timeline)
-from lrcn.video import _to_array
+from lrcn.predict import Predictor, annotate
+from lrcn.sampling import sample_indices
+from lrcn.stream import run_stream
+from lrcn.timeline import annotate_timeline, build_timeline, score_video, timeline_for_video, \
+    write_timeline
+from lrcn.video import to_model_frame
+from lrcn.windows import Window, WindowConfig, smooth
 
-from conftest import indexed_frame, remux, write_video
+from conftest import indexed_frame, remux, write_h264, write_video
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(4)
     folder = tmp_path_factory.mktemp("ckpt")
     return save_checkpoint(folder / "m.safetensors", LRCN(ModelConfig(num_classes=3)),
-                           FrameConfig(), ["a", "b", "c"], {"clip_seconds": 2.0})
+                           FrameConfig(), ["a", "b", "c"], clip_seconds=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +54,22 @@ def long_video(tmp_path_factory):
 def all_small_frames(path, frames=FrameConfig()):
     reformatter = VideoReformatter()
     with av.open(str(path)) as container:
-        return [_to_array(f, frames, reformatter) for f in container.decode(video=0)]
+        return [to_model_frame(f, frames, reformatter) for f in container.decode(video=0)]
 
 
-@pytest.mark.parametrize("stride", [0.0, 0.3, 1.7])
-def test_feature_reuse_equals_each_window_from_scratch(checkpoint, long_video, stride):
+# 12 s and windows of 2 s: 120 grid instants 0.1 s apart, window k starting at instant k * m.
+# A stride of 0.5 s is m = 5 steps (the last window starts at instant 100: 21 windows), 0.3 s is
+# m = 3 (the last at 99: 34), 1.7 s is m = 17 (the last at 85: 6).
+@pytest.mark.parametrize("stride, windows_expected", [(0.0, 21), (0.3, 34), (1.7, 6)])
+def test_feature_reuse_equals_each_window_from_scratch(checkpoint, long_video, stride,
+                                                       windows_expected):
     engine = make_engine(load_checkpoint(checkpoint))
-    config = TimelineConfig(stride=stride, batch=7)  # odd batch: windows complete mid-batch
+    config = WindowConfig(stride=stride, batch=7)  # odd batch: windows complete mid-batch
     windows, facts = score_video(engine, long_video, config, clip_seconds=2.0)
     step = facts["grid_step"]
     assert facts["span"] == pytest.approx(2.0) and facts["frames"] == 300
     frames = all_small_frames(long_video)
-    expected_count = (int(12.0 / step) - 20) // round(facts["stride"] / step) + 1
-    assert len(windows) == expected_count
+    assert len(windows) == windows_expected
     for window in windows:
         first = round(window.start / step)
         # the frame on screen at each grid instant (j + 0.5) * step
@@ -78,7 +86,7 @@ def test_a_video_shorter_than_a_window_gets_one_window(checkpoint, tmp_path):
     engine = make_engine(load_checkpoint(checkpoint))
     video = write_video(tmp_path / "short.avi", [indexed_frame(i, 64, 48) for i in range(30)],
                         fps=25)
-    windows, facts = score_video(engine, video, TimelineConfig(), clip_seconds=4.0)
+    windows, facts = score_video(engine, video, WindowConfig(), clip_seconds=4.0)
     assert len(windows) == 1 and windows[0].end == pytest.approx(1.2)
     assert windows[0].probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
@@ -105,7 +113,7 @@ def test_timeline_files_and_annotated_video_with_audio(checkpoint, tmp_path):
     video = tmp_path / "talk.mp4"
     _video_with_audio(video, seconds=6)
     engine = make_engine(load_checkpoint(checkpoint))
-    timeline = timeline_for_video(engine, video, TimelineConfig(), clip_seconds=2.0)
+    timeline = timeline_for_video(engine, video, WindowConfig(), clip_seconds=2.0)
     paths = write_timeline(timeline, tmp_path / "out")
     data = json.loads(paths["json"].read_text())
     assert data["classes"] == ["a", "b", "c"] and data["segments"]
@@ -160,7 +168,7 @@ def test_cli_timeline(checkpoint, long_video, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "windows of 2.00 s every 0.50 s" in result.stdout
     data = json.loads((tmp_path / "t" / "timeline.json").read_text())
-    assert len(data["windows"]) == (300 // 2.5 - 20) // 5 + 1
+    assert len(data["windows"]) == 21   # 12 s: windows of 2 s starting 0, 0.5, ..., 10 s
     assert (tmp_path / "t" / "timeline.png").exists()
     bad = lrcn("predict", checkpoint, tmp_path / "missing.mp4", "--timeline")
     assert bad.returncode == 1 and "missing.mp4: no such file" in bad.stderr
@@ -185,13 +193,12 @@ def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
 
 
 def test_stream_skips_frames_when_behind_and_says_so(checkpoint, tmp_path):
-    from lrcn.stream import run_stream
     video = write_video(tmp_path / "cam.avi", [indexed_frame(i, 64, 48) for i in range(75)])
     engine = make_engine(load_checkpoint(checkpoint))
     import io
     printed = io.StringIO()
     # max_lag below zero: always "behind", so every CNN frame after the first is skipped
-    result = run_stream(engine, str(video), TimelineConfig(), 1.0, realtime=True, max_lag=-1,
+    result = run_stream(engine, str(video), WindowConfig(), 1.0, realtime=True, max_lag=-1,
                         out=printed)
     assert result.frames == 75 and result.skipped > 0 and result.windows > 0
     assert f"{result.skipped} frames skipped to keep up" in printed.getvalue()
@@ -201,3 +208,59 @@ def test_stream_errors_are_one_line(checkpoint, tmp_path):
     result = lrcn("stream", checkpoint, tmp_path / "nope.mp4")
     assert result.returncode == 2 and "nope.mp4: no such file, camera or URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def phone_video(tmp_path_factory):
+    """Variable frame rate, as phones record: 4 s at 10 fps, then 4 s at 40 fps (8 s)."""
+    times = [100 * i for i in range(40)] + [4000 + 25 * i for i in range(160)]
+    return write_h264(tmp_path_factory.mktemp("vfr") / "phone.mp4", 200, times_ms=times,
+                      size=(96, 72))
+
+
+@pytest.mark.parametrize("span", [8.0, 20.0])   # the whole video; longer than the video
+def test_windows_see_the_frames_read_clip_sees_on_variable_frame_rate_video(
+        checkpoint, phone_video, span):
+    """A window over the whole video is a clip: the timeline and the stream take the frames
+    read_clip takes, by time, not by index / average rate."""
+    engine = make_engine(load_checkpoint(checkpoint))
+    clip = read_clip(phone_video)
+    assert clip.timing == "time"
+    expected = engine.probabilities(clip.frames)
+    # the check can fail: index sampling (what a constant rate would give) sees other frames
+    frames = all_small_frames(phone_video)
+    by_index = engine.probabilities(np.stack([frames[i] for i in sample_indices(200, 20)]))
+    assert list(clip.indices) != sample_indices(200, 20)
+    assert np.abs(by_index - expected).max() > 1e-4
+
+    config = WindowConfig(span=span, stride=8.0, smooth=1)
+    windows, facts = score_video(engine, phone_video, config)
+    assert facts["duration"] == pytest.approx(8.0) and len(windows) == 1
+    assert (windows[0].start, windows[0].end) == (0.0, pytest.approx(8.0))
+    np.testing.assert_allclose(windows[0].probabilities, expected, atol=1e-5, rtol=0)
+
+    import io
+    streamed = []
+    result = run_stream(engine, str(phone_video), config, on_window=streamed.append,
+                        out=io.StringIO())
+    assert result.frames == 200 and result.seconds == pytest.approx(8.0)
+    assert len(streamed) == 1
+    np.testing.assert_allclose(streamed[0].probabilities, expected, atol=1e-5, rtol=0)
+
+
+def test_every_annotated_video_keeps_the_audio(checkpoint, tmp_path):
+    """predict --annotate, the timeline's and the stream's annotated videos: one writer."""
+    video = _video_with_audio(tmp_path / "talk.mp4", seconds=4)
+    predictor = Predictor(make_engine(load_checkpoint(checkpoint)))
+    outputs = [annotate(video, predictor.predict_file(video), tmp_path / "clip.mp4")]
+    import io
+    run_stream(predictor.engine, str(video), WindowConfig(), annotate=tmp_path / "live.mp4",
+               out=io.StringIO())
+    outputs.append(tmp_path / "live.mp4")
+    for out in outputs:
+        with av.open(str(out)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            assert container.streams.audio, f"{out.name}: the audio track was dropped"
+            audio = container.streams.audio[0]
+            assert float(audio.duration * audio.time_base) == pytest.approx(4, abs=0.2)
+            assert sum(1 for _ in container.decode(video=0)) == 100

@@ -8,12 +8,12 @@ import av
 import numpy as np
 import pytest
 
-from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, remux, write_indexed_video,
-                      write_video)
+from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, remux, write_h264,
+                      write_indexed_video, write_video)
+from lrcn.clip import read_clip
 from lrcn.config import FrameConfig
 from lrcn.errors import LrcnError
 from lrcn.sampling import sample_indices
-from lrcn.video import read_clip
 
 
 def full_decode_reference(path, frames: FrameConfig) -> list[np.ndarray]:
@@ -152,7 +152,7 @@ def test_truncated_file_gives_its_good_frames_or_an_error(tmp_path):
 
 @pytest.mark.skipif(not REALCLIPS.is_dir(), reason="../shared/realclips not present")
 def test_real_ucf_clips_match_a_full_decode():
-    from lrcn.video import _decode_mpeg4
+    from lrcn.fastdecode import decode_mpeg4_skipping
     files = sorted(REALCLIPS.glob("*/*.avi"))
     packed = [p for p in files if _b_frames(p)]
     files = sorted(set(files[::4] + packed[::2]))    # a spread of classes, and packed B-frames
@@ -168,7 +168,7 @@ def test_real_ucf_clips_match_a_full_decode():
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type, stream.thread_count = "SLICE", 1
-            assert _decode_mpeg4(container, stream, {5}, lambda f: f.pict_type) is not None
+            assert decode_mpeg4_skipping(container, stream, {5}, lambda f: f.pict_type) is not None
 
 
 def _b_frames(path) -> int:
@@ -179,7 +179,7 @@ def _b_frames(path) -> int:
 @pytest.mark.parametrize("count", [7, 20, 95])
 def test_xvid_b_frames_are_skipped_exactly_on_one_thread(tmp_path, count):
     """Worker processes (threads=1) decode XviD without the B-frames they do not keep."""
-    from lrcn.video import _decode_mpeg4
+    from lrcn.fastdecode import decode_mpeg4_skipping
     path = write_indexed_video(tmp_path / "b.avi", count, "xvid_avi")
     assert _b_frames(path) > count // 3
     reference = full_decode_reference(path, FrameConfig())
@@ -192,34 +192,14 @@ def test_xvid_b_frames_are_skipped_exactly_on_one_thread(tmp_path, count):
         stream = container.streams.video[0]
         stream.thread_type, stream.thread_count = "SLICE", 1
         keep = set(range(1, count, 3))
-        result = _decode_mpeg4(container, stream, keep, lambda f: int(f.pict_type))
+        result = decode_mpeg4_skipping(container, stream, keep, lambda f: int(f.pict_type))
     assert result is not None and result[0] == count     # no fallback; every frame counted
     assert sorted(result[1]) == sorted(keep)
     assert 3 in result[1].values()                       # wanted B-frames are decoded
 
 
-def _h264(path, count, keyint=25, times_ms=None, size=(64, 48)):
-    """An H.264 MP4 with B-frames; frame i shows index i % 256; optional per-frame times."""
-    from fractions import Fraction
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", "g": str(keyint)}
-        if times_ms is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-        for i in range(count):
-            frame = av.VideoFrame.from_ndarray(indexed_frame(i % 256, *size), "rgb24")
-            if times_ms is not None:
-                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def test_long_video_is_read_by_keyframe_seeking_with_the_same_frames(tmp_path):
-    path = _h264(tmp_path / "long.mp4", 3000, keyint=25)
+    path = write_h264(tmp_path / "long.mp4", 3000, keyint=25)
     seeked = read_clip(path)
     whole = read_clip(path, seek=False)
     assert seeked.seeked and not whole.seeked
@@ -231,7 +211,7 @@ def test_long_video_is_read_by_keyframe_seeking_with_the_same_frames(tmp_path):
 
 @pytest.mark.parametrize("codec", ["h264_mp4", "hevc_mp4", "mpeg2_ts", "mpeg4_mp4"])
 def test_unwanted_non_reference_frames_are_skipped_and_the_rest_are_exact(tmp_path, codec):
-    from lrcn.video import _frames
+    from lrcn.fastdecode import decode_skipping
     path = write_indexed_video(tmp_path / f"b{CODECS[codec][3]}", 120, codec)
 
     def decoded(wanted_pts):
@@ -240,8 +220,9 @@ def test_unwanted_non_reference_frames_are_skipped_and_the_rest_are_exact(tmp_pa
             pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            return pts, [f.pts for f in _frames(stream.codec_context, container.demux(stream),
-                                                wanted_pts(pts))]
+            return pts, [f.pts for f in decode_skipping(stream.codec_context,
+                                                        container.demux(stream),
+                                                        wanted_pts(pts))]
 
     pts, every = decoded(set)                                  # every frame wanted:
     assert every == pts                                        # all decoded, in order
@@ -261,13 +242,13 @@ def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path):
     # 4 s at 10 fps, then 4 s at 40 fps: index sampling would take 16 of 20 frames from the
     # second half; time sampling takes 10 from each.
     times = [100 * i for i in range(40)] + [4000 + 25 * i for i in range(160)]
-    clip = read_clip(_h264(tmp_path / "phone.mp4", 200, times_ms=times))
+    clip = read_clip(write_h264(tmp_path / "phone.mp4", 200, times_ms=times))
     assert clip.timing == "time" and clip.num_frames == 200
     expected = [int(((i + 0.5) * 8000 / 20) // 100) if (i + 0.5) * 400 < 4000 else
                 40 + int(((i + 0.5) * 400 - 4000) // 25) for i in range(20)]
     assert list(clip.indices) == expected
     assert [decoded_index(f) for f in clip.frames] == expected
-    steady = read_clip(_h264(tmp_path / "steady.mp4", 200))
+    steady = read_clip(write_h264(tmp_path / "steady.mp4", 200))
     assert steady.timing == "index" and list(steady.indices) == sample_indices(200, 20)
 
 

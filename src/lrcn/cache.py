@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .clip import read_clip
 from .config import FrameConfig, to_dict
+from .dataset import Sample
 from .errors import LrcnError
 from .files import atomic_write_text
-from .video import read_clip
 from .workers import run_tasks
 
 CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
@@ -33,13 +34,6 @@ def decode_timeout() -> float:
     else DECODE_TIMEOUT_S."""
     env = os.environ.get("LRCN_DECODE_TIMEOUT")
     return float(env) if env else DECODE_TIMEOUT_S
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    class_name: str
-    group: str             # "<class>/gGG", or "<class>/<file name>" for files with no group tag
 
 
 def default_cache_dir() -> Path:

@@ -1,8 +1,13 @@
 """Checkpoints: safetensors weights plus JSON settings in the same file's header.
 
 Loading never unpickles anything, so a checkpoint from a stranger cannot run code. The file holds
-everything evaluate and predict need: model settings, preprocessing settings, class names, and
-what training and evaluation measured. Writes are atomic (temporary file, then rename).
+everything evaluate and predict need: model settings, preprocessing settings, class names, the
+time span of a typical training clip (which long videos and streams are windowed by), and what
+training and evaluation measured. Writes are atomic (temporary file, then rename).
+
+The model's input shape (frames, height, width) is stored once, in the frame settings; the
+model settings are completed from them on load. Checkpoints written before that (format 1)
+carry it twice, and loading checks that the two agree.
 """
 from __future__ import annotations
 
@@ -18,10 +23,11 @@ from safetensors.torch import load_file, save_file
 
 from .config import FrameConfig, ModelConfig, from_dict, to_dict
 from .errors import LrcnError
-from .model import LRCN
+from .model import LRCN, count_trainable
 
 FORMAT = "lrcn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_INPUT_SHAPE = ("num_frames", "height", "width")   # stored in the frame settings only
 CHECKPOINT_NAME = "model.safetensors"
 
 
@@ -30,7 +36,8 @@ class Checkpoint:
     model_config: ModelConfig
     frame_config: FrameConfig
     class_names: list[str]
-    info: dict[str, Any] = field(default_factory=dict)  # training summary, clip span, metrics
+    info: dict[str, Any] = field(default_factory=dict)  # training summary, test metrics
+    clip_seconds: float = 0.0       # median span of the training clips; 0: not known
     state_dict: dict[str, torch.Tensor] | None = None
 
     def build_model(self) -> LRCN:
@@ -42,11 +49,17 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, model: LRCN, frame_config: FrameConfig,
-                    class_names: list[str], info: dict[str, Any] | None = None) -> Path:
+                    class_names: list[str], info: dict[str, Any] | None = None,
+                    clip_seconds: float = 0.0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"model": to_dict(model.config), "frames": to_dict(frame_config),
-              "classes": list(class_names), "info": info or {}}
+    model_settings = to_dict(model.config)
+    for key in _INPUT_SHAPE:
+        if model_settings.pop(key) != getattr(frame_config, key):
+            raise ValueError(f"the model's input {key} differs from the frame settings'")
+    header = {"model": model_settings, "frames": to_dict(frame_config),
+              "classes": list(class_names), "clip_seconds": float(clip_seconds),
+              "info": info or {}}
     tensors = {name: tensor.detach().to("cpu").contiguous()
                for name, tensor in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -92,14 +105,27 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
     metadata = _read_header(path)
     try:
         header = json.loads(metadata["lrcn"])
-        model_config = from_dict(ModelConfig, header["model"])
         frame_config = from_dict(FrameConfig, header["frames"])
+        model_settings = dict(header["model"])
         class_names = [str(name) for name in header["classes"]]
+        info = dict(header.get("info") or {})
+        # Format 1 kept the clip span among the free info entries.
+        clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
     except (KeyError, TypeError, ValueError) as exc:
+        raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
+    for key in _INPUT_SHAPE:
+        stored = model_settings.get(key, getattr(frame_config, key))
+        if stored != getattr(frame_config, key):
+            raise LrcnError(f"checkpoint settings disagree: the model's input {key} is {stored}, "
+                            f"the frame settings' {getattr(frame_config, key)}", path)
+        model_settings[key] = getattr(frame_config, key)
+    try:
+        model_config = from_dict(ModelConfig, model_settings)
+    except (TypeError, ValueError) as exc:
         raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
     if len(class_names) != model_config.num_classes:
         raise LrcnError("checkpoint class names do not match its model", path)
-    checkpoint = Checkpoint(model_config, frame_config, class_names, header.get("info") or {})
+    checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds)
     if weights:
         try:
             state = load_file(str(path))
@@ -118,4 +144,16 @@ def update_info(path: str | os.PathLike, **entries: Any) -> None:
     checkpoint = load_checkpoint(path)
     model = checkpoint.build_model()
     save_checkpoint(resolve_checkpoint_path(path), model, checkpoint.frame_config,
-                    checkpoint.class_names, {**checkpoint.info, **entries})
+                    checkpoint.class_names, {**checkpoint.info, **entries},
+                    clip_seconds=checkpoint.clip_seconds)
+
+
+def summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What `lrcn info` shows: a checkpoint's classes, parameter count, settings, clip span,
+    training summary and test metrics."""
+    path = resolve_checkpoint_path(path)
+    checkpoint = load_checkpoint(path)
+    return {"checkpoint": str(path), "classes": checkpoint.class_names,
+            "trainable_parameters": count_trainable(checkpoint.build_model()),
+            "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
+            "clip_seconds": checkpoint.clip_seconds, "info": checkpoint.info}

@@ -1,6 +1,12 @@
-"""The `lrcn` command line. Settings come in layers: dataclass defaults, then an optional JSON
+"""The `lrcn` command line: it parses, calls one library function per command, and prints.
+Settings come in layers (config.resolve_settings): dataclass defaults, then an optional JSON
 file (`--config`), then the flags given; the resolved settings are written into the run folder
-and the checkpoint."""
+and the checkpoint. Errors of the user's input (LrcnError, OSError) become one line and exit 2.
+
+Why this module is long: the argument parser of thirteen commands, with a help text for every
+option, is half of it; split up, the options that commands share would be defined apart from
+the commands that use them.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import __version__
 from .errors import LrcnError
@@ -79,31 +85,6 @@ def _class_list(text: str) -> list[str]:
     return names
 
 
-def _load_config_file(path: str | None) -> dict[str, dict[str, Any]]:
-    if not path:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LrcnError("no such config file", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LrcnError(f"not a JSON config file ({exc})", path) from None
-    known = {"frames", "model", "split", "train"}
-    if not isinstance(data, dict) or not set(data) <= known:
-        raise LrcnError(f"a config file holds the sections {', '.join(sorted(known))}", path)
-    return data
-
-
-def _layer(cls, base: dict[str, Any], overrides: dict[str, Any]):
-    """Defaults <- config file section <- CLI flags that were given (not None)."""
-    from .config import from_dict
-    merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return from_dict(cls, merged)
-    except (TypeError, ValueError) as exc:
-        raise LrcnError(f"bad {cls.__name__} setting: {exc}") from None
-
-
 # --- subcommands -------------------------------------------------------------------------------
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -125,24 +106,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _train_settings(args: argparse.Namespace):
-    from .config import FrameConfig, SplitConfig, TrainConfig
-    file = _load_config_file(args.config)
+    from .config import load_config_file, resolve_settings
     width, height = args.size if args.size else (None, None)
-    frames = _layer(FrameConfig, file.get("frames", {}),
-                    {"num_frames": args.frames, "height": height, "width": width})
-    split = _layer(SplitConfig, file.get("split", {}),
-                   {"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
-                    "seed": args.split_seed})
-    train = _layer(TrainConfig, file.get("train", {}),
-                   {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                    "patience": args.patience, "seed": args.seed, "num_threads": args.threads})
-    model_options = {**file.get("model", {}),
-                     **{k: v for k, v in {"batchnorm": args.batchnorm or None,
-                                          "lstm_units": args.lstm_units, "l2": args.l2}.items()
-                        if v is not None}}
-    for key in ("num_classes", "num_frames", "height", "width"):
-        model_options.pop(key, None)  # these follow from the data and the frame settings
-    return frames, split, train, model_options
+    return resolve_settings(
+        load_config_file(args.config),
+        frames={"num_frames": args.frames, "height": height, "width": width},
+        split={"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
+               "seed": args.split_seed},
+        train={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+               "patience": args.patience, "seed": args.seed, "num_threads": args.threads},
+        model={"batchnorm": args.batchnorm or None, "lstm_units": args.lstm_units,
+               "l2": args.l2})
+
+
+def _frame_settings(args: argparse.Namespace):
+    """`lrcn check`: the frame settings that `lrcn train` would use with the same options."""
+    from .config import FrameConfig, layered, load_config_file
+    width, height = args.size if args.size else (None, None)
+    return layered(FrameConfig, load_config_file(args.config).get("frames", {}),
+                   {"num_frames": args.frames, "height": height, "width": width})
 
 
 def _default_run_dir() -> Path:
@@ -150,29 +132,36 @@ def _default_run_dir() -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-    frames, split, config, model_options = _train_settings(args)
+    from .evaluate import format_report
+    from .runs import train_and_evaluate
+    settings = _train_settings(args)
     run_dir = Path(args.out) if args.out else _default_run_dir()
     start = time.perf_counter()
-    result = train(args.data, run_dir, classes=args.classes, frames=frames,
-                   model_options=model_options, split=split, config=config,
-                   cache_dir=args.cache, workers=args.workers, progress=not args.quiet,
-                   ucf_split=args.split, lists=args.lists)
-    print(f"trained {result.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
-          f"best epoch {result.best_epoch}; checkpoint: {result.checkpoint}")
-    if not args.no_evaluate:
-        _evaluate_run(result.checkpoint, None, run_dir, args.cache, args.workers, args.quiet)
+    result = train_and_evaluate(args.data, run_dir, classes=args.classes,
+                                frames=settings.frames, model_options=settings.model,
+                                split=settings.split, config=settings.train,
+                                cache_dir=args.cache, workers=args.workers,
+                                progress=not args.quiet, ucf_split=args.split, lists=args.lists,
+                                evaluate_test=not args.no_evaluate)
+    training = result.training
+    print(f"trained {training.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
+          f"best epoch {training.best_epoch}; checkpoint: {training.checkpoint}")
+    if result.report is not None:
+        print(format_report(result.report))
+        written = [run_dir / "report.json", run_dir / "confusion_matrix.png",
+                   run_dir / "curves.png"]
+        print("wrote " + ", ".join(str(p) for p in written if p.exists()))
     return 0
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from .crossval import cross_validate, format_summary
-    frames, split, config, model_options = _train_settings(args)
+    settings = _train_settings(args)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("cv-%Y%m%d-%H%M%S")
     summary = cross_validate(args.data, out, classes=args.classes, folds=args.folds,
-                             frames=frames, model_options=model_options, split=split,
-                             config=config, cache_dir=args.cache, workers=args.workers,
-                             progress=not args.quiet)
+                             frames=settings.frames, model_options=settings.model,
+                             split=settings.split, config=settings.train, cache_dir=args.cache,
+                             workers=args.workers, progress=not args.quiet)
     print(format_summary(summary))
     print(f"wrote {out / 'cv.json'}, {out / 'cv.csv'}")
     return 0
@@ -180,55 +169,30 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_dataset, format_check
-    report = check_dataset(args.data, args.classes, ucf_split=args.split, lists=args.lists,
-                           cache_dir=args.cache, workers=args.workers, progress=not args.quiet)
+    report = check_dataset(args.data, args.classes, frames=_frame_settings(args),
+                           ucf_split=args.split, lists=args.lists, cache_dir=args.cache,
+                           workers=args.workers, progress=not args.quiet)
     print(json.dumps(report, indent=1) if args.json else format_check(report))
     return 1 if any(p["kind"] in ("unreadable", "missing") for p in report["problems"]) else 0
 
 
-def _evaluate_run(target: Path, data: str | None, out: Path | None, cache, workers, quiet,
-                  part: str = "test") -> dict:
-    from .checkpoint import load_checkpoint, resolve_checkpoint_path
-    from .evaluate import evaluate, format_report, record_test_metrics, samples_for
-    checkpoint_path = resolve_checkpoint_path(target)
-    checkpoint = load_checkpoint(checkpoint_path)
-    run_dir = checkpoint_path.parent
-    samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
-    out_dir = Path(out) if out else (run_dir if data is None else run_dir / "eval")
-    report = evaluate(checkpoint, samples, out_dir, cache_dir=cache, workers=workers,
-                      progress=not quiet, history=run_dir / "history.csv")
-    from .train import report_skipped
-    report_skipped([(s["path"], s["cause"]) for s in report["skipped"]])
-    print(format_report(report))
-    if data is None and part == "test":
-        record_test_metrics(checkpoint_path, report)
-    written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
-    if (out_dir / "curves.png").exists():
-        written.append(out_dir / "curves.png")
-    print("wrote " + ", ".join(str(p) for p in written))
-    return report
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _evaluate_run(Path(args.checkpoint), args.data, args.out, args.cache, args.workers,
-                  args.quiet, part=args.split)
+    from .evaluate import evaluate_run, format_report
+    from .train import report_skipped
+    evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split,
+                              cache_dir=args.cache, workers=args.workers,
+                              progress=not args.quiet)
+    report_skipped([(s["path"], s["cause"]) for s in evaluation.report["skipped"]])
+    print(format_report(evaluation.report))
+    print("wrote " + ", ".join(str(p) for p in evaluation.written))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import annotate, format_prediction
-    if str(args.checkpoint).endswith(".onnx"):
-        from .export import OnnxPredictor
-        if args.backend == "torch":
-            raise LrcnError("an ONNX model runs on ONNX Runtime only; for --backend torch, "
-                            "pass the checkpoint", args.checkpoint)
-        predictor = OnnxPredictor(args.checkpoint)
-    else:
-        from .checkpoint import load_checkpoint
-        from .predict import Predictor
-        predictor = Predictor(load_checkpoint(args.checkpoint), args.backend or "auto")
+    from .predict import Predictor, annotate, format_prediction
+    predictor = Predictor.load(args.checkpoint, args.backend or "auto")
     if args.timeline:
-        return _predict_timelines(predictor, args)
+        return _predict_timelines(predictor.engine, args)
     results = predictor.predict_files(args.videos)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
@@ -236,9 +200,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for result in results:
             print(format_prediction(result), file=sys.stderr if result.error else sys.stdout)
     if args.annotate:
-        good = [r for r in results if not r.error]
         target = Path(args.annotate)
-        for result in good:
+        for result in (r for r in results if not r.error):
             out = target if len(args.videos) == 1 else \
                 target / f"{Path(result.path).stem}.annotated.mp4"
             annotate(result.path, result, out)
@@ -246,63 +209,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def _timeline_config(args: argparse.Namespace):
-    from .timeline import TimelineConfig
-    return TimelineConfig(span=args.span, stride=args.stride, smooth=args.smooth)
+def _window_config(args: argparse.Namespace):
+    from .windows import WindowConfig
+    return WindowConfig(span=args.span, stride=args.stride, smooth=args.smooth)
 
 
-def _predict_timelines(predictor, args: argparse.Namespace) -> int:
-    from .timeline import annotate_timeline, format_timeline, timeline_for_video, write_timeline
-    if not hasattr(predictor, "engine"):
-        raise LrcnError("--timeline needs the checkpoint (it runs the CNN and the LSTM "
-                        "separately)", args.checkpoint)
-    clip_seconds = float(predictor.checkpoint.info.get("clip_seconds") or 0)
-    config = _timeline_config(args)
+def _predict_timelines(engine, args: argparse.Namespace) -> int:
+    from .timeline import format_timeline, timeline_outputs
+    config = _window_config(args)
     failed = False
     for video in args.videos:
+        folder = Path(args.out) if args.out and len(args.videos) == 1 else \
+            Path(args.out or ".") / f"{Path(video).stem}.timeline"
+        annotated = None
+        if args.annotate:
+            annotated = Path(args.annotate) if len(args.videos) == 1 else \
+                Path(args.annotate) / f"{Path(video).stem}.annotated.mp4"
         try:
-            timeline = timeline_for_video(predictor.engine, video, config, clip_seconds)
+            timeline, paths = timeline_outputs(engine, video, config, folder, annotated)
         except LrcnError as exc:
+            if not engine.splits:
+                raise          # the same for every video: say it once
             print(f"lrcn: error: {exc}", file=sys.stderr)
             failed = True
             continue
-        folder = Path(args.out) if args.out and len(args.videos) == 1 else \
-            Path(args.out or ".") / f"{Path(video).stem}.timeline"
-        paths = write_timeline(timeline, folder)
         if args.json:
             print(paths["json"].read_text())
         else:
             print(format_timeline(timeline))
             print(f"timeline: {paths['json']}, {paths['segments']}, {paths['windows']}, "
                   f"{paths['plot']}")
-        if args.annotate:
-            target = Path(args.annotate) if len(args.videos) == 1 else \
-                Path(args.annotate) / f"{Path(video).stem}.annotated.mp4"
-            annotate_timeline(video, timeline, target)
-            print(f"annotated video: {target}", file=sys.stderr if args.json else sys.stdout)
+        if annotated is not None:
+            print(f"annotated video: {annotated}", file=sys.stderr if args.json else sys.stdout)
     return 1 if failed else 0
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .engine import make_engine
+    from .engine import load_engine
     from .stream import run_stream
-    checkpoint = load_checkpoint(args.checkpoint)
-    engine = make_engine(checkpoint, args.backend or "auto")
-    run_stream(engine, args.source, _timeline_config(args),
-               float(checkpoint.info.get("clip_seconds") or 0), annotate=args.annotate,
+    run_stream(load_engine(args.checkpoint, args.backend or "auto"), args.source,
+               _window_config(args), annotate=args.annotate,
                realtime=True if args.realtime else None, max_lag=args.max_lag)
     return 0
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
-    from .checkpoint import save_checkpoint
-    from .keras_import import import_keras
+    from .keras_import import import_keras_to_checkpoint
     from .model import count_trainable
-    model, frames, names = import_keras(args.model, args.classes, args.channel_order,
-                                        args.interpolation)
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".safetensors")
-    save_checkpoint(out, model, frames, names, {"imported_from": str(Path(args.model).resolve())})
+    out, model, frames, names = import_keras_to_checkpoint(
+        args.model, args.out, args.classes, args.channel_order, args.interpolation)
     print(f"imported {args.model}: {count_trainable(model):,} trainable parameters, classes "
           f"{', '.join(names)}, frames {frames.num_frames}x{frames.height}x{frames.width} "
           f"{frames.channel_order.upper()} ({frames.interpolation} resize)")
@@ -315,44 +270,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
     path = resolve_checkpoint_path(args.checkpoint)
     checkpoint = load_checkpoint(path)
-    out = Path(args.out) if args.out else path.with_suffix(".onnx")
-    try:
-        export_onnx(checkpoint, out)
-    except ImportError as exc:
-        raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
-                        "pip install 'lrcn[onnx]'") from None
-    print(f"ONNX model: {out} (input 'frames' float32 (batch, {checkpoint.model_config.num_frames}"
-          f", {checkpoint.model_config.height}, {checkpoint.model_config.width}, 3) in [0, 1], "
-          f"{checkpoint.frame_config.channel_order.upper()}; output 'probabilities' "
-          f"(batch, {len(checkpoint.class_names)}))")
+    out = export_onnx(checkpoint, Path(args.out) if args.out else path.with_suffix(".onnx"))
+    frames = checkpoint.frame_config
+    print(f"ONNX model: {out} (input 'frames' uint8 (batch, {frames.num_frames}, "
+          f"{frames.height}, {frames.width}, 3), {frames.channel_order.upper()}, scaled inside; "
+          f"output 'probabilities' (batch, {len(checkpoint.class_names)}))")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, resolve_checkpoint_path
-    from .config import to_dict
-    from .model import count_trainable
-    path = resolve_checkpoint_path(args.checkpoint)
-    checkpoint = load_checkpoint(path)
-    data = {"checkpoint": str(path), "classes": checkpoint.class_names,
-            "trainable_parameters": count_trainable(checkpoint.build_model()),
-            "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
-            "info": checkpoint.info}
+    from .checkpoint import summary
+    data = summary(args.checkpoint)
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    print(f"checkpoint: {path}")
-    print(f"classes ({len(checkpoint.class_names)}): {', '.join(checkpoint.class_names)}")
+    print(f"checkpoint: {data['checkpoint']}")
+    print(f"classes ({len(data['classes'])}): {', '.join(data['classes'])}")
     print(f"model: {json.dumps(data['model'])}")
     print(f"trainable parameters: {data['trainable_parameters']:,}")
     print(f"frames: {json.dumps(data['frames'])}")
-    metrics = checkpoint.info.get("test_metrics")
+    print(f"training clips span: {data['clip_seconds']:g} s (windows of long videos and "
+          "streams cover this)" if data["clip_seconds"] else
+          "training clips span: not recorded (windows default to 6 s)")
+    metrics = data["info"].get("test_metrics")
     if metrics:
         print("test metrics: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                            for k, v in metrics.items()))
     else:
         print("test metrics: none recorded (run `lrcn evaluate`)")
-    rest = {k: v for k, v in checkpoint.info.items() if k != "test_metrics"}
+    rest = {k: v for k, v in data["info"].items() if k != "test_metrics"}
     if rest:
         print(f"training: {json.dumps(rest)}")
     return 0
@@ -382,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "skipped (default: $LRCN_DECODE_TIMEOUT or 120)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def frame_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
+        p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
+
     def train_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--classes", type=_class_list, default=None,
                        help="comma-separated class subset (default: the seed's four if present, "
@@ -396,8 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--test-fraction", type=_fraction)
         p.add_argument("--val-fraction", type=_fraction)
         p.add_argument("--split-seed", type=int)
-        p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
-        p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
+        frame_options(p)
         p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
         p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
         p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")
@@ -458,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the files of the official UCF101 split N")
     p.add_argument("--lists", type=Path, default=None, help="folder with the UCF101 lists")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", default=None,
+                   help="JSON settings file (its frames section is used, as by train)")
+    frame_options(p)
     common(p)
     p.set_defaults(func=cmd_check)
 
@@ -514,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize filter the model was trained with (tutorial: bilinear)")
     p.set_defaults(func=cmd_import_keras)
 
-    p = sub.add_parser("export", help="export a checkpoint (ONNX)")
+    p = sub.add_parser("export", help="export a checkpoint (ONNX, uint8 frames in)")
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", default=None, help="file to write (default CHECKPOINT.onnx)")

@@ -4,8 +4,12 @@ alone (nothing has to be re-typed at prediction time)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
+
+from .errors import LrcnError
 
 # The seed tutorial's four UCF50 classes: the default subset when a data set has all four.
 SEED_CLASSES = ("WalkingWithDog", "TaiChi", "Swing", "HorseRace")
@@ -102,6 +106,68 @@ def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     return cls(**kwargs)
 
 
+CONFIG_SECTIONS = ("frames", "model", "split", "train")
+# The model settings that follow from the data (classes) and the frame settings (input shape).
+_DERIVED_MODEL_SETTINGS = ("num_classes", "num_frames", "height", "width")
+
+
+def load_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """A JSON settings file with any of the sections frames, model, split, train ({} for
+    None). LrcnError naming the file for anything else."""
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise LrcnError("no such config file", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LrcnError(f"not a JSON config file ({exc})", path) from None
+    if not isinstance(data, dict) or not set(data) <= set(CONFIG_SECTIONS) \
+            or not all(isinstance(v, dict) for v in data.values()):
+        raise LrcnError(f"a config file holds the sections {', '.join(CONFIG_SECTIONS)}", path)
+    return data
+
+
+def layered(cls: type, section: dict[str, Any], flags: dict[str, Any]) -> Any:
+    """Settings in layers: the dataclass's defaults, then a config file's section, then the
+    flags that were given (None: not given). Bad values are an LrcnError."""
+    merged = {**section, **{k: v for k, v in flags.items() if v is not None}}
+    unknown = sorted(set(merged) - {f.name for f in fields(cls)})
+    if unknown:
+        raise LrcnError(f"unknown {cls.__name__} setting {unknown[0]!r}")
+    try:
+        return from_dict(cls, merged)
+    except (TypeError, ValueError) as exc:
+        raise LrcnError(f"bad {cls.__name__} setting: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything `lrcn train` and `lrcn cv` are configured by. `model` holds the model
+    options only: the rest of the model settings follow from the data and the frames."""
+    frames: FrameConfig
+    split: SplitConfig
+    train: TrainConfig
+    model: dict[str, Any]
+
+
+def resolve_settings(file: dict[str, dict[str, Any]], frames: dict[str, Any] | None = None,
+                     split: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+                     model: dict[str, Any] | None = None) -> RunSettings:
+    """Defaults <- config file (load_config_file) <- flags, per section."""
+    model_options = {**file.get("model", {}),
+                     **{k: v for k, v in (model or {}).items() if v is not None}}
+    for key in _DERIVED_MODEL_SETTINGS:
+        model_options.pop(key, None)
+    unknown = sorted(set(model_options) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise LrcnError(f"unknown ModelConfig setting {unknown[0]!r}")
+    return RunSettings(layered(FrameConfig, file.get("frames", {}), frames or {}),
+                       layered(SplitConfig, file.get("split", {}), split or {}),
+                       layered(TrainConfig, file.get("train", {}), train or {}),
+                       model_options)
+
+
 def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) -> ModelConfig:
     """The model settings that match a preprocessing setting (input shape from the frames)."""
     return ModelConfig(num_classes=num_classes, num_frames=frames.num_frames,
@@ -109,4 +175,5 @@ def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) ->
 
 
 __all__ = ["SEED_CLASSES", "FrameConfig", "ModelConfig", "SplitConfig", "TrainConfig",
-           "to_dict", "from_dict", "model_config_for"]
+           "RunSettings", "to_dict", "from_dict", "model_config_for", "load_config_file",
+           "layered", "resolve_settings"]

@@ -16,6 +16,8 @@ from .config import FrameConfig, SplitConfig, TrainConfig
 from .dataset import group_number, load_samples, split_train_val
 from .errors import LrcnError
 from .files import atomic_write_text
+from .runs import train_and_evaluate
+from .train import report_skipped
 
 
 def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
@@ -40,9 +42,6 @@ def cross_validate(data: str | Path, out: str | Path, classes: Sequence[str] | N
                    model_options: dict | None = None, split: SplitConfig = SplitConfig(),
                    config: TrainConfig = TrainConfig(), cache_dir: Path | None = None,
                    workers: int | None = None, progress: bool = True, log=print) -> dict:
-    from .checkpoint import load_checkpoint
-    from .evaluate import evaluate, record_test_metrics
-    from .train import report_skipped, train
     data, out = Path(data), Path(out)
     names, samples, missing = load_samples(data, classes)
     report_skipped(missing)
@@ -54,16 +53,15 @@ def cross_validate(data: str | Path, out: str | Path, classes: Sequence[str] | N
         parts = {**split_train_val(rest, split), "test": test}
         log(f"fold {k}/{len(tags)}: test group {tag} ({len(test)} clips)")
         run = out / f"fold-{tag}"
-        result = train(data, run, frames=frames, model_options=model_options, split=split,
-                       config=config, cache_dir=cache_dir, workers=workers, progress=progress,
-                       log=log, fixed=(names, parts))
-        report = evaluate(load_checkpoint(result.checkpoint), test, run, cache_dir=cache_dir,
-                          workers=workers, progress=progress, history=run / "history.csv")
-        record_test_metrics(result.checkpoint, report)
+        result = train_and_evaluate(data, run, frames=frames, model_options=model_options,
+                                    split=split, config=config, cache_dir=cache_dir,
+                                    workers=workers, progress=progress, log=log,
+                                    fixed=(names, parts))
+        report = result.report
         rows.append({"fold": tag, "test_clips": report["num_clips"],
                      "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                      "group_accuracy": report["group_accuracy"],
-                     "best_epoch": result.best_epoch, "run": str(run)})
+                     "best_epoch": result.training.best_epoch, "run": str(run)})
         log(f"fold {tag}: accuracy {report['accuracy']:.3f} on {report['num_clips']} clips")
     accuracies = [r["accuracy"] for r in rows]
     summary = {"protocol": "leave-one-group-out", "data": str(data.resolve()),

@@ -1,28 +1,33 @@
 """Data sets: finding the clips and splitting them by group.
 
-Flow: a folder per class -> `Sample`s with a group each -> a group-aware split; the clips' frames
-are decoded once into the on-disk cache (cache.py), and `ClipDataset` reads them from there one
-clip at a time, so memory does not grow with the data set.
+Flow: a folder per class, a `path,label` list or UCF101's split lists -> `Sample`s with a group
+each -> a group-aware split. The clips' frames are then decoded once into the on-disk cache
+(cache.py), from which loader.py feeds training. No torch here: the decoding worker processes
+import this module and should start in a blink.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-
-from .cache import CachedClip, Sample
 from .config import SEED_CLASSES, SplitConfig
 from .errors import LrcnError
 from .files import atomic_write_text
 from .sampling import parse_group
 from .video import VIDEO_EXTENSIONS
 
-__all__ = ["Sample", "CachedClip", "discover", "split_groups", "split_samples", "ClipDataset"]
+
+@dataclass(frozen=True)
+class Sample:
+    """One clip of a data set: its file, its class, and its group (clips of one group come from
+    one longer video and always stay in one part of a split)."""
+    path: Path
+    class_name: str
+    group: str             # "<class>/gGG", or "<class>/<file name>" for files with no group tag
 
 
 def is_video_file(path: Path) -> bool:
@@ -314,17 +319,6 @@ def read_split(path: Path, root: Path | None = None) -> dict[str, list[Sample]]:
             for part in ("train", "val", "test")}
 
 
-class ClipDataset(torch.utils.data.Dataset):
-    """Cached clips as (uint8 (T, H, W, 3) tensor, label). The float conversion happens per
-    batch in the training loop, so the data set never sits in memory as float32."""
-
-    def __init__(self, clips: Sequence[CachedClip], class_names: Sequence[str]):
-        index = {name: i for i, name in enumerate(class_names)}
-        self.items = [(clip.frames_path, index[clip.sample.class_name]) for clip in clips]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        frames_path, label = self.items[i]
-        return torch.from_numpy(np.load(frames_path)), label
+__all__ = ["Sample", "discover", "load_samples", "load_parts", "read_list", "read_ucf101_split",
+           "split_groups", "split_samples", "split_train_val", "group_number", "write_split",
+           "read_split"]

@@ -12,7 +12,13 @@ import json
 import time
 from pathlib import Path
 
+from .checkpoint import load_checkpoint
 from .config import FrameConfig, SplitConfig, TrainConfig
+from .engine import make_engine
+from .evaluate import format_report
+from .predict import Predictor, annotate, format_prediction
+from .runs import train_and_evaluate
+from .synth import SynthConfig, make_dataset
 
 DEMO_SYNTH = {"groups": 20, "clips_per_group": 4, "seed": 0}
 # The tutorial's own training settings (70 epochs, patience 15, batch 4): fast enough now.
@@ -20,13 +26,6 @@ DEMO_TRAIN = TrainConfig()
 
 
 def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
-    from .checkpoint import load_checkpoint
-    from .dataset import read_split
-    from .evaluate import evaluate, format_report, record_test_metrics
-    from .predict import Predictor, annotate, format_prediction
-    from .synth import SynthConfig, make_dataset
-    from .train import train
-
     start = time.perf_counter()
     out = Path(out)
     data = out / "data"
@@ -36,24 +35,21 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
     else:
         print(f"[1/4] writing the synthetic data set to {data} ...")
         make_dataset(data, SynthConfig(**DEMO_SYNTH), workers=workers, progress=not quiet)
-    print(f"[2/4] training the seed's LRCN (group-aware split) ... "
+    print(f"[2/4] training the seed's LRCN (group-aware split), then evaluating ... "
           f"[{time.perf_counter() - start:.0f} s]")
     run = out / "run"
-    result = train(data, run, frames=FrameConfig(), split=SplitConfig(), config=DEMO_TRAIN,
-                   cache_dir=cache, workers=workers, progress=not quiet,
-                   log=(lambda *a, **k: None) if quiet else print)
-    print(f"[3/4] evaluating on the held-out test groups ... "
-          f"[{time.perf_counter() - start:.0f} s]")
-    checkpoint = load_checkpoint(result.checkpoint)
-    test = read_split(run / "split.json")["test"]
-    report = evaluate(checkpoint, test, run, cache_dir=cache, workers=workers,
-                      progress=not quiet, history=run / "history.csv")
-    record_test_metrics(result.checkpoint, report)
+    log = (lambda *a, **k: None) if quiet else print
+    result = train_and_evaluate(data, run, frames=FrameConfig(), split=SplitConfig(),
+                                config=DEMO_TRAIN, cache_dir=cache, workers=workers,
+                                progress=not quiet, log=log)
+    report = result.report
+    print(f"[3/4] evaluated on the held-out test groups [{time.perf_counter() - start:.0f} s]")
     print(format_report(report))
     print(f"[4/4] predicting one test clip ... [{time.perf_counter() - start:.0f} s]")
     # A clip of the time-reversed pair: only a model that reads frame order gets it right.
+    test = result.training.parts["test"]
     clip = next((s for s in test if s.class_name == "SlideLeft"), test[0])
-    predictor = Predictor(checkpoint)
+    predictor = Predictor(make_engine(load_checkpoint(result.checkpoint)))
     prediction = predictor.predict_file(clip.path)
     print(f"true class: {clip.class_name}")
     print(format_prediction(prediction))

@@ -3,7 +3,7 @@ split by default), with scikit-learn's metrics, a JSON report and PNG plots."""
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -11,21 +11,23 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .cache import Sample, prepare
-from .checkpoint import Checkpoint
-from .dataset import ClipDataset, discover, read_split
+from .cache import prepare
+from .checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
+from .dataset import Sample, discover, read_split
+from .engine import Engine, make_engine
 from .errors import LrcnError
 from .files import atomic_write_text
+from .history import read_history
+from .loader import ClipDataset
+from .plots import plot_confusion, plot_curves
 
 
-def predict_cached(checkpoint: Checkpoint, clips, batch_size: int = 64) -> np.ndarray:
+def predict_cached(engine: Engine, clips, batch_size: int = 64) -> np.ndarray:
     """(N, classes) probabilities for cached clips, in order, on predict's engine."""
-    from .engine import make_engine
-    engine = make_engine(checkpoint)
-    loader = torch.utils.data.DataLoader(ClipDataset(clips, checkpoint.class_names),
+    loader = torch.utils.data.DataLoader(ClipDataset(clips, engine.names),
                                          batch_size=batch_size)
     out = [engine.probabilities(x.numpy()) for x, _ in loader]
-    return np.concatenate(out) if out else np.zeros((0, len(checkpoint.class_names)))
+    return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
 
 
 def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
@@ -48,6 +50,37 @@ def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
     return samples
 
 
+def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray,
+            groups: Sequence[str]) -> dict:
+    """The report's figures for clips with true class indices `true`, predicted
+    `probabilities` (N, classes), and the group of each clip: accuracy, macro F1, per-class
+    precision/recall/F1/support, the confusion matrix (rows true, columns predicted), and group
+    accuracy ("video-level" in UCF terms: the clips of one group are cut from one video; a
+    group is right when the mean of its clips' probabilities names its class)."""
+    y_true = np.asarray(true)
+    y_pred = probabilities.argmax(1)
+    labels = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    by_group: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        by_group.setdefault(group, []).append(i)
+    group_correct = [probabilities[idx].mean(0).argmax() == y_true[idx[0]]
+                     for idx in by_group.values()]
+    return {
+        "num_clips": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(np.mean(f1)),
+        "group_accuracy": float(np.mean(group_correct)),
+        "num_groups": len(by_group),
+        "classes": list(names),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(names)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
 def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
              progress: bool = True, history: Path | None = None) -> dict:
@@ -60,47 +93,53 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     if not clips:
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
-    probabilities = predict_cached(checkpoint, clips)
-    y_true = np.array([names.index(c.sample.class_name) for c in clips])
+    probabilities = predict_cached(make_engine(checkpoint), clips)
+    report = metrics(names, [names.index(c.sample.class_name) for c in clips], probabilities,
+                     [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
-    labels = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    # Group-level ("video-level" in UCF terms: the clips of one group are cut from one video):
-    # mean probability over a group's clips.
-    groups: dict[str, list[int]] = {}
-    for i, clip in enumerate(clips):
-        groups.setdefault(clip.sample.group, []).append(i)
-    group_correct = [probabilities[idx].mean(0).argmax() == y_true[idx[0]]
-                     for idx in groups.values()]
-    report = {
-        "num_clips": len(clips),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(np.mean(f1)),
-        "group_accuracy": float(np.mean(group_correct)),
-        "num_groups": len(groups),
-        "classes": names,
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(names)},
-        "confusion_matrix": matrix.tolist(),
-        "skipped": [{"path": str(s.path), "cause": cause} for s, cause in failures],
-        "predictions": [{"path": str(c.sample.path), "true": c.sample.class_name,
-                         "predicted": names[int(y_pred[i])],
-                         "confidence": float(probabilities[i, y_pred[i]])}
-                        for i, c in enumerate(clips)],
-    }
+    report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
+    report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
+                              "predicted": names[int(y_pred[i])],
+                              "confidence": float(probabilities[i, y_pred[i]])}
+                             for i, c in enumerate(clips)]
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
-    plot_confusion(matrix, names, out_dir / "confusion_matrix.png", report["accuracy"])
+    plot_confusion(np.array(report["confusion_matrix"]), names,
+                   out_dir / "confusion_matrix.png", report["accuracy"])
     if history is not None and Path(history).exists():
-        plot_curves(Path(history), out_dir / "curves.png")
+        plot_curves(read_history(Path(history)), out_dir / "curves.png")
     return report
+
+
+@dataclass
+class Evaluation:
+    report: dict
+    written: list[Path]      # report.json and the plots
+
+
+def evaluate_run(target: str | Path, data: str | Path | None = None,
+                 out: str | Path | None = None, part: str = "test",
+                 cache_dir: Path | None = None, workers: int | None = None,
+                 progress: bool = True) -> Evaluation:
+    """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
+    clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
+    headline figures are recorded in the checkpoint."""
+    checkpoint_path = resolve_checkpoint_path(target)
+    checkpoint = load_checkpoint(checkpoint_path)
+    run_dir = checkpoint_path.parent
+    samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
+    out_dir = Path(out) if out else (run_dir if data is None else run_dir / "eval")
+    report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
+                      progress=progress, history=run_dir / "history.csv")
+    if data is None and part == "test":
+        record_test_metrics(checkpoint_path, report)
+    written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
+    if (out_dir / "curves.png").exists():
+        written.append(out_dir / "curves.png")
+    return Evaluation(report, written)
 
 
 def record_test_metrics(checkpoint_path: Path, report: dict) -> None:
     """Store the headline test figures in the checkpoint, for `lrcn info`."""
-    from .checkpoint import update_info
     update_info(checkpoint_path, test_metrics={
         k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
 
@@ -122,55 +161,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, accuracy: float) -> None:
-    from sklearn.metrics import ConfusionMatrixDisplay
-    plt = _pyplot()
-    size = max(4.5, 0.6 * len(names) + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=110)
-    ConfusionMatrixDisplay(matrix, display_labels=list(names)).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
-    ax.set_title(f"Confusion matrix (accuracy {accuracy:.3f})")
-    fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def plot_curves(history_csv: Path, path: Path) -> None:
-    from .train import read_history
-    history = read_history(history_csv)
-    if not history:
-        return
-    plt = _pyplot()
-    epochs = [row["epoch"] for row in history]
-    val_losses = [row["val_loss"] for row in history]
-    best_epoch = None if all(math.isnan(v) for v in val_losses) else \
-        int(epochs[int(np.nanargmin(val_losses))])
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
-        ax.plot(epochs, [row[key] for row in history], label=f"train {key}")
-        val = [row[f"val_{key}"] for row in history]
-        if not all(math.isnan(v) for v in val):
-            ax.plot(epochs, val, label=f"validation {key}")
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
-                       label=f"best epoch ({best_epoch})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def _save_figure(fig, path: Path) -> None:
-    plt = _pyplot()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+__all__ = ["evaluate", "evaluate_run", "metrics", "record_test_metrics", "format_report",
+           "samples_for", "predict_cached", "Evaluation"]

@@ -1,95 +1,113 @@
-"""ONNX export and an ONNX Runtime predictor, so lrcn models run where PyTorch is not installed.
+"""ONNX graphs of a checkpoint, made by one exporter with one opset: in memory for the ONNX
+Runtime engine (the CNN and the LSTM as two graphs, engine.py), and as a file for users
+(`lrcn export`), so that lrcn models run where PyTorch is not installed.
 
-The ONNX graph takes `frames`, float32 (batch, T, H, W, 3) in [0, 1] (the seed's Keras layout,
-channels in the order the checkpoint records) and returns `probabilities`, (batch, classes).
-The class names and the preprocessing settings travel in the model's metadata, so the .onnx
-file alone is enough to predict.
+Every graph takes frames as uint8, as decoded, and scales them to [0, 1] inside. The exported
+file is the whole classifier: input `frames`, uint8 (batch, T, H, W, 3) in the channel order the
+checkpoint records (the seed's Keras layout); output `probabilities`, (batch, classes). The
+class names, the preprocessing settings, the clip span and a format version travel in its
+metadata, so the .onnx file alone is enough to predict (`OrtEngine.from_file`). Files written
+before format version 2 take float32 frames in [0, 1]; they still load and predict the same.
+
+torch is imported when a graph is made, not with this module: the engine reads the format
+constants here on machines without PyTorch.
 """
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from .checkpoint import Checkpoint
-from .config import FrameConfig, from_dict, to_dict
+from .config import to_dict
 from .errors import LrcnError
-from .predict import Classifier
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 OPSET = 17
+ONNX_FORMAT = "lrcn-onnx"   # metadata marking an lrcn export
+# 2: the file takes uint8 frames and scales them inside the graph. 1 (files without the
+# version entry): float32 frames in [0, 1], scaled by the caller.
+ONNX_FORMAT_VERSION = 2
 
 
-class _Probabilities(torch.nn.Module):
-    """The model plus its softmax: what a deployed classifier returns."""
+def _graph(wrapper_class, checkpoint: Checkpoint, example, input_name: str, output_name: str,
+           dynamic: dict[int, str]) -> bytes:
+    """The one call of the exporter. The model is exported from a fresh copy: tracing leaves
+    the traced module computing wrong results in the exporting process (seen with torch 2.13),
+    and the caller may go on using its model."""
+    import torch
+    module = wrapper_class(copy.deepcopy(checkpoint.build_model())).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter's deprecation note and the LSTM batch-size warning (its initial
+        # state is zeros made inside the graph) do not apply.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[input_name], output_names=[output_name],
+                          dynamic_axes={input_name: dynamic, output_name: {0: dynamic[0]}})
+    return buffer.getvalue()
 
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(frames), dim=1)
+def _frames_example(checkpoint: Checkpoint, *leading: int):
+    import torch
+    frames = checkpoint.frame_config
+    return torch.randint(0, 256, (*leading, frames.height, frames.width, 3), dtype=torch.uint8)
+
+
+def feature_graph(checkpoint: Checkpoint) -> bytes:
+    """uint8 frames (n, H, W, 3) -> features (n, F)."""
+    from .model import FrameFeatures
+    return _graph(FrameFeatures, checkpoint, _frames_example(checkpoint, 2), "frames", "out",
+                  {0: "n"})
+
+
+def sequence_graph(checkpoint: Checkpoint) -> bytes:
+    """features (n, steps, F) -> probabilities (n, classes)."""
+    import torch
+    from .model import SequenceProbabilities
+    model = checkpoint.build_model()
+    example = torch.rand(2, checkpoint.frame_config.num_frames, model.feature_size)
+    return _graph(SequenceProbabilities, checkpoint, example, "features", "out",
+                  {0: "n", 1: "steps"})
+
+
+def clip_graph(checkpoint: Checkpoint) -> bytes:
+    """uint8 clips (batch, T, H, W, 3) -> probabilities (batch, classes)."""
+    from .model import ClipProbabilities
+    example = _frames_example(checkpoint, 2, checkpoint.frame_config.num_frames)
+    return _graph(ClipProbabilities, checkpoint, example, "frames", "probabilities",
+                  {0: "batch"})
 
 
 def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
-    import onnx
+    """Write the checkpoint's classifier as an ONNX file with lrcn's metadata (atomically)."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
+                        "pip install 'lrcn[onnx]'") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cfg = checkpoint.model_config
-    # Exported from a copy: tracing leaves the traced module computing wrong results in this
-    # process (seen with torch 2.13), and the caller may go on using its model.
-    wrapper = _Probabilities(copy.deepcopy(checkpoint.build_model())).eval()
-    example = torch.rand(2, cfg.num_frames, cfg.height, cfg.width, cfg.channels)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with warnings.catch_warnings():
-        # The LSTM batch-size warning does not apply: its initial state is zeros, made inside.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=["frames"], output_names=["probabilities"],
-                          dynamic_axes={"frames": {0: "batch"}, "probabilities": {0: "batch"}})
-    model = onnx.load(str(tmp))
-    metadata = {"lrcn_format": "lrcn-onnx", "classes": json.dumps(checkpoint.class_names),
+    model = onnx.load_from_string(clip_graph(checkpoint))
+    metadata = {"lrcn_format": ONNX_FORMAT, "lrcn_format_version": str(ONNX_FORMAT_VERSION),
+                "classes": json.dumps(checkpoint.class_names),
                 "frames": json.dumps(to_dict(checkpoint.frame_config)),
-                "model": json.dumps(to_dict(cfg)), "info": json.dumps(checkpoint.info)}
+                "model": json.dumps(to_dict(checkpoint.model_config)),
+                "clip_seconds": json.dumps(checkpoint.clip_seconds),
+                "info": json.dumps(checkpoint.info)}
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
 
 
-class OnnxPredictor(Classifier):
-    """predict.Predictor's interface, on ONNX Runtime, from the .onnx file alone."""
-
-    def __init__(self, path: str | os.PathLike):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise LrcnError("--backend onnx needs ONNX Runtime (pip install onnxruntime)") \
-                from None
-        path = Path(path)
-        if not path.is_file():
-            raise LrcnError("no such ONNX model file", path)
-        try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
-            raise LrcnError(f"not a loadable ONNX model ({str(exc).splitlines()[0]})",
-                            path) from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("lrcn_format") != "lrcn-onnx":
-            raise LrcnError("an ONNX model without lrcn metadata (export it with "
-                            "`lrcn export`)", path)
-        self.names = json.loads(meta["classes"])
-        self.frame_config = from_dict(FrameConfig, json.loads(meta["frames"]))
-
-    def probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
-        batch = frames[None] if frames.ndim == 4 else frames
-        probs = self.session.run(["probabilities"],
-                                 {"frames": batch.astype(np.float32) / np.float32(255)})[0]
-        return probs[0] if frames.ndim == 4 else probs
+__all__ = ["OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "feature_graph", "sequence_graph",
+           "clip_graph", "export_onnx"]

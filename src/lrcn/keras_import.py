@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .checkpoint import save_checkpoint
 from .config import FrameConfig, ModelConfig
 from .errors import LrcnError
 from .model import LRCN
@@ -300,3 +301,16 @@ def import_keras(path: str | Path, class_names: Sequence[str] | None = None,
                          width=keras.config.width, channel_order=channel_order,
                          interpolation=interpolation)
     return to_lrcn(keras, path), frames, names
+
+
+def import_keras_to_checkpoint(path: str | Path, out: str | Path | None = None,
+                               class_names: Sequence[str] | None = None,
+                               channel_order: str = "bgr", interpolation: str = "bilinear"
+                               ) -> tuple[Path, LRCN, FrameConfig, list[str]]:
+    """`lrcn import-keras`: a Keras LRCN file -> an lrcn checkpoint (default: the file's name
+    with .safetensors), returning where it went and what it holds."""
+    model, frames, names = import_keras(path, class_names, channel_order, interpolation)
+    target = Path(out) if out else Path(path).with_suffix(".safetensors")
+    save_checkpoint(target, model, frames, names,
+                    {"imported_from": str(Path(path).resolve())})
+    return target, model, frames, names

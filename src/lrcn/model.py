@@ -77,8 +77,8 @@ class LRCN(nn.Module):
             raise ValueError(f"input {config.height}x{config.width} is too small for the pooling")
         self.cnn = nn.Sequential(*layers)
         self.feature_shape = (height, width, in_channels)  # per frame, Keras's (H, W, C)
-        feature_size = height * width * in_channels
-        self.lstm = nn.LSTM(feature_size, config.lstm_units, batch_first=True)
+        self.feature_size = height * width * in_channels
+        self.lstm = nn.LSTM(self.feature_size, config.lstm_units, batch_first=True)
         self.lstm.bias_hh_l0.requires_grad_(False)  # Keras has a single LSTM bias
         self.head = nn.Linear(config.lstm_units, config.num_classes)
         self.reset_parameters()
@@ -139,6 +139,41 @@ def count_trainable(model: nn.Module) -> int:
 def clips_to_input(clips: torch.Tensor) -> torch.Tensor:
     """uint8 (B, T, H, W, C) clips from the cache -> float32 in [0, 1], the model's input."""
     return clips.to(torch.float32).div_(255.0)
+
+
+class FrameFeatures(nn.Module):
+    """uint8 (N, H, W, C) frames -> (N, F) per-frame CNN features: the first half of a split
+    inference (engine.py), scaling to [0, 1] included so that frames go in as decoded."""
+
+    def __init__(self, model: LRCN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.frame_features(clips_to_input(frames))
+
+
+class SequenceProbabilities(nn.Module):
+    """(B, T, F) frame features -> (B, classes) probabilities: the second half."""
+
+    def __init__(self, model: LRCN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model.sequence_logits(features), dim=1)
+
+
+class ClipProbabilities(nn.Module):
+    """uint8 (B, T, H, W, C) clips -> (B, classes) probabilities: the whole classifier as it is
+    deployed (the exported ONNX file)."""
+
+    def __init__(self, model: LRCN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(clips_to_input(clips)), dim=1)
 
 
 def layer_shapes(model: LRCN) -> list[tuple[str, tuple[int, ...]]]:

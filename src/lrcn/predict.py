@@ -1,5 +1,7 @@
-"""Prediction on new videos: video file -> frames (the same `read_clip` as training) -> model ->
-probabilities -> a printed/JSON result and, optionally, an annotated H.264 video."""
+"""Prediction on new videos: video file -> frames (the same `read_clip` as training) -> engine ->
+probabilities -> a printed/JSON result and, optionally, an annotated H.264 video.
+
+No torch here: with an exported .onnx file, prediction runs where PyTorch is not installed."""
 from __future__ import annotations
 
 import os
@@ -7,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
-from .checkpoint import Checkpoint
-from .config import FrameConfig
+from .annotate import Label, annotate_video
+from .clip import read_clip
+from .engine import Engine, load_engine
 from .errors import LrcnError
-from .video import VideoWriter, iter_frames, read_clip
 
 
 @dataclass
@@ -30,15 +31,27 @@ class Prediction:
         return {"path": self.path, "label": self.label, "confidence": self.confidence,
                 "probabilities": self.probabilities}
 
+    def as_label(self) -> Label:
+        return Label(self.label, self.confidence, self.probabilities)
 
-class Classifier:
-    """Video files -> Predictions, for any backend that provides `names`, `frame_config` and
-    `probabilities(uint8 frames)`; decoding is always `read_clip` with the model's settings."""
-    names: list[str]
-    frame_config: FrameConfig
+
+class Predictor:
+    """Video files -> Predictions on an engine (engine.py); decoding is always `read_clip` with
+    the model's frame settings."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.names = engine.names
+        self.frame_config = engine.frame_config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str = "auto") -> "Predictor":
+        """From a checkpoint file, a run folder or an exported .onnx file."""
+        return cls(load_engine(path, backend))
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
+        return self.engine.probabilities(frames)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         clip = read_clip(path, self.frame_config)
@@ -58,22 +71,6 @@ class Classifier:
         return results
 
 
-class Predictor(Classifier):
-    """A checkpoint's model and preprocessing, on the fastest engine available (engine.py):
-    ONNX Runtime when installed, else PyTorch; `backend` picks one."""
-
-    def __init__(self, checkpoint: Checkpoint, backend: str = "auto"):
-        from .engine import make_engine
-        self.checkpoint = checkpoint
-        self.engine = make_engine(checkpoint, backend)
-        self.names = checkpoint.class_names
-        self.frame_config = checkpoint.frame_config
-
-    def probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
-        return self.engine.probabilities(frames)
-
-
 def format_prediction(prediction: Prediction) -> str:
     if prediction.error:
         return f"{prediction.error}"
@@ -83,36 +80,11 @@ def format_prediction(prediction: Prediction) -> str:
     return "\n".join(lines)
 
 
-def draw_label(image: np.ndarray, prediction: Prediction, top_k: int = 3) -> np.ndarray:
-    """Draw the label, its confidence and the top classes' bars on an RGB frame (in place)."""
-    height, width = image.shape[:2]
-    scale = max(0.6, min(width, height) / 300)
-    thickness = max(1, int(round(scale * 2)))
-    ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])[:top_k]
-    line_h = int(28 * scale)
-    box_h = line_h * (len(ranked) + 1) + int(10 * scale)
-    box_w = min(width, int(330 * scale))
-    overlay = image.copy()
-    cv2.rectangle(overlay, (0, 0), (box_w, box_h), (0, 0, 0), -1)
-    cv2.addWeighted(overlay, 0.55, image, 0.45, 0, dst=image)
-    title = f"{prediction.label} {prediction.confidence:.0%}"
-    cv2.putText(image, title, (int(8 * scale), line_h), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale,
-                (255, 255, 255), thickness, cv2.LINE_AA)
-    bar_x, bar_w = int(8 * scale), box_w - int(16 * scale)
-    for i, (name, p) in enumerate(ranked):
-        y = line_h * (i + 2)
-        cv2.rectangle(image, (bar_x, y - int(14 * scale)),
-                      (bar_x + int(bar_w * p), y + int(4 * scale)),
-                      (60, 200, 90) if i == 0 else (90, 140, 220), -1)
-        cv2.putText(image, f"{name} {p:.0%}", (bar_x + 4, y), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5 * scale, (255, 255, 255), max(1, thickness - 1), cv2.LINE_AA)
-    return image
-
-
 def annotate(video: str | os.PathLike, prediction: Prediction, out: str | os.PathLike) -> Path:
-    """Write `video` with the prediction drawn on every frame, as browser-playable H.264."""
-    info, frames = iter_frames(video)
-    with VideoWriter(out, info.width, info.height, info.fps) as writer:
-        for image in frames:
-            writer.write(draw_label(image, prediction))
-    return Path(out)
+    """Write `video` with the prediction drawn on every frame, as browser-playable H.264 with
+    the video's audio."""
+    shown = prediction.as_label()
+    return annotate_video(video, out, lambda t: shown)
+
+
+__all__ = ["Prediction", "Predictor", "format_prediction", "annotate"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from typing import Sequence
 
 _GROUP = re.compile(r"_g(\d+)_c(\d+)", re.IGNORECASE)
 
@@ -29,3 +31,33 @@ def parse_group(filename: str) -> str | None:
     """
     match = _GROUP.search(filename)
     return f"g{int(match.group(1)):02d}" if match else None
+
+
+# Times that agree to this relative precision are one instant: a frame whose start coincides
+# with a sampling instant is the one on screen, whatever rounding the two computations took.
+_SAME_INSTANT = 1e-9
+
+
+def segment_instants(start: float, end: float, count: int) -> list[float]:
+    """The centres of `count` equal segments of [start, end): the instants a clip's frames are
+    taken at (the time analogue of sample_indices)."""
+    return [start + (i + 0.5) * (end - start) / count for i in range(count)]
+
+
+def frames_at(times: Sequence[float], instants: Sequence[float]) -> list[int]:
+    """For each instant, the index of the frame on screen then: the last frame whose time is at
+    or before it (the first frame for instants before it). `times` must be increasing.
+
+    The one rule by which read_clip (variable frame rate), timeline windows and streams pick
+    frames, so that a window and a clip over the same stretch of a video see the same frames.
+    """
+    return [max(0, bisect_right(times, _latest(t)) - 1) for t in instants]
+
+
+def _latest(instant: float) -> float:
+    return instant + _SAME_INSTANT * max(1.0, abs(instant))
+
+
+def on_screen_at(frame_time: float, instant: float) -> bool:
+    """Whether a frame shown from `frame_time` has started by `instant` (frames_at's rule)."""
+    return frame_time <= _latest(instant)

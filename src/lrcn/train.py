@@ -26,12 +26,12 @@ from tqdm import tqdm
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
-from .dataset import ClipDataset, Sample, load_parts, write_split
+from .dataset import Sample, load_parts, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
+from .history import write_history
+from .loader import ClipDataset
 from .model import LRCN, clips_to_input, count_trainable
-
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 @dataclass
@@ -42,13 +42,13 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]]
     skipped: list[tuple[str, str]]
+    parts: dict[str, list[Sample]]       # the split: samples by part
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
@@ -136,16 +136,28 @@ def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "",
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | None = None,
-          frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
-          split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
-          cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
-          log=print, ucf_split: int | None = None, lists: Path | None = None,
-          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None) -> TrainResult:
-    """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
-    a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
-    split (cross-validation folds)."""
-    data_root, run_dir = Path(data_root), Path(run_dir)
+@dataclass
+class TrainingData:
+    """A data set made ready for training: its classes, its split (samples by part), the
+    decoded clips by part (in the frame cache), and the files skipped, with the cause."""
+    root: Path
+    class_names: list[str]
+    parts: dict[str, list[Sample]]
+    clips: dict[str, list[CachedClip]]
+    skipped: list[tuple[str, str]]
+
+
+def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | None = None,
+                 frames: FrameConfig = FrameConfig(), split: SplitConfig = SplitConfig(),
+                 cache_dir: Path | None = None, workers: int | None = None,
+                 progress: bool = True, log=print, ucf_split: int | None = None,
+                 lists: Path | None = None,
+                 fixed: tuple[list[str], dict[str, list[Sample]]] | None = None
+                 ) -> TrainingData:
+    """Find the clips, split them (or take the `fixed` split: cross-validation folds), write
+    split.json into the run folder, and decode every clip into the frame cache (the test
+    clips too, so evaluation finds them there). Unreadable files are reported and skipped."""
+    data_root = Path(data_root)
     missing: list[tuple[str, str]] = []
     if fixed is not None:
         (class_names, parts), how = fixed, "given folds"
@@ -166,38 +178,37 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     report_skipped(skipped)
     part_of = {sample.path: part for part, members in parts.items() for sample in members}
     by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
-    missing = [n for n in class_names if not any(c.sample.class_name == n
-                                                 for c in by_part["train"])]
-    if missing:
-        raise LrcnError(f"no readable training clips for class {missing[0]!r}", data_root)
+    untrained = [n for n in class_names if not any(c.sample.class_name == n
+                                                   for c in by_part["train"])]
+    if untrained:
+        raise LrcnError(f"no readable training clips for class {untrained[0]!r}", data_root)
+    return TrainingData(data_root, class_names, parts, by_part, skipped)
 
-    model_config = model_config_for(frames, len(class_names), **(model_options or {}))
-    settings = {"data": str(data_root.resolve()), "classes": class_names,
-                "frames": to_dict(frames), "model": to_dict(model_config),
-                "split": to_dict(split), "train": to_dict(config),
-                "cache_dir": str(cache_dir) if cache_dir else None}
-    atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
 
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    generator = seed_everything(config.seed)
-    model = LRCN(model_config)
-    model.seed_dropout(config.seed)
-    log(f"model: LRCN, {count_trainable(model):,} trainable parameters")
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: float              # the monitored figure at the best epoch
+    monitor: str             # "val_loss", or "loss" when there are no validation clips
+    history: list[dict[str, float]]
+
+
+def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
+        progress: bool = True, log=print) -> FitResult:
+    """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
+    validation; `save_best(model, extra info)` is called whenever the monitored loss improves
+    (so the best weights are on disk from the moment they are found); training stops after
+    `config.patience` epochs without improvement. history.csv is rewritten every epoch."""
+    generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
-    train_loader = torch.utils.data.DataLoader(ClipDataset(by_part["train"], class_names),
+    train_loader = torch.utils.data.DataLoader(ClipDataset(data.clips["train"], data.class_names),
                                                batch_size=config.batch_size, shuffle=True,
                                                generator=generator)
-    val_loader = torch.utils.data.DataLoader(ClipDataset(by_part["val"], class_names),
+    val_loader = torch.utils.data.DataLoader(ClipDataset(data.clips["val"], data.class_names),
                                              batch_size=64)
-    monitor = "val_loss" if len(by_part["val"]) else "loss"
+    monitor = "val_loss" if len(data.clips["val"]) else "loss"
     if monitor == "loss":
         log("warning: no validation clips (too few groups); early stopping watches training loss")
-
-    info = {"clip_seconds": _clip_seconds(by_part["train"]), "data": str(data_root.resolve()),
-            "run_dir": str(run_dir.resolve()),
-            "clips": {part: len(by_part[part]) for part in by_part}}
-    checkpoint_path = run_dir / CHECKPOINT_NAME
     history: list[dict[str, float]] = []
     best, best_epoch, waited = math.inf, 0, 0
     for epoch in range(1, config.epochs + 1):
@@ -205,32 +216,69 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         loss, accuracy = run_epoch(model, train_loader, optimizer,
                                    desc=f"epoch {epoch}/{config.epochs}", progress=progress)
         val_loss, val_accuracy = (run_epoch(model, val_loader)
-                                  if len(by_part["val"]) else (math.nan, math.nan))
+                                  if len(data.clips["val"]) else (math.nan, math.nan))
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
         history.append(row)
-        _write_history(run_dir / "history.csv", history)
+        write_history(run_dir / "history.csv", history)
         current = row[monitor]
         improved = current < best
         log(f"epoch {epoch:3d}  loss {loss:.4f}  acc {accuracy:.3f}  val_loss {val_loss:.4f}  "
             f"val_acc {val_accuracy:.3f}  {row['seconds']:.1f}s{'  *' if improved else ''}")
         if improved:
             best, best_epoch, waited = current, epoch, 0
-            save_checkpoint(checkpoint_path, model, frames, class_names,
-                            {**info, "best_epoch": epoch, f"best_{monitor}": current,
-                             "val_accuracy": val_accuracy})
+            save_best(model, {"best_epoch": epoch, f"best_{monitor}": current,
+                              "val_accuracy": val_accuracy})
         else:
             waited += 1
             if waited >= config.patience:
                 log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
                     f"best weights are from epoch {best_epoch}")
                 break
-    # Weights of the best epoch are the checkpoint (restore_best_weights=True).
-    info_final = {**info, "best_epoch": best_epoch, f"best_{monitor}": best,
-                  "epochs_run": len(history),
-                  "val_accuracy": history[best_epoch - 1]["val_accuracy"]}
-    update_info(checkpoint_path, **info_final)
-    return TrainResult(run_dir, checkpoint_path, best_epoch, len(history), history, skipped)
+    return FitResult(best_epoch, best, monitor, history)
+
+
+def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | None = None,
+          frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
+          split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
+          cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
+          log=print, ucf_split: int | None = None, lists: Path | None = None,
+          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None) -> TrainResult:
+    """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
+    a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
+    split (cross-validation folds). The checkpoint holds the best epoch's weights
+    (restore_best_weights=True)."""
+    run_dir = Path(run_dir)
+    data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
+                        progress, log, ucf_split, lists, fixed)
+    model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
+    settings = {"data": str(data.root.resolve()), "classes": data.class_names,
+                "frames": to_dict(frames), "model": to_dict(model_config),
+                "split": to_dict(split), "train": to_dict(config),
+                "cache_dir": str(cache_dir) if cache_dir else None}
+    atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    seed_everything(config.seed)
+    model = LRCN(model_config)
+    model.seed_dropout(config.seed)
+    log(f"model: LRCN, {count_trainable(model):,} trainable parameters")
+    clip_seconds = _clip_seconds(data.clips["train"])
+    info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
+            "clips": {part: len(clips) for part, clips in data.clips.items()}}
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+
+    def save_best(best_model: LRCN, entries: dict) -> None:
+        save_checkpoint(checkpoint_path, best_model, frames, data.class_names,
+                        {**info, **entries}, clip_seconds=clip_seconds)
+
+    result = fit(model, data, config, save_best, run_dir, progress, log)
+    update_info(checkpoint_path, **info, best_epoch=result.best_epoch,
+                **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
+                val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
+    return TrainResult(run_dir, checkpoint_path, result.best_epoch, len(result.history),
+                       result.history, data.skipped, data.parts)
 
 
 def _clip_seconds(clips: Sequence[CachedClip]) -> float:
@@ -240,18 +288,5 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
     return round(statistics.median(durations), 3) if durations else 0.0
 
 
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    lines = [",".join(HISTORY_FIELDS)]
-    for row in history:
-        lines.append(",".join(f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k])
-                              for k in HISTORY_FIELDS))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    lines = Path(path).read_text().strip().splitlines()
-    header = lines[0].split(",")
-    return [{k: float(v) for k, v in zip(header, line.split(","))} for line in lines[1:]]
-
-
-__all__ = ["train", "TrainResult", "run_epoch", "train_step", "make_optimizer", "read_history"]
+__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "run_epoch",
+           "train_step", "make_optimizer", "report_skipped"]

@@ -1,0 +1,87 @@
+"""The PNG plots of a run and of a timeline, drawn with matplotlib (without a display) and
+written atomically."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, accuracy: float) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+    plt = _pyplot()
+    size = max(4.5, 0.6 * len(names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=110)
+    ConfusionMatrixDisplay(matrix, display_labels=list(names)).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    ax.set_title(f"Confusion matrix (accuracy {accuracy:.3f})")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation, the best epoch marked."""
+    if not history:
+        return
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    val_losses = [row["val_loss"] for row in history]
+    best_epoch = None if all(math.isnan(v) for v in val_losses) else \
+        int(epochs[int(np.nanargmin(val_losses))])
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
+        ax.plot(epochs, [row[key] for row in history], label=f"train {key}")
+        val = [row[f"val_{key}"] for row in history]
+        if not all(math.isnan(v) for v in val):
+            ax.plot(epochs, val, label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch ({best_epoch})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path, dpi: int | None = None) -> None:
+    """Written atomically: a reader never sees half a PNG."""
+    plt = _pyplot()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_timeline(timeline, path: Path) -> None:
+    """A timeline's smoothed probabilities over time, its segments shaded by label."""
+    plt = _pyplot()
+    centres = [(w.start + w.end) / 2 for w in timeline.windows]
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(12, 4))
+    for seg in timeline.segments:
+        i = timeline.classes.index(seg.label)
+        ax.axvspan(seg.start, seg.end, color=colours(i % 10), alpha=0.15, lw=0)
+    for i, name in enumerate(timeline.classes):
+        ax.plot(centres, timeline.smoothed[:, i], color=colours(i % 10), label=name, lw=1.6)
+    ax.set_xlim(0, timeline.facts["duration"])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability (smoothed)")
+    ax.set_title(f"{Path(timeline.facts['video']).name}: segments shaded by label")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path, dpi=110)
+
+
+__all__ = ["plot_confusion", "plot_curves", "plot_timeline"]
