@@ -4,7 +4,7 @@ Keras (the anchor) in the same run.
     python bench/train_infer.py --batch 4 [--rounds 3] [--anchor ~/keras-anchor/bin/python]
 
 Data: synthetic videos (or --data DIR) decoded once into lrcn's uint8 frame cache; every timing
-reads batches through the same DataLoader + ClipDataset that `lrcn train` uses.
+reads batches through the same loader (loader.clip_batches) that `lrcn train` uses.
 - train: clips/s of `run_epoch` (the training loop's own function) at --batch.
 - infer: clips/s at batch 64 through `Predictor` (the engine `lrcn predict` and `lrcn evaluate`
   use), cache reads included; eager PyTorch is printed beside it.
@@ -33,7 +33,8 @@ from lrcn.cache import prepare
 from lrcn.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.dataset import discover
-from lrcn.loader import ClipDataset
+from lrcn.devices import resolve_device
+from lrcn.loader import clip_batches
 from lrcn.model import LRCN, clips_to_input
 from lrcn.predict import Predictor
 from lrcn.synth import SynthConfig, make_dataset
@@ -53,14 +54,16 @@ def cached_clips(data: Path | None, work: Path):
     return names, clips
 
 
-def loader(clips, names, batch, shuffle=False):
-    return torch.utils.data.DataLoader(ClipDataset(clips, names), batch_size=batch,
-                                       shuffle=shuffle)
+DEVICE = torch.device("cpu")
+
+
+def loader(clips, names, batch, shuffle=False, device=None):
+    return clip_batches(clips, names, batch, device or DEVICE, shuffle=shuffle)
 
 
 def time_train(clips, names, batch: int, seconds: float) -> float:
     torch.manual_seed(0)
-    model = LRCN(ModelConfig(num_classes=len(names)))
+    model = LRCN(ModelConfig(num_classes=len(names))).to(DEVICE)
     optimizer = make_optimizer(model, 1e-3)
     data = loader(clips, names, batch, shuffle=True)
     run_epoch(model, data, optimizer)  # warm-up epoch
@@ -72,7 +75,7 @@ def time_train(clips, names, batch: int, seconds: float) -> float:
 
 
 def time_infer(predictor, clips, names, seconds: float) -> float:
-    data = loader(clips, names, 64)
+    data = loader(clips, names, 64, device="cpu")   # the engines take host arrays
     for x, _ in data:
         predictor.probabilities(x.numpy())
         break
@@ -98,7 +101,7 @@ def time_one_clip(predictor, clip: np.ndarray, repeat: int = 60) -> float:
 def step_breakdown(clips, names, batch: int, steps: int = 30) -> dict[str, float]:
     """Milliseconds per training step in each stage (same maths as train_step, timed apart)."""
     torch.manual_seed(0)
-    model = LRCN(ModelConfig(num_classes=len(names))).train()
+    model = LRCN(ModelConfig(num_classes=len(names))).train().to(DEVICE)
     optimizer = make_optimizer(model, 1e-3)
     data = loader(clips, names, batch, shuffle=True)
     parts = dict.fromkeys(("data", "cnn_forward", "lstm_loss_forward", "backward", "optimizer"),
@@ -160,16 +163,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lrcn-bench")
     parser.add_argument("--anchor", default=None, help="python of an env with tensorflow")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N, mps")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     names, clips = cached_clips(args.data, args.work)
     print(f"{len(clips)} cached clips, {len(names)} classes; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, device {DEVICE}")
 
     folder = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     path = save_checkpoint(folder / "m.safetensors", LRCN(ModelConfig(num_classes=len(names))),
                            FrameConfig(), names)
-    fast, eager = Predictor.load(path), Predictor.load(path, "torch")
+    fast = Predictor.load(path, device=args.device)
+    eager = Predictor.load(path, "torch", device=args.device)
     clip = np.load(clips[0].frames_path)
 
     results: dict[str, list[float]] = {k: [] for k in

@@ -65,14 +65,33 @@ def write_video(path: Path, frames, fps: float = 25, codec: str = "xvid_avi",
             stream.options = {"crf": "10", "preset": "ultrafast", "bf": "2", **(options or {})}
         elif codec_name == "libvpx-vp9":
             stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    if rotation is not None:
+        set_mp4_rotation(path, rotation)
     return path
+
+
+# The display matrix of an MP4 track (tkhd, 16.16 fixed point; w in 2.30) for a rotation, as
+# FFmpeg writes it (and PyAV 18's set_display_rotation); u, v and the translations are zero.
+_MATRICES = {-90: (0, 1, -1, 0), 90: (0, -1, 1, 0), 180: (-1, 0, 0, -1), -180: (-1, 0, 0, -1)}
+
+
+def set_mp4_rotation(path: Path, degrees: int) -> None:
+    """Give an MP4's video track a rotation, by its track header's matrix: works with every
+    PyAV (set_display_rotation is PyAV 18+)."""
+    import struct
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0, "a version-0 track header"
+    matrix = at + 4 + 4 + 20 + 8 + 8            # version/flags, times..duration, reserved, layer..
+    a, b, c, d = _MATRICES[degrees]
+    data[matrix:matrix + 36] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0,
+                                           0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
 
 
 def remux(source: Path, target: Path, fmt: str) -> Path:

@@ -16,6 +16,7 @@ from conftest import indexed_frame, write_video
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
+from lrcn.devices import full_fp32
 from lrcn.engine import OrtEngine, make_engine
 from lrcn.errors import LrcnError
 from lrcn.model import LRCN
@@ -74,8 +75,10 @@ def test_keras_import_gives_keras_probabilities(tmp_path, clips, suffix):
     assert checkpoint.class_names == ["WalkingWithDog", "TaiChi", "Swing", "HorseRace"]
     assert checkpoint.frame_config.channel_order == "bgr"
     assert checkpoint.frame_config.interpolation == "bilinear"
-    ours = Predictor(make_engine(checkpoint)).probabilities(clips)
-    theirs = np.asarray(model.predict(clips.astype(np.float32) / 255, verbose=0))
+    # Both sides in full fp32, whatever the hardware: on a GPU, TF32 would put them ~1e-3 apart.
+    with full_fp32():
+        ours = Predictor(make_engine(checkpoint)).probabilities(clips)
+        theirs = np.asarray(model.predict(clips.astype(np.float32) / 255, verbose=0))
     assert ours.shape == theirs.shape == (3, 4)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     assert np.abs(theirs - theirs.mean(0)).max() > 1e-3   # the clips do give different outputs

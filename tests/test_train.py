@@ -3,14 +3,13 @@ loss, and the checkpoint holds the best epoch's weights (Keras's restore_best_we
 import math
 
 import pytest
-import torch
 
 from lrcn.cache import prepare
 from lrcn.checkpoint import load_checkpoint
 from lrcn.config import TrainConfig
 from lrcn.dataset import read_split
 from lrcn.history import read_history
-from lrcn.loader import ClipDataset
+from lrcn.loader import clip_batches
 from lrcn.train import run_epoch, train
 
 
@@ -34,8 +33,7 @@ def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     clips, failures = prepare(val, checkpoint.frame_config, cache_dir=tmp_path / "cache",
                               workers=0, progress=False)
     assert not failures and clips
-    loader = torch.utils.data.DataLoader(ClipDataset(clips, checkpoint.class_names),
-                                         batch_size=64)
+    loader = clip_batches(clips, checkpoint.class_names, 64)
     loss, _ = run_epoch(checkpoint.build_model(), loader)
     assert loss == pytest.approx(val_losses[best], rel=1e-4)
     assert not math.isclose(val_losses[-1], val_losses[best], rel_tol=1e-4)

@@ -78,6 +78,15 @@ def _size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _device(text: str) -> str:
+    """The spelling of a device; whether this machine has it is checked when it is used."""
+    from .devices import check_device_name
+    try:
+        return check_device_name(text)
+    except LrcnError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _class_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -114,7 +123,8 @@ def _train_settings(args: argparse.Namespace):
         split={"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
                "seed": args.split_seed},
         train={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-               "patience": args.patience, "seed": args.seed, "num_threads": args.threads},
+               "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
+               "device": args.device, "precision": args.precision},
         model={"batchnorm": args.batchnorm or None, "lstm_units": args.lstm_units,
                "l2": args.l2})
 
@@ -181,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import report_skipped
     evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split,
                               cache_dir=args.cache, workers=args.workers,
-                              progress=not args.quiet)
+                              progress=not args.quiet, device=args.device,
+                              precision=args.precision)
     report_skipped([(s["path"], s["cause"]) for s in evaluation.report["skipped"]])
     print(format_report(evaluation.report))
     print("wrote " + ", ".join(str(p) for p in evaluation.written))
@@ -190,7 +201,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, annotate, format_prediction
-    predictor = Predictor.load(args.checkpoint, args.backend or "auto")
+    predictor = Predictor.load(args.checkpoint, args.backend or "auto", args.device,
+                               args.precision)
     if args.timeline:
         return _predict_timelines(predictor.engine, args)
     results = predictor.predict_files(args.videos)
@@ -247,7 +259,8 @@ def _predict_timelines(engine, args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from .engine import load_engine
     from .stream import run_stream
-    run_stream(load_engine(args.checkpoint, args.backend or "auto"), args.source,
+    run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
+                           args.precision), args.source,
                _window_config(args), annotate=args.annotate,
                realtime=True if args.realtime else None, max_lag=args.max_lag)
     return 0
@@ -328,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 "skipped (default: $LRCN_DECODE_TIMEOUT or 120)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def device_options(p: argparse.ArgumentParser, train: bool = False) -> None:
+        # None in training: the config file's setting, else TrainConfig's default (auto).
+        p.add_argument("--device", type=_device, default=None if train else "auto",
+                       help="where the model runs: auto (CUDA when there is a GPU), cpu, cuda, "
+                            "cuda:N or mps (default auto)")
+        p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                       default=None if train else "fp32",
+                       help="fp32 (default), or bf16/fp16 under autocast")
+
     def frame_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--frames", type=_positive_int, help="frames per clip (default 20)")
         p.add_argument("--size", type=_size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
@@ -350,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
         p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
         p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")
+        device_options(p, train=True)
 
     def window_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--span", type=_positive_float, default=0.0,
@@ -419,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val", "train"), default="test",
                    help="which part of the run's split (default test)")
     p.add_argument("--out", default=None, help="folder for report.json and plots")
+    device_options(p)
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -437,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="with --timeline: the folder for its files (default ./NAME.timeline)")
     window_options(p)
+    device_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("stream", help="classify a live source: webcam index, file, URL or - "
@@ -451,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds behind real time before frames are skipped (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None)
     window_options(p)
+    device_options(p)
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("import-keras", help="convert a Keras LRCN (.h5 or .keras) to lrcn")

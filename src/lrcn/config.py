@@ -81,10 +81,14 @@ class TrainConfig:
     patience: int = 15
     seed: int = 27
     num_threads: int = 0             # 0: let PyTorch decide (all cores)
+    device: str = "auto"             # auto (CUDA when there is one), cpu, cuda, cuda:N, mps
+    precision: str = "fp32"          # fp32 (the tutorial's), or bf16/fp16 under autocast
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 1:
             raise ValueError("epochs, batch_size, patience and lr must be positive")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

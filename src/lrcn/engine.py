@@ -71,31 +71,42 @@ class Engine:
 
 
 class TorchEngine(Engine):
+    """The model on PyTorch, on any device (`devices.resolve_device`), in fp32 or under
+    autocast in bf16/fp16. Arrays in and out are NumPy on the host."""
     backend = "torch"
 
-    def __init__(self, checkpoint: Checkpoint, model=None):
+    def __init__(self, checkpoint: Checkpoint, model=None, device="cpu",
+                 precision: str = "fp32"):
         import torch
+        from .devices import check_precision
         from .model import FrameFeatures, SequenceProbabilities
         self._torch = torch
-        self.model = (model or checkpoint.build_model()).eval()
+        self.device = torch.device(device)
+        self.precision = check_precision(precision)
+        self.model = (model or checkpoint.build_model()).eval().to(self.device)
         self.names = checkpoint.class_names
         self.frame_config = checkpoint.frame_config
         self.clip_seconds = checkpoint.clip_seconds
         self._features = FrameFeatures(self.model)
         self._sequence = SequenceProbabilities(self.model)
 
+    def _run(self, module, array: np.ndarray) -> np.ndarray:
+        from .devices import autocast
+        torch = self._torch
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = module(torch.from_numpy(array).to(self.device))
+        return out.float().cpu().numpy()
+
     def features(self, frames: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._features(self._torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+        return self._run(self._features, np.ascontiguousarray(frames))
 
     def sequence(self, features: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            x = self._torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-            return self._sequence(x).numpy()
+        return self._run(self._sequence, np.ascontiguousarray(features, dtype=np.float32))
 
 
-def ort_session(model: bytes | str, threads: int = 0):
-    """An ONNX Runtime session with lrcn's options, on the CPU."""
+def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
+    """An ONNX Runtime session with lrcn's options: on CUDA device `cuda` when that is given
+    and ONNX Runtime has its CUDA provider (onnxruntime-gpu), else on the CPU."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
@@ -105,7 +116,18 @@ def ort_session(model: bytes | str, threads: int = 0):
     # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
     # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    providers: list = ["CPUExecutionProvider"]
+    if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+def ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 class OrtEngine(Engine):
@@ -121,19 +143,21 @@ class OrtEngine(Engine):
         self.splits = cnn is not None and lstm is not None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0) -> "OrtEngine":
+    def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
+                        cuda: int | None = None) -> "OrtEngine":
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
-                   cnn=ort_session(feature_graph(checkpoint), threads),
-                   lstm=ort_session(sequence_graph(checkpoint), threads))
+                   cnn=ort_session(feature_graph(checkpoint), threads, cuda),
+                   lstm=ort_session(sequence_graph(checkpoint), threads, cuda))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, threads: int = 0) -> "OrtEngine":
+    def from_file(cls, path: str | os.PathLike, threads: int = 0,
+                  cuda: int | None = None) -> "OrtEngine":
         """An exported .onnx file: the model, its classes and its preprocessing settings."""
         path = Path(path)
         if not path.is_file():
             raise LrcnError("no such ONNX model file", path)
         try:
-            session = ort_session(str(path), threads)
+            session = ort_session(str(path), threads, cuda)
         except ImportError:
             raise LrcnError("an ONNX model needs ONNX Runtime (pip install onnxruntime)",
                             path) from None
@@ -186,39 +210,70 @@ class OrtEngine(Engine):
                             "streams need the checkpoint")
 
 
-def make_engine(checkpoint: Checkpoint, backend: str = "auto", warn=sys.stderr) -> Engine:
-    """"auto": ONNX Runtime when it is installed and the export works, else PyTorch, saying why
-    on `warn` (the results are the same; only the speed differs). "onnx" or "torch": that one,
-    or an LrcnError."""
+def _ort_device(device: str) -> int | None:
+    """The CUDA device for ONNX Runtime alone (no PyTorch needed): None for the CPU."""
+    from .devices import check_device_name
+    name = check_device_name(device)
+    if name == "cpu" or (name == "auto" and not ort_has_cuda()):
+        return None
+    if name == "mps":
+        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint")
+    if not ort_has_cuda():
+        raise LrcnError(f"--device {name}: this ONNX Runtime has no CUDA provider (pip install "
+                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch")
+    return int(name.split(":")[1]) if ":" in name else 0
+
+
+def make_engine(checkpoint: Checkpoint, backend: str = "auto", device: str = "auto",
+                precision: str = "fp32", warn=sys.stderr) -> Engine:
+    """The engine for a checkpoint on `device` ("auto": CUDA when there is one).
+
+    backend "auto": ONNX Runtime when it is installed, the export works and it can run on the
+    device (its CUDA provider for a GPU), else PyTorch, saying why on `warn` when ONNX Runtime
+    was expected (the results are the same; only the speed differs). bf16/fp16 run on PyTorch
+    (the ONNX graphs are fp32). "onnx" or "torch": that one, or an LrcnError."""
+    from .devices import check_precision, resolve_device
     if backend not in ("auto", "onnx", "torch"):
         raise LrcnError(f"unknown backend {backend!r} (auto, onnx or torch)")
+    target = resolve_device(device)
+    check_precision(precision)
     if backend == "torch":
-        return TorchEngine(checkpoint)
-    try:
-        return OrtEngine.from_checkpoint(checkpoint)
-    except ImportError as exc:
-        cause = f"ONNX Runtime is not installed ({exc.name or exc})"
-    except Exception as exc:  # an exporter or runtime that cannot take this model
-        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return TorchEngine(checkpoint, device=target, precision=precision)
+    cause = None
+    if precision != "fp32":
+        cause = f"{precision} runs under PyTorch's autocast"
+    elif target.type == "cuda" and not ort_has_cuda():
+        cause = "ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu)"
+    elif target.type not in ("cpu", "cuda"):
+        cause = f"ONNX Runtime does not run on {target.type}"
+    else:
+        try:
+            return OrtEngine.from_checkpoint(
+                checkpoint, cuda=target.index or 0 if target.type == "cuda" else None)
+        except ImportError as exc:
+            cause = f"ONNX Runtime is not installed ({exc.name or exc})"
+        except Exception as exc:  # an exporter or runtime that cannot take this model
+            cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if backend == "onnx":
         raise LrcnError(f"--backend onnx failed: {cause}")
-    if warn is not None:
+    if warn is not None and target.type == "cpu" and precision == "fp32":
         print(f"lrcn: note: running on PyTorch, not ONNX Runtime ({cause}); the results are "
               "the same, only slower", file=warn)
-    engine = TorchEngine(checkpoint)
+    engine = TorchEngine(checkpoint, device=target, precision=precision)
     engine.fallback_reason = cause
     return engine
 
 
-def load_engine(path: str | os.PathLike, backend: str = "auto") -> Engine:
+def load_engine(path: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                precision: str = "fp32") -> Engine:
     """An engine for a checkpoint file, a run folder or an exported .onnx file."""
     if str(path).endswith(".onnx"):
-        if backend == "torch":
-            raise LrcnError("an ONNX model runs on ONNX Runtime only; for --backend torch, "
-                            "pass the checkpoint", path)
-        return OrtEngine.from_file(path)
+        if backend == "torch" or precision != "fp32":
+            raise LrcnError("an ONNX model runs on ONNX Runtime only, in fp32; for --backend "
+                            "torch or --precision bf16/fp16, pass the checkpoint", path)
+        return OrtEngine.from_file(path, cuda=_ort_device(device))
     from .checkpoint import load_checkpoint
-    return make_engine(load_checkpoint(path), backend)
+    return make_engine(load_checkpoint(path), backend, device, precision)
 
 
 __all__ = ["Engine", "TorchEngine", "OrtEngine", "make_engine", "load_engine", "ort_session"]

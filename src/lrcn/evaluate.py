@@ -8,25 +8,25 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from .cache import prepare
 from .checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
 from .dataset import Sample, discover, read_split
+from .devices import resolve_device
 from .engine import Engine, make_engine
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import read_history
-from .loader import ClipDataset
 from .plots import plot_confusion, plot_curves
 
 
 def predict_cached(engine: Engine, clips, batch_size: int = 64) -> np.ndarray:
-    """(N, classes) probabilities for cached clips, in order, on predict's engine."""
-    loader = torch.utils.data.DataLoader(ClipDataset(clips, engine.names),
-                                         batch_size=batch_size)
-    out = [engine.probabilities(x.numpy()) for x, _ in loader]
+    """(N, classes) probabilities for cached clips, in order, on predict's engine. One pass,
+    a batch at a time: memory stays flat whatever the number of clips."""
+    out = [engine.probabilities(np.stack([np.load(c.frames_path)
+                                          for c in clips[i:i + batch_size]]))
+           for i in range(0, len(clips), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
 
 
@@ -83,7 +83,8 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
 
 def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
-             progress: bool = True, history: Path | None = None) -> dict:
+             progress: bool = True, history: Path | None = None, device: str = "auto",
+             precision: str = "fp32") -> dict:
     """Evaluate on `samples`; write report.json, confusion_matrix.png (and curves.png when a
     training history is given) into out_dir; return the report."""
     out_dir = Path(out_dir)
@@ -93,7 +94,8 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     if not clips:
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
-    probabilities = predict_cached(make_engine(checkpoint), clips)
+    probabilities = predict_cached(make_engine(checkpoint, device=device, precision=precision),
+                                   clips)
     report = metrics(names, [names.index(c.sample.class_name) for c in clips], probabilities,
                      [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
@@ -119,17 +121,20 @@ class Evaluation:
 def evaluate_run(target: str | Path, data: str | Path | None = None,
                  out: str | Path | None = None, part: str = "test",
                  cache_dir: Path | None = None, workers: int | None = None,
-                 progress: bool = True) -> Evaluation:
+                 progress: bool = True, device: str = "auto",
+                 precision: str = "fp32") -> Evaluation:
     """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
     clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
     headline figures are recorded in the checkpoint."""
+    resolve_device(device)          # a device that is not there: before any decoding
     checkpoint_path = resolve_checkpoint_path(target)
     checkpoint = load_checkpoint(checkpoint_path)
     run_dir = checkpoint_path.parent
     samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
     out_dir = Path(out) if out else (run_dir if data is None else run_dir / "eval")
     report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
-                      progress=progress, history=run_dir / "history.csv")
+                      progress=progress, history=run_dir / "history.csv", device=device,
+                      precision=precision)
     if data is None and part == "test":
         record_test_metrics(checkpoint_path, report)
     written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]

@@ -16,13 +16,15 @@ from .config import ModelConfig
 
 
 class MaskDropout(nn.Module):
-    """Inverted dropout (as nn.Dropout and Keras's Dropout) with its masks drawn by NumPy.
+    """Inverted dropout (as nn.Dropout and Keras's Dropout) with seeded masks.
 
     Why not nn.Dropout: on CPU its Bernoulli sampling costs ~7 ns per element, which made
-    dropout about a fifth of a training step of this small model. Masks from NumPy's PCG64 as
-    16-bit integers compared against a threshold cost ~1 ns per element and keep p exact to
-    1/65536. Masks are drawn in (N, H, W, C) order whatever the tensor's memory layout, so a
-    seed gives the same masks everywhere; `seed()` sets the stream (training seeds it).
+    dropout about a fifth of a training step of this small model. On the CPU, masks come from
+    NumPy's PCG64 as 16-bit integers compared against a threshold: ~1 ns per element, p exact
+    to 1/65536, drawn in (N, H, W, C) order whatever the tensor's memory layout, so a seed
+    gives the same masks everywhere. On a GPU the same comparison runs on 16-bit integers drawn
+    there by a generator seeded from the same seed (copying CPU-drawn masks would cost more
+    than the step). `seed()` sets the streams (training seeds them).
     """
 
     def __init__(self, p: float):
@@ -31,22 +33,34 @@ class MaskDropout(nn.Module):
             raise ValueError(f"dropout rate must be in [0, 1), got {p}")
         self.p = p
         self.threshold = round(p * 65536)
-        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        self.seed(int(torch.randint(0, 2**62, ()).item()))
 
     def seed(self, seed: int) -> None:
+        self._seed = seed
         self.rng = np.random.default_rng(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
 
-    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A float mask for (N, C, H, W) activations: 0 or 1/(1-p), drawn in NHWC order."""
+    def mask(self, shape: tuple[int, ...], device: torch.device = torch.device("cpu"),
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A mask for (N, C, H, W) activations: 0 or 1/(1-p), drawn in NHWC order."""
         n, c, h, w = shape
-        bits = np.frombuffer(self.rng.bytes(2 * n * c * h * w), dtype=np.uint16)
-        keep = torch.from_numpy(bits >= self.threshold).view(n, h, w, c).permute(0, 3, 1, 2)
-        return keep.to(torch.float32).mul_(1.0 / (1.0 - self.p))
+        if device.type == "cpu":
+            bits = np.frombuffer(self.rng.bytes(2 * n * c * h * w), dtype=np.uint16)
+            keep = torch.from_numpy(bits >= self.threshold).view(n, h, w, c)
+        else:
+            generator = self._generators.get(device)
+            if generator is None:
+                generator = self._generators[device] = \
+                    torch.Generator(device=device).manual_seed(self._seed)
+            bits = torch.randint(0, 65536, (n, h, w, c), generator=generator, device=device,
+                                 dtype=torch.int32)
+            keep = bits >= self.threshold
+        return keep.permute(0, 3, 1, 2).to(dtype).mul_(1.0 / (1.0 - self.p))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * self.mask(tuple(x.shape))
+        return x * self.mask(tuple(x.shape), x.device, x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -113,8 +127,12 @@ class LRCN(nn.Module):
         return x.permute(0, 2, 3, 1).flatten(1)            # (N, H'*W'*C')
 
     def sequence_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) frame features -> (B, classes) logits: the LSTM's last state, then Dense."""
-        _, (hidden, _) = self.lstm(features)                # hidden: (1, B, units)
+        """(B, T, F) frame features -> (B, classes) logits: the LSTM's last state, then Dense.
+
+        The LSTM runs in fp32 even under bf16/fp16 autocast: it is a small part of the work,
+        and oneDNN has no bf16 LSTM on CPUs without bf16 instructions."""
+        with torch.autocast(features.device.type, enabled=False):
+            _, (hidden, _) = self.lstm(features.float())    # hidden: (1, B, units)
         return self.head(hidden[-1])
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

@@ -45,9 +45,10 @@ class Predictor:
         self.frame_config = engine.frame_config
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "auto") -> "Predictor":
+    def load(cls, path: str | os.PathLike, backend: str = "auto", device: str = "auto",
+             precision: str = "fp32") -> "Predictor":
         """From a checkpoint file, a run folder or an exported .onnx file."""
-        return cls(load_engine(path, backend))
+        return cls(load_engine(path, backend, device, precision))
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""

@@ -49,7 +49,8 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
         raise LrcnError("the run's test split is empty (too few groups per class): the model "
                         "is trained, evaluate it with `lrcn evaluate RUN --data DIR`", run_dir)
     report = evaluate(load_checkpoint(result.checkpoint), test, run_dir, cache_dir=cache_dir,
-                      workers=workers, progress=progress, history=run_dir / "history.csv")
+                      workers=workers, progress=progress, history=run_dir / "history.csv",
+                      device=config.device, precision=config.precision)
     record_test_metrics(result.checkpoint, report)
     return RunResult(result, report)
 

@@ -30,7 +30,8 @@ from .dataset import Sample, load_parts, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import write_history
-from .loader import ClipDataset
+from .devices import autocast, resolve_device
+from .loader import clip_batches
 from .model import LRCN, clips_to_input, count_trainable
 
 
@@ -59,10 +60,11 @@ def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
             print(f"  {path}: {cause}", file=out)
 
 
-# Clips per forward/backward pass inside a training step. The CNN's activations for a few clips
-# stay in the CPU's caches; for a whole batch of 32 they do not (conv1's output alone is 160 MB),
-# and the step runs at two thirds of the speed (bench/train_infer.py). Gradients are summed over
-# the chunks, so the step is the same maths as one pass over the batch.
+# Clips per forward/backward pass inside a training step on the CPU. The CNN's activations for
+# a few clips stay in the CPU's caches; for a whole batch of 32 they do not (conv1's output alone
+# is 160 MB), and the step runs at two thirds of the speed (bench/train_infer.py). Gradients are
+# summed over the chunks, so the step is the same maths as one pass over the batch. A GPU wants
+# the opposite: the whole batch in one pass.
 CHUNK_CLIPS = 2
 
 
@@ -72,68 +74,97 @@ def make_optimizer(model: LRCN, lr: float) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     try:
         return torch.optim.Adam(params, lr=lr, eps=1e-7, fused=True)
-    except (RuntimeError, TypeError):  # a torch without fused CPU Adam
+    except (RuntimeError, TypeError):  # a torch (or device) without fused Adam
         return torch.optim.Adam(params, lr=lr, eps=1e-7)
 
 
+def _chunk(model: LRCN, size: int, chunk_clips: int | None) -> int:
+    if model.config.batchnorm:
+        return size        # batch normalisation makes the clips of a batch interact
+    if chunk_clips is None:
+        chunk_clips = CHUNK_CLIPS if next(model.parameters()).device.type == "cpu" else size
+    return chunk_clips
+
+
 def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tensor,
-               labels: torch.Tensor, chunk_clips: int = CHUNK_CLIPS) -> tuple[float, int]:
-    """One optimizer step on a batch of uint8 clips. Returns (summed data loss, correct).
+               labels: torch.Tensor, chunk_clips: int | None = None, precision: str = "fp32",
+               scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch of uint8 clips on the model's device. Returns (summed
+    data loss, correct count) as tensors on the device: reading them is left to the caller,
+    once per epoch, so that a GPU never waits for the host between steps.
 
     The loss is the batch mean, as in Keras; it is computed and back-propagated chunk by
     chunk (each chunk's summed loss divided by the batch size), which gives the same gradients
-    as the whole batch at once because clips do not interact in the model. Batch
-    normalisation makes them interact, so with it the batch is one chunk.
+    as the whole batch at once because clips do not interact in the model. `precision`
+    bf16/fp16 runs the forward pass under autocast; fp16 scales the loss (`scaler`).
     """
     model.train()
     size = len(labels)
-    if model.config.batchnorm:
-        chunk_clips = size
+    chunk_clips = _chunk(model, size, chunk_clips)
+    device = clips.device
     optimizer.zero_grad(set_to_none=True)
-    total, correct = 0.0, 0
+    # Summed in float64, as Python floats summed it before (MPS has no float64).
+    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
+                        device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, size, chunk_clips):
         part = slice(start, start + chunk_clips)
-        logits = model(clips_to_input(clips[part]))
-        loss = nn.functional.cross_entropy(logits, labels[part], reduction="sum")
-        (loss / size).backward()
-        total += loss.item()
-        correct += (logits.argmax(1) == labels[part]).sum().item()
+        with autocast(device, precision):
+            logits = model(clips_to_input(clips[part]))
+        loss = nn.functional.cross_entropy(logits.float(), labels[part], reduction="sum")
+        scaled = loss / size
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total += loss.detach()
+        correct += (logits.detach().argmax(1) == labels[part]).sum()
     if model.config.l2:
-        model.regularization_loss().backward()
-    optimizer.step()
+        penalty = model.regularization_loss()
+        (scaler.scale(penalty) if scaler is not None else penalty).backward()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     return total, correct
 
 
 @torch.no_grad()
 def eval_batch(model: LRCN, clips: torch.Tensor, labels: torch.Tensor,
-               chunk_clips: int = 8) -> tuple[float, int]:
-    """Validation loss (summed) and correct count. In chunks: a whole batch of 64 clips would
-    hold 330 MB of first-layer activations at once, and the peak memory of training would
-    depend on the batch instead of staying flat."""
+               chunk_clips: int = 8, precision: str = "fp32"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation loss (summed) and correct count, as tensors. In chunks on the CPU: a whole
+    batch of 64 clips would hold 330 MB of first-layer activations at once, and the peak
+    memory of training would depend on the batch instead of staying flat."""
     model.eval()
-    logits = torch.cat([model(clips_to_input(clips[i:i + chunk_clips]))
-                        for i in range(0, len(labels), chunk_clips)])
+    if clips.device.type != "cpu":
+        chunk_clips = max(chunk_clips, len(labels))
+    with autocast(clips.device, precision):
+        logits = torch.cat([model(clips_to_input(clips[i:i + chunk_clips]))
+                            for i in range(0, len(labels), chunk_clips)]).float()
     loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-    return loss.item(), (logits.argmax(1) == labels).sum().item()
+    return loss, (logits.argmax(1) == labels).sum()
 
 
-def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "",
-              progress: bool = False) -> tuple[float, float]:
-    """One pass over a loader; trains when given an optimizer. Returns (mean loss, accuracy),
-    the loss being the data loss without the L2 term, as Keras reports it."""
+def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "", progress: bool = False,
+              precision: str = "fp32", scaler=None) -> tuple[float, float]:
+    """One pass over a loader of (uint8 clips, labels) batches; trains when given an optimizer.
+    Returns (mean loss, accuracy), the loss being the data loss without the L2 term, as Keras
+    reports it."""
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    for clips, labels in bar:
+    for step, (clips, labels) in enumerate(bar):
         if optimizer is not None:
-            loss, right = train_step(model, optimizer, clips, labels)
+            loss, right = train_step(model, optimizer, clips, labels, precision=precision,
+                                     scaler=scaler)
         else:
-            loss, right = eval_batch(model, clips, labels)
-        total_loss += loss
-        correct += right
+            loss, right = eval_batch(model, clips, labels, precision=precision)
+        total_loss = total_loss + loss
+        correct = correct + right
         seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.4f}",
+                            acc=f"{int(correct) / seen:.3f}")
+    return float(total_loss) / max(seen, 1), int(correct) / max(seen, 1)
 
 
 @dataclass
@@ -199,13 +230,14 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
     validation; `save_best(model, extra info)` is called whenever the monitored loss improves
     (so the best weights are on disk from the moment they are found); training stops after
     `config.patience` epochs without improvement. history.csv is rewritten every epoch."""
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
-    train_loader = torch.utils.data.DataLoader(ClipDataset(data.clips["train"], data.class_names),
-                                               batch_size=config.batch_size, shuffle=True,
-                                               generator=generator)
-    val_loader = torch.utils.data.DataLoader(ClipDataset(data.clips["val"], data.class_names),
-                                             batch_size=64)
+    train_loader = clip_batches(data.clips["train"], data.class_names, config.batch_size,
+                                device, shuffle=True, generator=generator)
+    val_loader = clip_batches(data.clips["val"], data.class_names, 64, device)
+    # fp16 needs its loss scaled (its range is narrow); bf16 has fp32's range.
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     monitor = "val_loss" if len(data.clips["val"]) else "loss"
     if monitor == "loss":
         log("warning: no validation clips (too few groups); early stopping watches training loss")
@@ -214,8 +246,9 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         loss, accuracy = run_epoch(model, train_loader, optimizer,
-                                   desc=f"epoch {epoch}/{config.epochs}", progress=progress)
-        val_loss, val_accuracy = (run_epoch(model, val_loader)
+                                   desc=f"epoch {epoch}/{config.epochs}", progress=progress,
+                                   precision=config.precision, scaler=scaler)
+        val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision)
                                   if len(data.clips["val"]) else (math.nan, math.nan))
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
@@ -249,6 +282,7 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     split (cross-validation folds). The checkpoint holds the best epoch's weights
     (restore_best_weights=True)."""
     run_dir = Path(run_dir)
+    device = resolve_device(config.device)   # a device that is not there: before any decoding
     data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
                         progress, log, ucf_split, lists, fixed)
     model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
@@ -263,7 +297,9 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     seed_everything(config.seed)
     model = LRCN(model_config)
     model.seed_dropout(config.seed)
-    log(f"model: LRCN, {count_trainable(model):,} trainable parameters")
+    model.to(device)
+    log(f"model: LRCN, {count_trainable(model):,} trainable parameters, on {device}"
+        f"{'' if config.precision == 'fp32' else ' in ' + config.precision}")
     clip_seconds = _clip_seconds(data.clips["train"])
     info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
             "clips": {part: len(clips) for part, clips in data.clips.items()}}

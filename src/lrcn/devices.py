@@ -1,0 +1,94 @@
+"""Where the model runs (`--device`) and in what precision (`--precision`), for every command
+that runs it. One code path for all devices: the model, its batches and its dropout masks are
+put on the device chosen here, and autocast gives the lower precisions.
+
+torch is imported when a device is resolved, not with this module, so that the command line's
+parser can name the choices without loading PyTorch.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+
+from .errors import LrcnError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_device_name(name: str) -> str:
+    """The spelling of a device name (not whether the machine has it)."""
+    if name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise LrcnError(f"unknown device {name!r} ({DEVICE_CHOICES})")
+
+
+def resolve_device(name: str = "auto"):
+    """'auto' is CUDA when there is a CUDA device (the first), else the CPU. A device that this
+    machine does not have is an LrcnError (one line, exit 2), never a silent CPU run."""
+    import torch
+    name = check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise LrcnError("--device mps: this machine has no Apple GPU (MPS) that PyTorch "
+                            "can use")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise LrcnError(f"--device {name}: this machine has no CUDA GPU that PyTorch can use "
+                        f"(torch {torch.__version__}, CUDA build: "
+                        f"{'yes' if torch.version.cuda else 'no'})")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise LrcnError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(f"cuda:{index}")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise LrcnError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
+    return precision
+
+
+def autocast(device, precision: str = "fp32"):
+    """The precision of the maths on `device`. fp32 (the default, the tutorial's) is full fp32:
+    on a CUDA GPU, PyTorch would otherwise run convolutions in TF32 (cuDNN's default), about
+    1e-3 off, and a model trained or run there would not predict what it predicts on a CPU.
+    bf16 and fp16 are torch's autocast (matrix products and convolutions in the low precision,
+    reductions and the loss in fp32)."""
+    import torch
+    if check_precision(precision) == "fp32":
+        return full_fp32() if device.type == "cuda" else contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def full_fp32() -> contextlib.AbstractContextManager:
+    """Full fp32 matrix products and convolutions whatever the hardware: reference
+    computations (tests, parity checks) must not run in TF32 on an Ampere or newer GPU, where
+    PyTorch's and Keras's defaults may differ by ~1e-3."""
+    import torch
+
+    @contextlib.contextmanager
+    def scope():
+        matmul = torch.backends.cuda.matmul.allow_tf32
+        cudnn = torch.backends.cudnn.allow_tf32
+        precision = torch.get_float32_matmul_precision()
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = matmul
+            torch.backends.cudnn.allow_tf32 = cudnn
+            torch.set_float32_matmul_precision(precision)
+    return scope()
+
+
+__all__ = ["DEVICE_CHOICES", "PRECISIONS", "check_device_name", "resolve_device",
+           "check_precision", "autocast", "full_fp32"]
