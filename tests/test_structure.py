@@ -94,3 +94,11 @@ def test_the_cli_only_parses_and_prints():
             statements = sum(isinstance(n, ast.stmt) for n in ast.walk(node))
             assert statements <= 30, f"{node.name}: {statements} statements"
     assert not any(isinstance(node, ast.ClassDef) for node in tree.body)
+
+
+def test_ci_checks_the_oldest_pyav_that_is_declared():
+    import re
+    root = PACKAGE.parents[1]
+    declared = re.search(r'"av>=([\d.]+),', (root / "pyproject.toml").read_text()).group(1)
+    tested = re.search(r"OLDEST_AV=([\d.]+)", (root / ".ci" / "run").read_text()).group(1)
+    assert tested.startswith(declared)
