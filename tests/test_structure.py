@@ -18,7 +18,8 @@ LAYERS = [
     {"engine"},                                                       # model -> probabilities
     {"predict", "windows", "train", "evaluate"},
     {"timeline", "stream", "runs", "check", "keras_import"},          # probabilities -> reports
-    {"crossval", "demo"},
+    {"crossval", "demo", "jobs"},
+    {"serve"},                                                        # the web server
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -317,6 +317,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve_checkpoint_path
+    from .serve import ServeConfig, run_server
+    target = args.checkpoint if str(args.checkpoint).endswith(".onnx") else \
+        str(resolve_checkpoint_path(args.checkpoint))
+    if not Path(target).is_file():
+        raise LrcnError("no such model file", target)
+    run_server(ServeConfig(checkpoint=target, host=args.host, port=args.port,
+                           max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
+                           token=args.token or os.environ.get("LRCN_TOKEN") or None,
+                           device=args.device, precision=args.precision,
+                           decode_timeout=args.decode_timeout,
+                           window=_window_config(args)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     return run_demo(Path(args.out), workers=args.workers, quiet=args.quiet)
@@ -502,6 +518,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("serve", help="a web page and a REST API over a trained model")
+    p.add_argument("checkpoint", help="run folder, checkpoint or exported .onnx file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_int_at_least(0), default=8000)
+    p.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
+                   help="larger uploads get 413, as soon as the limit is passed (default 200)")
+    p.add_argument("--jobs", type=_positive_int, default=2,
+                   help="decoder processes and timeline jobs at once (default 2)")
+    p.add_argument("--queue", type=_non_negative_int, default=16,
+                   help="requests that may wait beyond --jobs; more get 503 (default 16)")
+    p.add_argument("--token", default=None,
+                   help="require 'Authorization: Bearer TOKEN' on the API (default "
+                        "$LRCN_TOKEN; none)")
+    p.add_argument("--decode-timeout", type=_positive_float, default=None, metavar="S",
+                   help="a decode that takes longer fails its request (default 120)")
+    device_options(p)
+    window_options(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
     p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")

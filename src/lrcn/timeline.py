@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,9 +26,11 @@ from .windows import Window, WindowConfig, WindowScorer, clock, smooth
 
 
 def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
-                clip_seconds: float | None = None) -> tuple[list[Window], dict]:
+                clip_seconds: float | None = None,
+                progress: Callable[[float], None] | None = None) -> tuple[list[Window], dict]:
     """All windows of a video file, and facts about the run (duration, speed). The span is
-    `config.span`, else `clip_seconds`, else the engine's (the checkpoint's)."""
+    `config.span`, else `clip_seconds`, else the engine's (the checkpoint's). `progress` is
+    told the time reached, in seconds, as frames are read."""
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a timeline (it cannot be split into "
                         "per-frame features and the LSTM): pass the checkpoint", path)
@@ -41,6 +43,8 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
     with FrameSource.open(path) as source:
         for item in source.frames():
             windows += scorer.push(item.frame, item.time)
+            if progress is not None:
+                progress(item.time)
         if source.count == 0:
             raise LrcnError("no video frames could be decoded", path)
         duration = source.end_time
@@ -128,17 +132,25 @@ def build_timeline(classes: list[str], windows: list[Window], facts: dict,
 
 
 def timeline_for_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
-                       clip_seconds: float | None = None) -> Timeline:
-    windows, facts = score_video(engine, path, config, clip_seconds)
+                       clip_seconds: float | None = None,
+                       progress: Callable[[float], None] | None = None) -> Timeline:
+    windows, facts = score_video(engine, path, config, clip_seconds, progress)
     facts["smoothing"] = config.smooth
     return build_timeline(list(engine.names), windows, facts, config.smooth)
 
 
 def annotate_timeline(video: str | os.PathLike, timeline: Timeline,
-                      out: str | os.PathLike) -> Path:
+                      out: str | os.PathLike,
+                      progress: Callable[[float], None] | None = None) -> Path:
     """The video with, on every frame, the label of the window that speaks for its time, its
     confidence and the top classes' bars; H.264 MP4 (browser-playable), audio kept."""
-    return annotate_video(video, out, timeline.shown_at)
+    if progress is None:
+        return annotate_video(video, out, timeline.shown_at)
+
+    def shown_at(t: float) -> Label:
+        progress(t)
+        return timeline.shown_at(t)
+    return annotate_video(video, out, shown_at)
 
 
 def format_timeline(timeline: Timeline) -> str:

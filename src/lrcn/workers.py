@@ -125,3 +125,105 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
     finally:
         for worker in pool:
             worker.stop(kill=worker.busy)
+
+
+class WorkerPool:
+    """A long-lived pool of the same kind, for a server: `submit(item)` returns a Future of
+    `fn(item)` run in one of `workers` processes. A task whose process dies or overruns
+    `timeout` seconds fails with a RuntimeError saying so, and the process is replaced; the
+    pool lives on. `close()` stops the processes."""
+
+    def __init__(self, fn: Callable[[Any], Any], workers: int, timeout: float | None = None):
+        import collections
+        import threading
+        self.fn, self.timeout = fn, timeout
+        self._ctx = mp.get_context("spawn")
+        self._pool = [_Worker(self._ctx, fn) for _ in range(max(1, workers))]
+        self._pending: collections.deque = collections.deque()
+        self._futures: dict[int, Any] = {}          # worker index -> its task's future
+        self._lock = threading.Lock()
+        self._wake_read, self._wake_write = self._ctx.Pipe(duplex=False)
+        self._closed = False
+        self._thread = threading.Thread(target=self._manage, daemon=True, name="lrcn-workers")
+        self._thread.start()
+
+    def submit(self, item: Any):
+        from concurrent.futures import Future
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            self._pending.append((item, future))
+        self._wake_write.send(None)
+        return future
+
+    def _manage(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    break
+                for index, worker in enumerate(self._pool):
+                    while not worker.busy and self._pending:
+                        item, future = self._pending.popleft()
+                        if future.set_running_or_notify_cancel():
+                            worker.submit(item)
+                            self._futures[index] = future
+                busy = [(i, w) for i, w in enumerate(self._pool) if w.busy]
+            waitables = [self._wake_read] + [w.conn for _, w in busy] + \
+                [w.process.sentinel for _, w in busy]
+            wait_for = None
+            if self.timeout is not None and busy:
+                now = time.monotonic()
+                wait_for = max(0.0, min(w.started + self.timeout - now for _, w in busy))
+            ready = set(wait(waitables, timeout=wait_for))
+            if self._wake_read in ready:
+                while self._wake_read.poll():
+                    self._wake_read.recv()
+            for index, worker in busy:
+                outcome = self._outcome(worker, ready)
+                if outcome is None:
+                    continue
+                ok, value, lost = outcome
+                worker.busy = False
+                future = self._futures.pop(index)
+                if lost:
+                    worker.stop(kill=True)
+                    with self._lock:
+                        self._pool[index] = _Worker(self._ctx, self.fn)
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(RuntimeError(value))
+
+    def _outcome(self, worker: _Worker, ready) -> tuple[bool, Any, bool] | None:
+        """(succeeded, value or error text, process lost) for a finished task, else None."""
+        if worker.conn in ready:
+            try:
+                status, value = worker.conn.recv()
+            except (EOFError, OSError):
+                status = None
+            if status == "ok":
+                return True, value, False
+            if status == "error":
+                return False, value, False
+        if worker.conn in ready or worker.process.sentinel in ready:
+            worker.process.join(timeout=5)
+            return False, f"decoder process crashed (exit code {worker.process.exitcode})", True
+        if self.timeout is not None and time.monotonic() - worker.started >= self.timeout:
+            return False, f"timed out after {self.timeout:g} s (decoder stalled)", True
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+        self._wake_write.send(None)
+        self._thread.join(timeout=10)
+        for _, future in pending:
+            future.cancel()
+        for index, worker in enumerate(self._pool):
+            worker.stop(kill=worker.busy)
+            future = self._futures.pop(index, None)
+            if future is not None and not future.done():
+                future.set_exception(RuntimeError("the server is stopping"))

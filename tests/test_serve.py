@@ -1,0 +1,327 @@
+"""`lrcn serve` for real: a uvicorn server in its own process on 127.0.0.1, real generated
+videos, real HTTP (httpx and raw sockets), and SIGTERM at the end."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from conftest import indexed_frame, write_video
+from lrcn.checkpoint import save_checkpoint
+from lrcn.config import FrameConfig, ModelConfig
+from lrcn.model import LRCN
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, process, url: str, tmp: Path, log: Path):
+        self.process, self.url, self.tmp, self.log = process, url, tmp, log
+
+    def work_files(self) -> list[Path]:
+        """Files the server holds outside finished timeline jobs: uploads in flight. (Its work
+        folder is lrcn-serve-*; onnxruntime leaves a .ses file of its own in TMPDIR.)"""
+        return [p for p in self.tmp.glob("lrcn-serve-*/**/*")
+                if p.is_file() and "jobs" not in p.parts]
+
+
+def start_server(checkpoint: Path, tmp: Path, *options: str) -> Served:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = tmp.parent / f"server-{port}.log"
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    process = subprocess.Popen([sys.executable, "-m", "lrcn", "serve", str(checkpoint),
+                                "--port", str(port), *options],
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Served(process, url, tmp, log)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        assert process.poll() is None, log.read_text()
+    raise AssertionError(f"the server did not start: {log.read_text()}")
+
+
+def stop_server(served: Served) -> int:
+    served.process.send_signal(signal.SIGTERM)
+    return served.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(5)
+    folder = tmp_path_factory.mktemp("model")
+    return save_checkpoint(folder / "model.safetensors", LRCN(ModelConfig(num_classes=3)),
+                           FrameConfig(), ["wave", "jump", "spin"], clip_seconds=2.0)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve") / "tmp"
+    served = start_server(checkpoint, tmp, "--jobs", "2", "--queue", "2", "--max-upload-mb",
+                          "1", "--decode-timeout", "20", "--token", TOKEN)
+    yield served
+    code = stop_server(served)
+    assert code == 0, served.log.read_text()
+    assert not list(tmp.glob("lrcn-serve-*")), "the server left files behind at shutdown"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.avi",
+                       [indexed_frame(i, 96, 72) for i in range(45)], fps=15)
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    frames = []
+    for i in range(200):          # 8 s at 25 fps
+        image = indexed_frame(i, 96, 72)
+        image[:, (i * 3) % 96] = (255, 0, 0)
+        frames.append(image)
+    return write_video(tmp_path_factory.mktemp("long") / "long.mp4", frames, fps=25,
+                       codec="h264_mp4")
+
+
+def lrcn_predict(checkpoint, video) -> dict:
+    result = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(checkpoint),
+                             str(video), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def test_predict_equals_lrcn_predict(server, checkpoint, clip):
+    expected = lrcn_predict(checkpoint, clip)
+    with clip.open("rb") as handle:
+        multipart = httpx.post(f"{server.url}/v1/predict", headers=AUTH,
+                               files={"file": ("my clip.avi", handle, "video/x-msvideo")})
+    raw = httpx.post(f"{server.url}/v1/predict", headers=AUTH, content=clip.read_bytes())
+    for response in (multipart, raw):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["label"] == expected["label"]
+        assert body["probability"] == expected["confidence"]
+        assert body["probabilities"] == expected["probabilities"]     # exactly
+        assert body["frames"] == [int(((2 * i + 1) * 45) // 40) for i in range(20)]
+        assert body["decoded_frames"] == 45 and body["seconds"] > 0
+    assert server.work_files() == []
+
+
+def test_a_timeline_job_runs_to_its_result(server, checkpoint, long_video):
+    response = httpx.post(f"{server.url}/v1/timeline", headers=AUTH,
+                          content=long_video.read_bytes())
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert response.headers["location"] == f"/v1/jobs/{job_id}"
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=AUTH).json()
+        seen.append(job["progress"])
+        if job["state"] in ("done", "failed"):
+            break
+        time.sleep(0.2)
+    assert job["state"] == "done", job
+    assert seen == sorted(seen) and seen[-1] == 1.0 and 0 <= seen[0] < 1
+    result = job["result"]
+    # what `lrcn predict --timeline` writes: 8 s, windows of 2 s every 0.5 s -> 13 windows
+    cli = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(checkpoint),
+                          str(long_video), "--timeline", "--json", "--out",
+                          str(server.tmp.parent / "cli-timeline")],
+                         capture_output=True, text=True)
+    expected = json.loads(cli.stdout)
+    assert len(result["windows"]) == len(expected["windows"]) == 13
+    assert [s["label"] for s in result["segments"]] == [s["label"] for s in expected["segments"]]
+    np.testing.assert_allclose([w["smoothed"] for w in result["windows"]],
+                               [w["smoothed"] for w in expected["windows"]], atol=1e-6)
+    png = httpx.get(server.url + result["links"]["png"], headers=AUTH)
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    video_url = server.url + result["links"]["video"]
+    part = httpx.get(video_url, headers={**AUTH, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and len(part.content) == 100
+    assert part.headers["content-range"].startswith("bytes 100-199/")
+    whole = httpx.get(video_url + f"?token={TOKEN}")   # as a <video> element asks for it
+    assert whole.status_code == 200 and whole.content[100:200] == part.content
+    target = server.tmp.parent / "annotated.mp4"
+    target.write_bytes(whole.content)
+    with av.open(str(target)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) == 200
+    deleted = httpx.delete(f"{server.url}/v1/jobs/{job_id}", headers=AUTH)
+    assert deleted.status_code == 200 and deleted.json()["cancelled"] is False
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=AUTH).status_code == 404
+
+
+def test_a_running_job_can_be_cancelled(server, long_video):
+    job_id = httpx.post(f"{server.url}/v1/timeline", headers=AUTH,
+                        content=long_video.read_bytes()).json()["id"]
+    response = httpx.delete(f"{server.url}/v1/jobs/{job_id}", headers=AUTH)
+    assert response.status_code == 200 and response.json()["cancelled"] is True
+    assert not (next(server.tmp.glob("lrcn-serve-*")) / "jobs" / job_id).exists()
+    for bad in ("../../etc/passwd", "x" * 22, "%2e%2e"):
+        assert httpx.get(f"{server.url}/v1/jobs/{bad}", headers=AUTH).status_code == 404
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=44100)
+        stream.layout = "mono"
+        for start in range(0, 44100, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 44100, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_bad_input_gets_its_status_and_cause_and_the_server_lives_on(server, clip, tmp_path):
+    text = b"this is not a video\n" * 20
+    header_only = clip.read_bytes()[:300]
+    garbage = b"RIFF" + (1 << 20).to_bytes(4, "little") + b"AVI LIST" + os.urandom(60_000)
+    cases = [
+        (b"", 422, "empty upload (0 bytes)"),
+        (text, 415, "not a readable video"),
+        (header_only, None, ""),             # a truncated file: 415 or 422, with a cause
+        (garbage, None, ""),                 # corrupt
+        (_audio_only(tmp_path / "sound.m4a").read_bytes(), 415, "no video stream"),
+        (os.urandom(1_200_000), 413, "upload larger than 1 MB"),
+    ]
+    for body, status, cause in cases:
+        for endpoint in ("predict", "timeline"):
+            response = httpx.post(f"{server.url}/v1/{endpoint}", headers=AUTH, content=body)
+            assert response.status_code == status if status else \
+                response.status_code in (415, 422), (endpoint, body[:20], response.text)
+            error = response.json()["error"]
+            assert cause in error and "\n" not in error and error, error
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
+    failures = [line for line in metrics.splitlines()
+                if line.startswith("lrcn_decode_failures_total ")]
+    assert failures and float(failures[0].split()[1]) >= 8
+    assert 'lrcn_requests_total{endpoint="/v1/predict",status="413"}' in metrics
+    assert "lrcn_request_seconds_bucket" in metrics and "lrcn_queue_depth " in metrics
+    assert server.work_files() == []
+
+
+def _slow_upload(url: str, length: int = 900_000) -> socket.socket:
+    """A client that sends a request's headers and a little of its body, then waits."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)))
+    conn.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                  f"{TOKEN}\r\nContent-Type: video/x-msvideo\r\nContent-Length: {length}"
+                  "\r\n\r\n").encode() + b"\0" * 50_000)
+    return conn
+
+
+def test_a_client_that_leaves_mid_upload_leaves_no_file(server):
+    conn = _slow_upload(server.url)
+    deadline = time.monotonic() + 10
+    while not server.work_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.work_files(), "the upload was being written"
+    conn.close()
+    deadline = time.monotonic() + 10
+    while server.work_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.work_files() == []
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_past_the_queue_requests_get_503_with_retry_after(server, clip):
+    slow = [_slow_upload(server.url) for _ in range(4)]   # --jobs 2 + --queue 2
+    try:
+        time.sleep(0.5)
+        response = httpx.post(f"{server.url}/v1/predict", headers=AUTH,
+                              content=clip.read_bytes())
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+        assert "busy" in response.json()["error"]
+    finally:
+        for conn in slow:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = httpx.post(f"{server.url}/v1/predict", headers=AUTH,
+                              content=clip.read_bytes())
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200
+
+
+def test_the_token_is_enforced(server, clip):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        response = httpx.post(f"{server.url}/v1/predict", headers=headers,
+                              content=clip.read_bytes())
+        assert response.status_code == 401 and "token" in response.json()["error"]
+        assert httpx.get(f"{server.url}/v1/model", headers=headers).status_code == 401
+        assert httpx.get(f"{server.url}/metrics", headers=headers).status_code == 401
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert httpx.get(f"{server.url}/").status_code == 200       # the page asks for it
+    model = httpx.get(f"{server.url}/v1/model", headers=AUTH).json()
+    assert model["classes"] == ["wave", "jump", "spin"] and model["token_required"]
+    assert model["frame_spacing_s"] == pytest.approx(0.1)
+    assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/predict"]
+
+
+def test_the_webcam_socket_labels_frames_as_they_come(server):
+    import asyncio
+    import struct
+
+    import cv2
+    import websockets
+
+    async def session():
+        url = server.url.replace("http", "ws") + f"/v1/stream?token={TOKEN}"
+        replies = []
+        async with websockets.connect(url) as ws:
+            for i in range(22):
+                ok, jpeg = cv2.imencode(".jpg", indexed_frame(i, 160, 120))
+                await ws.send(struct.pack(">d", 1000.0 + i) + jpeg.tobytes())
+                replies.append(json.loads(await ws.recv()))
+            await ws.send(struct.pack(">d", 5.0) + b"not a jpeg")
+            replies.append(json.loads(await ws.recv()))
+        return replies
+
+    replies = asyncio.run(session())
+    assert [r.get("warming") for r in replies[:19]] == list(range(1, 20))
+    labelled = replies[19:22]
+    assert all(r["label"] in ("wave", "jump", "spin") for r in labelled)
+    assert [r["t"] for r in labelled] == [1019.0, 1020.0, 1021.0]
+    assert sum(labelled[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert replies[22]["error"] == "not a JPEG image"
+
+
+def test_sigterm_lets_a_running_job_finish_then_stops(checkpoint, long_video, tmp_path):
+    served = start_server(checkpoint, tmp_path / "tmp", "--jobs", "1")
+    response = httpx.post(f"{served.url}/v1/timeline", content=long_video.read_bytes())
+    job_id = response.json()["id"]
+    while httpx.get(f"{served.url}/v1/jobs/{job_id}").json()["state"] != "running":
+        time.sleep(0.1)
+    started = time.monotonic()
+    assert stop_server(served) == 0
+    assert time.monotonic() - started < 60
+    assert not list((tmp_path / "tmp").glob("lrcn-serve-*"))
