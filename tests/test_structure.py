@@ -14,7 +14,7 @@ LAYERS = [
     {"dataset"},
     {"cache"},                                                        # clips -> frame cache
     {"model"},
-    {"checkpoint", "loader", "export"},
+    {"checkpoint", "loader", "export", "resume"},
     {"engine"},                                                       # model -> probabilities
     {"predict", "windows", "train", "evaluate"},
     {"timeline", "stream", "runs", "check", "keras_import"},          # probabilities -> reports

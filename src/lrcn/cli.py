@@ -144,15 +144,28 @@ def _default_run_dir() -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from .evaluate import format_report
     from .runs import train_and_evaluate
-    settings = _train_settings(args)
-    run_dir = Path(args.out) if args.out else _default_run_dir()
+    from .train import resume_settings
     start = time.perf_counter()
-    result = train_and_evaluate(args.data, run_dir, classes=args.classes,
-                                frames=settings.frames, model_options=settings.model,
-                                split=settings.split, config=settings.train,
-                                cache_dir=args.cache, workers=args.workers,
-                                progress=not args.quiet, ucf_split=args.split, lists=args.lists,
-                                evaluate_test=not args.no_evaluate)
+    if args.resume:
+        if args.data:
+            raise LrcnError("--resume RUN takes its data and settings from the run folder: "
+                            "give no DATA")
+        kwargs = resume_settings(args.resume)
+        run_dir = kwargs.pop("run_dir")
+        result = train_and_evaluate(kwargs.pop("data_root"), run_dir, **kwargs,
+                                    workers=args.workers, progress=not args.quiet,
+                                    evaluate_test=not args.no_evaluate)
+    else:
+        if not args.data:
+            raise LrcnError("lrcn train needs DATA (or --resume RUN)")
+        settings = _train_settings(args)
+        run_dir = Path(args.out) if args.out else _default_run_dir()
+        result = train_and_evaluate(args.data, run_dir, classes=args.classes,
+                                    frames=settings.frames, model_options=settings.model,
+                                    split=settings.split, config=settings.train,
+                                    cache_dir=args.cache, workers=args.workers,
+                                    progress=not args.quiet, ucf_split=args.split,
+                                    lists=args.lists, evaluate_test=not args.no_evaluate)
     training = result.training
     print(f"trained {training.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
           f"best epoch {training.best_epoch}; checkpoint: {training.checkpoint}")
@@ -413,8 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train on a folder of videos (a folder per class)")
-    p.add_argument("data", help="data set: a folder <root>/<Class>/*.avi, or a CSV/text list of "
-                                "path,label lines")
+    p.add_argument("data", nargs="?", default=None,
+                   help="data set: a folder <root>/<Class>/*.avi, or a CSV/text list of "
+                        "path,label lines")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                   help="continue an interrupted run from its folder's last saved epoch, "
+                        "with its data and settings")
     p.add_argument("--split", type=_split_number, default=None,
                    help="use the official UCF101 split N (classInd.txt, trainlist0N.txt, "
                         "testlist0N.txt)")

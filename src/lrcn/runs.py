@@ -33,7 +33,7 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
                        progress: bool = True, log=print, ucf_split: int | None = None,
                        lists: Path | None = None,
                        fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
-                       evaluate_test: bool = True) -> RunResult:
+                       evaluate_test: bool = True, resume: bool = False) -> RunResult:
     """Train (train.train), then evaluate the checkpoint on the run's test part, writing
     report.json, confusion_matrix.png and curves.png into the run folder, and record the test
     figures in the checkpoint (for `lrcn info`). Files that cannot be read were reported
@@ -41,7 +41,8 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
     run_dir = Path(run_dir)
     result = train(data, run_dir, classes=classes, frames=frames, model_options=model_options,
                    split=split, config=config, cache_dir=cache_dir, workers=workers,
-                   progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed)
+                   progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed,
+                   resume=resume)
     if not evaluate_test:
         return RunResult(result, None)
     test = result.parts["test"]

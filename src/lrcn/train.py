@@ -26,13 +26,14 @@ from tqdm import tqdm
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
-from .dataset import Sample, load_parts, write_split
+from .dataset import Sample, load_parts, read_split, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import write_history
 from .devices import autocast, resolve_device
 from .loader import clip_batches
 from .model import LRCN, clips_to_input, count_trainable
+from .resume import STATE_NAME, load_state, save_state
 
 
 @dataclass
@@ -183,11 +184,12 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
                  cache_dir: Path | None = None, workers: int | None = None,
                  progress: bool = True, log=print, ucf_split: int | None = None,
                  lists: Path | None = None,
-                 fixed: tuple[list[str], dict[str, list[Sample]]] | None = None
-                 ) -> TrainingData:
+                 fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
+                 on_split=None) -> TrainingData:
     """Find the clips, split them (or take the `fixed` split: cross-validation folds), write
-    split.json into the run folder, and decode every clip into the frame cache (the test
-    clips too, so evaluation finds them there). Unreadable files are reported and skipped."""
+    split.json into the run folder, call `on_split(class names)`, and decode every clip into
+    the frame cache (the test clips too, so evaluation finds them there). Unreadable files
+    are reported and skipped."""
     data_root = Path(data_root)
     missing: list[tuple[str, str]] = []
     if fixed is not None:
@@ -202,6 +204,8 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
     log(f"data: {total} clips in {len(class_names)} classes "
         f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
         f"val {len(parts['val'])}, test {len(parts['test'])} clips")
+    if on_split is not None:
+        on_split(class_names)
 
     clips, failures = prepare(parts["train"] + parts["val"] + parts["test"], frames,
                               cache_dir=cache_dir, workers=workers, progress=progress)
@@ -225,11 +229,12 @@ class FitResult:
 
 
 def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
-        progress: bool = True, log=print) -> FitResult:
+        progress: bool = True, log=print, resume: bool = False) -> FitResult:
     """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
     validation; `save_best(model, extra info)` is called whenever the monitored loss improves
     (so the best weights are on disk from the moment they are found); training stops after
-    `config.patience` epochs without improvement. history.csv is rewritten every epoch."""
+    `config.patience` epochs without improvement. history.csv is rewritten every epoch, and
+    so is the whole training state (resume.py), from which `resume=True` continues."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
@@ -242,8 +247,16 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
     if monitor == "loss":
         log("warning: no validation clips (too few groups); early stopping watches training loss")
     history: list[dict[str, float]] = []
-    best, best_epoch, waited = math.inf, 0, 0
-    for epoch in range(1, config.epochs + 1):
+    best, best_epoch, waited, stopped = math.inf, 0, 0, False
+    state_path = run_dir / STATE_NAME
+    if resume and state_path.exists():
+        done = load_state(state_path, model, optimizer, generator)
+        history, best, best_epoch = done["history"], done["best"], done["best_epoch"]
+        waited, stopped = done["waited"], done["stopped"]
+        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch})")
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if stopped:
+            break
         start = time.perf_counter()
         loss, accuracy = run_epoch(model, train_loader, optimizer,
                                    desc=f"epoch {epoch}/{config.epochs}", progress=progress,
@@ -264,10 +277,13 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
                               "val_accuracy": val_accuracy})
         else:
             waited += 1
-            if waited >= config.patience:
-                log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
-                    f"best weights are from epoch {best_epoch}")
-                break
+            stopped = waited >= config.patience
+        save_state(state_path, model, optimizer, generator,
+                   {"history": history, "best": best, "best_epoch": best_epoch,
+                    "waited": waited, "stopped": stopped})
+        if stopped:
+            log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
+                f"best weights are from epoch {best_epoch}")
     return FitResult(best_epoch, best, monitor, history)
 
 
@@ -276,21 +292,30 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
           split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
           cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
           log=print, ucf_split: int | None = None, lists: Path | None = None,
-          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None) -> TrainResult:
+          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
+          resume: bool = False) -> TrainResult:
     """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
     a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
     split (cross-validation folds). The checkpoint holds the best epoch's weights
-    (restore_best_weights=True)."""
+    (restore_best_weights=True). `resume`: continue from the run folder's training state,
+    if it has one (see resume.py; `resume_settings` reads a run's settings back)."""
     run_dir = Path(run_dir)
     device = resolve_device(config.device)   # a device that is not there: before any decoding
+    configs: list = []
+
+    def write_settings(class_names: list[str]) -> None:
+        """config.json, before any decoding: a run killed in its cache fill can resume."""
+        model_config = model_config_for(frames, len(class_names), **(model_options or {}))
+        settings = {"data": str(Path(data_root).resolve()), "classes": class_names,
+                    "frames": to_dict(frames), "model": to_dict(model_config),
+                    "split": to_dict(split), "train": to_dict(config),
+                    "cache_dir": str(cache_dir) if cache_dir else None}
+        atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+        configs.append(model_config)
+
     data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
-                        progress, log, ucf_split, lists, fixed)
-    model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
-    settings = {"data": str(data.root.resolve()), "classes": data.class_names,
-                "frames": to_dict(frames), "model": to_dict(model_config),
-                "split": to_dict(split), "train": to_dict(config),
-                "cache_dir": str(cache_dir) if cache_dir else None}
-    atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+                        progress, log, ucf_split, lists, fixed, on_split=write_settings)
+    model_config = configs[0]
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -309,7 +334,13 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         save_checkpoint(checkpoint_path, best_model, frames, data.class_names,
                         {**info, **entries}, clip_seconds=clip_seconds)
 
-    result = fit(model, data, config, save_best, run_dir, progress, log)
+    try:
+        result = fit(model, data, config, save_best, run_dir, progress, log, resume)
+    except KeyboardInterrupt:
+        if (run_dir / STATE_NAME).exists():
+            log(f"interrupted: the state after the last whole epoch is in {run_dir / STATE_NAME}"
+                f"; continue with: lrcn train --resume {run_dir}")
+        raise
     update_info(checkpoint_path, **info, best_epoch=result.best_epoch,
                 **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
                 val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
@@ -324,5 +355,30 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
     return round(statistics.median(durations), 3) if durations else 0.0
 
 
+def resume_settings(run_dir: str | Path) -> dict[str, Any]:
+    """The keyword arguments of `train` that a run folder's config.json recorded, for
+    `lrcn train --resume RUN`."""
+    from .config import FrameConfig as Frames, ModelConfig, SplitConfig as Split, from_dict
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir)
+    try:
+        saved = json.loads(path.read_text())
+        model = to_dict(from_dict(ModelConfig, saved["model"]))
+        return {"data_root": saved["data"], "run_dir": run_dir, "classes": saved["classes"],
+                "frames": from_dict(Frames, saved["frames"]),
+                "model_options": {k: v for k, v in model.items() if k not in
+                                  ("num_classes", "num_frames", "height", "width")},
+                "split": from_dict(Split, saved["split"]),
+                "config": from_dict(TrainConfig, saved["train"]),
+                "cache_dir": Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
+                # the split as it was made (by group, from official lists or a fold)
+                "fixed": (saved["classes"], read_split(run_dir / "split.json")),
+                "resume": True}
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
+
+
 __all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "run_epoch",
-           "train_step", "make_optimizer", "report_skipped"]
+           "train_step", "make_optimizer", "report_skipped", "resume_settings"]

@@ -1,0 +1,97 @@
+"""The training state of a run, saved after every epoch so that a run killed at any moment
+resumes where it was: `lrcn train --resume RUN`.
+
+`RUN/state.safetensors` holds, written atomically: the weights, the optimizer's state (Adam's
+moments and step counts), every random stream of training (the shuffling generator, each
+dropout layer's mask stream), the early-stopping counters and the history. Tensors are
+safetensors and the rest is JSON in its header: loading runs no code. On the CPU in one
+process, a resumed run ends with weights bitwise identical to those of a run that was never
+interrupted (tests/test_resume.py kills real runs with SIGKILL).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import LrcnError
+from .model import LRCN, MaskDropout
+
+STATE_NAME = "state.safetensors"
+FORMAT = "lrcn-train-state"
+
+
+def _dropouts(model: LRCN) -> list[MaskDropout]:
+    return [m for m in model.cnn if isinstance(m, MaskDropout)]
+
+
+def save_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Optimizer,
+               shuffle: torch.Generator, progress: dict[str, Any]) -> None:
+    """Write the state after an epoch (`progress`: epoch, best, best_epoch, waited, history)."""
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().to("cpu").contiguous()
+               for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, slots in optim["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).to("cpu").contiguous()
+    tensors["rng.shuffle"] = shuffle.get_state()
+    dropout = []
+    for i, layer in enumerate(_dropouts(model)):
+        dropout.append(layer.rng.bit_generator.state)
+        for device, generator in layer._generators.items():
+            tensors[f"rng.dropout.{i}.{device}"] = generator.get_state()
+    header = {"progress": progress, "param_groups": optim["param_groups"], "dropout": dropout}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
+    os.replace(tmp, path)
+
+
+def load_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Optimizer,
+               shuffle: torch.Generator) -> dict[str, Any]:
+    """Put a saved state back into a freshly built model, optimizer and shuffling generator;
+    return the progress (epoch, best, best_epoch, waited, history)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise LrcnError("not an lrcn training state", path)
+        header = json.loads(metadata["state"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise LrcnError(f"the training state is damaged ({exc}); delete it to start the "
+                        "run again", path) from None
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise LrcnError("the training state does not fit this run's model", path) from None
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    # The optimizer puts each value where its parameter is (and Adam's step where it wants it).
+    optimizer.load_state_dict({"state": slots, "param_groups": header["param_groups"]})
+    shuffle.set_state(tensors["rng.shuffle"])
+    for i, (layer, saved) in enumerate(zip(_dropouts(model), header["dropout"])):
+        layer.rng = np.random.default_rng()
+        layer.rng.bit_generator.state = saved
+        for key, value in tensors.items():
+            if key.startswith(f"rng.dropout.{i}."):
+                target = torch.device(key.split(".", 3)[3])
+                generator = torch.Generator(device=target)
+                generator.set_state(value)
+                layer._generators[target] = generator
+    return header["progress"]
+
+
+
+__all__ = ["STATE_NAME", "save_state", "load_state"]
