@@ -40,7 +40,7 @@ from lrcn.engine import make_engine
 from lrcn.loader import ClipBatches, FrameStore
 from lrcn.model import LRCN
 from lrcn.synth import SynthConfig, make_dataset
-from lrcn.train import make_optimizer, run_epoch
+from lrcn.steps import make_optimizer, run_epoch
 
 # The tracker's anchor: the seed model in Keras 3.15 on JAX (XLA), one H100 (issue 12).
 KERAS_H100 = {"train4": 612.0, "train32": 1483.0, "train256": 2809.0, "infer64": 7935.0,

@@ -38,7 +38,7 @@ from lrcn.loader import clip_batches
 from lrcn.model import LRCN, clips_to_input
 from lrcn.predict import Predictor
 from lrcn.synth import SynthConfig, make_dataset
-from lrcn.train import CHUNK_CLIPS, make_optimizer, run_epoch
+from lrcn.steps import CHUNK_CLIPS, make_optimizer, run_epoch
 
 ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "seed_keras_bench.py"
 

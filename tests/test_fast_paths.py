@@ -13,7 +13,8 @@ from lrcn.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.engine import OrtEngine, TorchEngine
 from lrcn.model import LRCN, MaskDropout
-from lrcn.train import make_optimizer, train, train_step
+from lrcn.steps import make_optimizer, train_step
+from lrcn.train import train
 from lrcn.clip import read_clip
 
 from conftest import indexed_frame, write_video

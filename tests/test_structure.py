@@ -7,14 +7,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lrcn"
 
 # Lower layers never import higher ones; the CLI, at the top, is imported by nothing.
 LAYERS = [
-    {"__init__", "errors", "files", "config", "sampling", "history", "devices"},
+    {"__init__", "errors", "files", "config", "sampling", "history", "devices", "distributed"},
     {"video", "workers", "writer", "plots"},                          # frames in, files out
     {"fastdecode", "annotate"},
     {"clip", "synth"},                                                # video file -> clip
     {"dataset"},
     {"cache"},                                                        # clips -> frame cache
     {"model"},
-    {"checkpoint", "loader", "export", "resume"},
+    {"checkpoint", "loader", "export", "resume", "steps"},
     {"engine"},                                                       # model -> probabilities
     {"predict", "windows", "train", "evaluate"},
     {"timeline", "stream", "runs", "check", "keras_import"},          # probabilities -> reports

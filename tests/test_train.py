@@ -10,7 +10,8 @@ from lrcn.config import TrainConfig
 from lrcn.dataset import read_split
 from lrcn.history import read_history
 from lrcn.loader import clip_batches
-from lrcn.train import run_epoch, train
+from lrcn.steps import run_epoch
+from lrcn.train import train
 
 
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):

@@ -145,6 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .evaluate import format_report
     from .runs import train_and_evaluate
     from .train import resume_settings
+    if args.nproc and args.nproc > 1:
+        return _launch(args)
     start = time.perf_counter()
     if args.resume:
         if args.data:
@@ -167,6 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                     progress=not args.quiet, ucf_split=args.split,
                                     lists=args.lists, evaluate_test=not args.no_evaluate)
     training = result.training
+    if training.rank != 0:
+        return 0                       # rank 0 speaks for the run
     print(f"trained {training.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
           f"best epoch {training.best_epoch}; checkpoint: {training.checkpoint}")
     if result.report is not None:
@@ -175,6 +179,26 @@ def cmd_train(args: argparse.Namespace) -> int:
                    run_dir / "curves.png"]
         print("wrote " + ", ".join(str(p) for p in written if p.exists()))
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """`lrcn train --nproc P ...`: the same command under torchrun on this machine."""
+    import subprocess
+    from .distributed import launched
+    if launched():
+        raise LrcnError("--nproc is for starting processes; under torchrun, leave it out")
+    rest, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(args.nproc), "-m", "lrcn", *rest]
+    print("lrcn: " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    return subprocess.run(command).returncode
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
@@ -432,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
                    help="continue an interrupted run from its folder's last saved epoch, "
                         "with its data and settings")
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="P",
+                   help="train data-parallel in P processes on this machine (torchrun); for "
+                        "several machines run torchrun yourself (README)")
     p.add_argument("--split", type=_split_number, default=None,
                    help="use the official UCF101 split N (classInd.txt, trainlist0N.txt, "
                         "testlist0N.txt)")
@@ -566,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "decode_timeout", None) is not None:
         # Read where the data set's files are decoded (cache.prepare), however deep the call.
         os.environ["LRCN_DECODE_TIMEOUT"] = str(args.decode_timeout)

@@ -115,14 +115,31 @@ class FrameStore:
         return batch.to(self.device)
 
 
+class Batch(tuple):
+    """(uint8 clips, labels), and `divisor`: what this process divides its summed loss by, so
+    that the gradients averaged over the processes are those of the whole batch in one
+    process: the global batch's size over the number of processes (0: a stand-in clip for a
+    process that got none of a small last batch, to be ignored)."""
+    divisor: float
+
+    def __new__(cls, clips: torch.Tensor, labels: torch.Tensor, divisor: float):
+        batch = super().__new__(cls, (clips, labels))
+        batch.divisor = divisor
+        return batch
+
+
 class ClipBatches:
     """Batches of (uint8 clips, labels) on the device, shuffled each epoch or in order; an
-    iterable like a DataLoader (one epoch per iteration)."""
+    iterable like a DataLoader (one epoch per iteration). With `world` > 1 processes, every
+    process draws the same global batches and takes its share of each (`rank::world`), as a
+    DistributedSampler would, but batch by batch: the processes together step through exactly
+    the batches one process would."""
 
     def __init__(self, store: FrameStore, labels: Sequence[int], batch_size: int,
                  shuffle: bool = False, generator: torch.Generator | None = None,
-                 prefetch: int = 2):
+                 prefetch: int = 2, rank: int = 0, world: int = 1):
         self.store, self.batch_size, self.shuffle = store, batch_size, shuffle
+        self.rank, self.world = rank, world
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         self.device_labels = self.labels.to(store.device)
         self.generator = generator if generator is not None else torch.Generator()
@@ -142,17 +159,25 @@ class ClipBatches:
         torch.randperm(n, generator=self.generator)
         return order
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _shares(self) -> list[tuple[torch.Tensor, float]]:
         order = self._order()
-        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.store.resident or self.prefetch < 1:
-            for index in chunks:
-                yield self.store.gather(index), self.device_labels[index.to(
-                    self.store.device)]
-            return
-        yield from self._prefetched(chunks)
+        shares = []
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i:i + self.batch_size]
+            mine = chunk[self.rank::self.world]
+            shares.append((mine, len(chunk) / self.world) if len(mine) else (chunk[:1], 0.0))
+        return shares
 
-    def _prefetched(self, chunks) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
+        shares = self._shares()
+        if self.store.resident or self.prefetch < 1:
+            for index, divisor in shares:
+                yield Batch(self.store.gather(index),
+                            self.device_labels[index.to(self.store.device)], divisor)
+            return
+        yield from self._prefetched(shares)
+
+    def _prefetched(self, chunks) -> Iterator[Batch]:
         """Gathering (page cache reads, pinning, the copy) runs a few batches ahead in a
         thread; NumPy and the copy release the GIL, so it overlaps the training step."""
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
@@ -160,11 +185,11 @@ class ClipBatches:
 
         def produce() -> None:
             try:
-                for index in chunks:
+                for index, divisor in chunks:
                     if stop.is_set():
                         return
-                    ready.put((self.store.gather(index),
-                               self.labels[index].to(self.store.device)))
+                    ready.put(Batch(self.store.gather(index),
+                                    self.labels[index].to(self.store.device), divisor))
                 ready.put(None)
             except BaseException as exc:   # handed to the consumer, raised there
                 ready.put(exc)
@@ -191,12 +216,15 @@ class ClipBatches:
 def clip_batches(clips: Sequence[CachedClip], class_names: Sequence[str], batch_size: int,
                  device: torch.device | str = "cpu", shuffle: bool = False,
                  generator: torch.Generator | None = None,
-                 max_resident_bytes: int | None = None) -> ClipBatches:
-    """Cached clips -> batches of (uint8 clips, class indices) on `device`."""
+                 max_resident_bytes: int | None = None, rank: int = 0,
+                 world: int = 1) -> ClipBatches:
+    """Cached clips -> batches of (uint8 clips, class indices) on `device`; with `world` > 1,
+    this process's share of each batch. (Each process holds the frames of all the clips it may
+    be given, i.e. of all of them: shuffling mixes them every epoch.)"""
     index = {name: i for i, name in enumerate(class_names)}
     store = FrameStore(clips, device, max_resident_bytes)
     return ClipBatches(store, [index[c.sample.class_name] for c in clips], batch_size,
-                       shuffle=shuffle, generator=generator)
+                       shuffle=shuffle, generator=generator, rank=rank, world=world)
 
 
-__all__ = ["FrameStore", "ClipBatches", "clip_batches", "resident_budget"]
+__all__ = ["FrameStore", "ClipBatches", "Batch", "clip_batches", "resident_budget"]

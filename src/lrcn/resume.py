@@ -31,9 +31,16 @@ def _dropouts(model: LRCN) -> list[MaskDropout]:
     return [m for m in model.cnn if isinstance(m, MaskDropout)]
 
 
+def dropout_states(model: LRCN) -> list[dict]:
+    """This process's dropout mask streams (NumPy's generator states, JSON-able)."""
+    return [layer.rng.bit_generator.state for layer in _dropouts(model)]
+
+
 def save_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Optimizer,
-               shuffle: torch.Generator, progress: dict[str, Any]) -> None:
-    """Write the state after an epoch (`progress`: epoch, best, best_epoch, waited, history)."""
+               shuffle: torch.Generator, progress: dict[str, Any],
+               dropout_by_rank: list[list[dict]] | None = None) -> None:
+    """Write the state after an epoch (`progress`: history, best, best_epoch, waited,
+    stopped). `dropout_by_rank`: every process's dropout streams, when there are several."""
     path = Path(path)
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous()
                for k, v in model.state_dict().items()}
@@ -42,21 +49,22 @@ def save_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Opti
         for name, value in slots.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).to("cpu").contiguous()
     tensors["rng.shuffle"] = shuffle.get_state()
-    dropout = []
     for i, layer in enumerate(_dropouts(model)):
-        dropout.append(layer.rng.bit_generator.state)
         for device, generator in layer._generators.items():
             tensors[f"rng.dropout.{i}.{device}"] = generator.get_state()
-    header = {"progress": progress, "param_groups": optim["param_groups"], "dropout": dropout}
+    header = {"progress": progress, "param_groups": optim["param_groups"],
+              "dropout": dropout_by_rank or [dropout_states(model)]}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
     os.replace(tmp, path)
 
 
 def load_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Optimizer,
-               shuffle: torch.Generator) -> dict[str, Any]:
+               shuffle: torch.Generator, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Put a saved state back into a freshly built model, optimizer and shuffling generator;
-    return the progress (epoch, best, best_epoch, waited, history)."""
+    return the progress (history, best, best_epoch, waited, stopped). A run resumed with
+    another number of processes keeps the weights, the optimizer and the shuffling, and the
+    ranks that the state has no dropout streams for keep their fresh ones."""
     path = Path(path)
     try:
         with safe_open(str(path), "pt") as handle:
@@ -81,10 +89,14 @@ def load_state(path: str | os.PathLike, model: LRCN, optimizer: torch.optim.Opti
     # The optimizer puts each value where its parameter is (and Adam's step where it wants it).
     optimizer.load_state_dict({"state": slots, "param_groups": header["param_groups"]})
     shuffle.set_state(tensors["rng.shuffle"])
-    for i, (layer, saved) in enumerate(zip(_dropouts(model), header["dropout"])):
-        layer.rng = np.random.default_rng()
-        layer.rng.bit_generator.state = saved
+    streams = header["dropout"][rank] if len(header["dropout"]) == world else None
+    for i, layer in enumerate(_dropouts(model)):
+        if streams is not None:
+            layer.rng = np.random.default_rng()
+            layer.rng.bit_generator.state = streams[i]
         for key, value in tensors.items():
+            if rank != 0:
+                break           # the GPU streams saved are rank 0's
             if key.startswith(f"rng.dropout.{i}."):
                 target = torch.device(key.split(".", 3)[3])
                 generator = torch.Generator(device=target)

@@ -43,7 +43,7 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
                    split=split, config=config, cache_dir=cache_dir, workers=workers,
                    progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed,
                    resume=resume)
-    if not evaluate_test:
+    if not evaluate_test or result.rank != 0:    # with several processes, rank 0 evaluates
         return RunResult(result, None)
     test = result.parts["test"]
     if not test:

@@ -20,8 +20,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm import tqdm
 
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
@@ -30,10 +28,12 @@ from .dataset import Sample, load_parts, read_split, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import write_history
-from .devices import autocast, resolve_device
+from .devices import resolve_device
+from .distributed import World, barrier, broadcast, gather, setup, teardown
 from .loader import clip_batches
-from .model import LRCN, clips_to_input, count_trainable
-from .resume import STATE_NAME, load_state, save_state
+from .model import LRCN, count_trainable
+from .resume import STATE_NAME, dropout_states, load_state, save_state
+from .steps import make_optimizer, run_epoch
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TrainResult:
     history: list[dict[str, float]]
     skipped: list[tuple[str, str]]
     parts: dict[str, list[Sample]]       # the split: samples by part
+    rank: int = 0                        # this process's rank (0 writes the run folder)
 
 
 def seed_everything(seed: int) -> None:
@@ -59,113 +60,6 @@ def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
         print(f"skipped {len(failures)} unreadable video(s):", file=out)
         for path, cause in failures:
             print(f"  {path}: {cause}", file=out)
-
-
-# Clips per forward/backward pass inside a training step on the CPU. The CNN's activations for
-# a few clips stay in the CPU's caches; for a whole batch of 32 they do not (conv1's output alone
-# is 160 MB), and the step runs at two thirds of the speed (bench/train_infer.py). Gradients are
-# summed over the chunks, so the step is the same maths as one pass over the batch. A GPU wants
-# the opposite: the whole batch in one pass.
-CHUNK_CLIPS = 2
-
-
-def make_optimizer(model: LRCN, lr: float) -> torch.optim.Optimizer:
-    """Adam with Keras's epsilon (1e-7; PyTorch's default is 1e-8). The fused kernel updates all
-    ten parameter tensors in one call: 0.2 ms instead of 1 ms per step, which matters at batch 4."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        return torch.optim.Adam(params, lr=lr, eps=1e-7, fused=True)
-    except (RuntimeError, TypeError):  # a torch (or device) without fused Adam
-        return torch.optim.Adam(params, lr=lr, eps=1e-7)
-
-
-def _chunk(model: LRCN, size: int, chunk_clips: int | None) -> int:
-    if model.config.batchnorm:
-        return size        # batch normalisation makes the clips of a batch interact
-    if chunk_clips is None:
-        chunk_clips = CHUNK_CLIPS if next(model.parameters()).device.type == "cpu" else size
-    return chunk_clips
-
-
-def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tensor,
-               labels: torch.Tensor, chunk_clips: int | None = None, precision: str = "fp32",
-               scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch of uint8 clips on the model's device. Returns (summed
-    data loss, correct count) as tensors on the device: reading them is left to the caller,
-    once per epoch, so that a GPU never waits for the host between steps.
-
-    The loss is the batch mean, as in Keras; it is computed and back-propagated chunk by
-    chunk (each chunk's summed loss divided by the batch size), which gives the same gradients
-    as the whole batch at once because clips do not interact in the model. `precision`
-    bf16/fp16 runs the forward pass under autocast; fp16 scales the loss (`scaler`).
-    """
-    model.train()
-    size = len(labels)
-    chunk_clips = _chunk(model, size, chunk_clips)
-    device = clips.device
-    optimizer.zero_grad(set_to_none=True)
-    # Summed in float64, as Python floats summed it before (MPS has no float64).
-    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
-                        device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for start in range(0, size, chunk_clips):
-        part = slice(start, start + chunk_clips)
-        with autocast(device, precision):
-            logits = model(clips_to_input(clips[part]))
-        loss = nn.functional.cross_entropy(logits.float(), labels[part], reduction="sum")
-        scaled = loss / size
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total += loss.detach()
-        correct += (logits.detach().argmax(1) == labels[part]).sum()
-    if model.config.l2:
-        penalty = model.regularization_loss()
-        (scaler.scale(penalty) if scaler is not None else penalty).backward()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    return total, correct
-
-
-@torch.no_grad()
-def eval_batch(model: LRCN, clips: torch.Tensor, labels: torch.Tensor,
-               chunk_clips: int = 8, precision: str = "fp32"
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validation loss (summed) and correct count, as tensors. In chunks on the CPU: a whole
-    batch of 64 clips would hold 330 MB of first-layer activations at once, and the peak
-    memory of training would depend on the batch instead of staying flat."""
-    model.eval()
-    if clips.device.type != "cpu":
-        chunk_clips = max(chunk_clips, len(labels))
-    with autocast(clips.device, precision):
-        logits = torch.cat([model(clips_to_input(clips[i:i + chunk_clips]))
-                            for i in range(0, len(labels), chunk_clips)]).float()
-    loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-    return loss, (logits.argmax(1) == labels).sum()
-
-
-def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "", progress: bool = False,
-              precision: str = "fp32", scaler=None) -> tuple[float, float]:
-    """One pass over a loader of (uint8 clips, labels) batches; trains when given an optimizer.
-    Returns (mean loss, accuracy), the loss being the data loss without the L2 term, as Keras
-    reports it."""
-    total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
-    for step, (clips, labels) in enumerate(bar):
-        if optimizer is not None:
-            loss, right = train_step(model, optimizer, clips, labels, precision=precision,
-                                     scaler=scaler)
-        else:
-            loss, right = eval_batch(model, clips, labels, precision=precision)
-        total_loss = total_loss + loss
-        correct = correct + right
-        seen += len(labels)
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{float(total_loss) / seen:.4f}",
-                            acc=f"{int(correct) / seen:.3f}")
-    return float(total_loss) / max(seen, 1), int(correct) / max(seen, 1)
 
 
 @dataclass
@@ -185,32 +79,52 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
                  progress: bool = True, log=print, ucf_split: int | None = None,
                  lists: Path | None = None,
                  fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
-                 on_split=None) -> TrainingData:
+                 on_split=None, world: World = World()) -> TrainingData:
     """Find the clips, split them (or take the `fixed` split: cross-validation folds), write
     split.json into the run folder, call `on_split(class names)`, and decode every clip into
     the frame cache (the test clips too, so evaluation finds them there). Unreadable files
-    are reported and skipped."""
+    are reported and skipped.
+
+    With several processes, rank 0 alone finds and splits the data and every rank receives
+    the same split; each rank decodes its share of the clips (`rank::size`) into the shared
+    cache, and after a barrier reads every entry (an entry is complete once its JSON is there,
+    so ranks need no other coordination). Only rank 0 writes into the run folder."""
     data_root = Path(data_root)
     missing: list[tuple[str, str]] = []
     if fixed is not None:
         (class_names, parts), how = fixed, "given folds"
     else:
-        class_names, parts, missing, how = load_parts(data_root, classes, split, ucf_split,
-                                                      lists)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_split(run_dir / "split.json", data_root if data_root.is_dir() else data_root.parent,
-                parts)
-    total = sum(len(v) for v in parts.values())
-    log(f"data: {total} clips in {len(class_names)} classes "
-        f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
-        f"val {len(parts['val'])}, test {len(parts['test'])} clips")
-    if on_split is not None:
-        on_split(class_names)
+        found: tuple | str | None = None
+        if world.main:
+            try:
+                found = load_parts(data_root, classes, split, ucf_split, lists)
+            except LrcnError as exc:
+                found = str(exc)       # said on every rank, not only on rank 0
+        found = broadcast(found, world)
+        if isinstance(found, str):
+            raise LrcnError(found)
+        class_names, parts, missing, how = found
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_split(run_dir / "split.json",
+                    data_root if data_root.is_dir() else data_root.parent, parts)
+        total = sum(len(v) for v in parts.values())
+        log(f"data: {total} clips in {len(class_names)} classes "
+            f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
+            f"val {len(parts['val'])}, test {len(parts['test'])} clips")
+        if on_split is not None:
+            on_split(class_names)
 
-    clips, failures = prepare(parts["train"] + parts["val"] + parts["test"], frames,
-                              cache_dir=cache_dir, workers=workers, progress=progress)
+    everything = parts["train"] + parts["val"] + parts["test"]
+    if world.distributed:
+        prepare(everything[world.rank::world.size], frames, cache_dir=cache_dir,
+                workers=workers, progress=progress and world.main)
+        barrier(world)
+    clips, failures = prepare(everything, frames, cache_dir=cache_dir, workers=workers,
+                              progress=progress and not world.distributed)
     skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
-    report_skipped(skipped)
+    if world.main:
+        report_skipped(skipped)
     part_of = {sample.path: part for part, members in parts.items() for sample in members}
     by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
     untrained = [n for n in class_names if not any(c.sample.class_name == n
@@ -229,18 +143,29 @@ class FitResult:
 
 
 def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
-        progress: bool = True, log=print, resume: bool = False) -> FitResult:
+        progress: bool = True, log=print, resume: bool = False,
+        world: World = World()) -> FitResult:
     """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
     validation; `save_best(model, extra info)` is called whenever the monitored loss improves
     (so the best weights are on disk from the moment they are found); training stops after
     `config.patience` epochs without improvement. history.csv is rewritten every epoch, and
-    so is the whole training state (resume.py), from which `resume=True` continues."""
+    so is the whole training state (resume.py), from which `resume=True` continues.
+
+    With several processes the model is wrapped in DistributedDataParallel; every rank steps
+    through the same global batches (its share of each), the epoch's figures are summed over
+    the ranks, so early stopping decides the same everywhere, and rank 0 alone writes."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
+    net = None
+    if world.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     train_loader = clip_batches(data.clips["train"], data.class_names, config.batch_size,
-                                device, shuffle=True, generator=generator)
-    val_loader = clip_batches(data.clips["val"], data.class_names, 64, device)
+                                device, shuffle=True, generator=generator, rank=world.rank,
+                                world=world.size)
+    val_loader = clip_batches(data.clips["val"], data.class_names, 64, device,
+                              rank=world.rank, world=world.size)
     # fp16 needs its loss scaled (its range is narrow); bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     monitor = "val_loss" if len(data.clips["val"]) else "loss"
@@ -250,7 +175,8 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
     best, best_epoch, waited, stopped = math.inf, 0, 0, False
     state_path = run_dir / STATE_NAME
     if resume and state_path.exists():
-        done = load_state(state_path, model, optimizer, generator)
+        done = load_state(state_path, model, optimizer, generator, rank=world.rank,
+                          world=world.size)
         history, best, best_epoch = done["history"], done["best"], done["best_epoch"]
         waited, stopped = done["waited"], done["stopped"]
         log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch})")
@@ -259,28 +185,36 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
             break
         start = time.perf_counter()
         loss, accuracy = run_epoch(model, train_loader, optimizer,
-                                   desc=f"epoch {epoch}/{config.epochs}", progress=progress,
-                                   precision=config.precision, scaler=scaler)
-        val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision)
+                                   desc=f"epoch {epoch}/{config.epochs}",
+                                   progress=progress and world.main,
+                                   precision=config.precision, scaler=scaler, net=net,
+                                   world=world)
+        val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision,
+                                            world=world)
                                   if len(data.clips["val"]) else (math.nan, math.nan))
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
         history.append(row)
-        write_history(run_dir / "history.csv", history)
+        if world.main:
+            write_history(run_dir / "history.csv", history)
         current = row[monitor]
         improved = current < best
         log(f"epoch {epoch:3d}  loss {loss:.4f}  acc {accuracy:.3f}  val_loss {val_loss:.4f}  "
             f"val_acc {val_accuracy:.3f}  {row['seconds']:.1f}s{'  *' if improved else ''}")
         if improved:
             best, best_epoch, waited = current, epoch, 0
-            save_best(model, {"best_epoch": epoch, f"best_{monitor}": current,
-                              "val_accuracy": val_accuracy})
+            if world.main:
+                save_best(model, {"best_epoch": epoch, f"best_{monitor}": current,
+                                  "val_accuracy": val_accuracy})
         else:
             waited += 1
             stopped = waited >= config.patience
-        save_state(state_path, model, optimizer, generator,
-                   {"history": history, "best": best, "best_epoch": best_epoch,
-                    "waited": waited, "stopped": stopped})
+        # every rank's dropout streams, written by rank 0 (a collective: all ranks take part)
+        dropout = gather(dropout_states(model), world)
+        if world.main:
+            save_state(state_path, model, optimizer, generator,
+                       {"history": history, "best": best, "best_epoch": best_epoch,
+                        "waited": waited, "stopped": stopped}, dropout_by_rank=dropout)
         if stopped:
             log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
                 f"best weights are from epoch {best_epoch}")
@@ -301,7 +235,12 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     if it has one (see resume.py; `resume_settings` reads a run's settings back)."""
     run_dir = Path(run_dir)
     device = resolve_device(config.device)   # a device that is not there: before any decoding
-    configs: list = []
+    world = setup(device.type)                # torchrun's process group, or a world of one
+    if world.distributed and device.type == "cuda":
+        device = torch.device(f"cuda:{world.local_rank}")   # one GPU per process
+        torch.cuda.set_device(device)
+    if not world.main:
+        log = _silent
 
     def write_settings(class_names: list[str]) -> None:
         """config.json, before any decoding: a run killed in its cache fill can resume."""
@@ -309,22 +248,38 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         settings = {"data": str(Path(data_root).resolve()), "classes": class_names,
                     "frames": to_dict(frames), "model": to_dict(model_config),
                     "split": to_dict(split), "train": to_dict(config),
-                    "cache_dir": str(cache_dir) if cache_dir else None}
+                    "cache_dir": str(cache_dir) if cache_dir else None,
+                    "processes": world.size}
         atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
-        configs.append(model_config)
 
-    data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
-                        progress, log, ucf_split, lists, fixed, on_split=write_settings)
-    model_config = configs[0]
+    try:
+        data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
+                            progress, log, ucf_split, lists, fixed, on_split=write_settings,
+                            world=world)
+        model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        seed_everything(config.seed)
+        model = LRCN(model_config)
+        # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
+        model.seed_dropout(config.seed + 1_000_003 * world.rank)
+        model.to(device)
+        log(f"model: LRCN, {count_trainable(model):,} trainable parameters, on {device}"
+            f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
+            f"{f', {world.size} processes' if world.distributed else ''}")
+        return _train_model(model, data, config, run_dir, frames, progress, log, resume,
+                            world)
+    finally:
+        teardown()
 
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    seed_everything(config.seed)
-    model = LRCN(model_config)
-    model.seed_dropout(config.seed)
-    model.to(device)
-    log(f"model: LRCN, {count_trainable(model):,} trainable parameters, on {device}"
-        f"{'' if config.precision == 'fp32' else ' in ' + config.precision}")
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0: one voice is enough."""
+
+
+def _train_model(model: LRCN, data: TrainingData, config: TrainConfig, run_dir: Path,
+                 frames: FrameConfig, progress: bool, log, resume: bool,
+                 world: World) -> TrainResult:
     clip_seconds = _clip_seconds(data.clips["train"])
     info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
             "clips": {part: len(clips) for part, clips in data.clips.items()}}
@@ -335,17 +290,18 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
                         {**info, **entries}, clip_seconds=clip_seconds)
 
     try:
-        result = fit(model, data, config, save_best, run_dir, progress, log, resume)
+        result = fit(model, data, config, save_best, run_dir, progress, log, resume, world)
     except KeyboardInterrupt:
         if (run_dir / STATE_NAME).exists():
             log(f"interrupted: the state after the last whole epoch is in {run_dir / STATE_NAME}"
                 f"; continue with: lrcn train --resume {run_dir}")
         raise
-    update_info(checkpoint_path, **info, best_epoch=result.best_epoch,
-                **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
-                val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
+    if world.main:
+        update_info(checkpoint_path, **info, best_epoch=result.best_epoch,
+                    **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
+                    val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
     return TrainResult(run_dir, checkpoint_path, result.best_epoch, len(result.history),
-                       result.history, data.skipped, data.parts)
+                       result.history, data.skipped, data.parts, world.rank)
 
 
 def _clip_seconds(clips: Sequence[CachedClip]) -> float:
@@ -380,5 +336,5 @@ def resume_settings(run_dir: str | Path) -> dict[str, Any]:
         raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
 
 
-__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "run_epoch",
-           "train_step", "make_optimizer", "report_skipped", "resume_settings"]
+__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "report_skipped",
+           "resume_settings"]

@@ -1,0 +1,103 @@
+"""Training on several processes and machines with PyTorch's own launcher:
+
+    torchrun --nnodes N --nproc-per-node P -m lrcn train DATA ...     (or lrcn train --nproc P)
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `setup()` joins the process group (gloo on CPUs,
+NCCL on GPUs, one GPU per process) with a timeout that is set, not PyTorch's default, so that
+a rank that died or hangs makes the others fail with a message rather than wait for hours.
+One process without torchrun is a world of one, and every helper here is then a no-op.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .errors import LrcnError
+
+# Seconds a collective may wait for the slowest rank. The cache fill ends in one (ranks wait
+# for each other's decoding), so it is generous; $LRCN_DIST_TIMEOUT sets another.
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher that sets the same)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device_type: str) -> World:
+    """Join the process group torchrun described (once); a World of one without torchrun."""
+    if not launched():
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        timeout = float(os.environ.get("LRCN_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        except (RuntimeError, ValueError) as exc:
+            raise LrcnError(f"could not join the training group ({str(exc).splitlines()[0]})"
+                            ) from None
+    return World(dist.get_rank(), dist.get_world_size(),
+                 int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def broadcast(value: Any, world: World) -> Any:
+    """Rank 0's value on every rank (the split, computed once)."""
+    if not world.distributed:
+        return value
+    box = [value if world.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value: Any, world: World) -> list[Any]:
+    """Every rank's value, on every rank, in rank order."""
+    if not world.distributed:
+        return [value]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def sum_over_ranks(values: list[float], world: World) -> list[float]:
+    """Element-wise sums over the ranks (epoch losses, correct counts, clips seen), in float64
+    so that the sums are those of one process."""
+    if not world.distributed:
+        return values
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = ["World", "launched", "setup", "broadcast", "gather", "barrier", "sum_over_ranks",
+           "teardown", "DEFAULT_TIMEOUT_S"]
