@@ -111,3 +111,22 @@ def test_resume_errors_are_one_line(tmp_path):
     assert "not a run folder (no config.json): nothing to resume" in line
     both = lrcn("train", tmp_path, "--resume", tmp_path)
     assert both.returncode == 2 and "give no DATA" in both.stderr
+
+
+def test_ctrl_c_keeps_the_state_and_says_how_to_resume(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "lrcn", "train", str(tiny_dataset),
+                                "--out", str(run), "--cache", str(tmp_path / "cache"),
+                                "--epochs", "200", "--patience", "200", "--no-evaluate",
+                                "--quiet", "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while state_epochs(run) < 2:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"continue with: lrcn train --resume {run}" in stdout
+    assert "Traceback" not in stderr
+    assert state_epochs(run) >= 2

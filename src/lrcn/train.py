@@ -116,12 +116,17 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
             on_split(class_names)
 
     everything = parts["train"] + parts["val"] + parts["test"]
+    started = time.perf_counter()
     if world.distributed:
         prepare(everything[world.rank::world.size], frames, cache_dir=cache_dir,
                 workers=workers, progress=progress and world.main)
         barrier(world)
     clips, failures = prepare(everything, frames, cache_dir=cache_dir, workers=workers,
                               progress=progress and not world.distributed)
+    seconds = time.perf_counter() - started
+    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
+        f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
+        f"{f', {world.size} processes' if world.distributed else ''})")
     skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
     if world.main:
         report_skipped(skipped)
