@@ -330,6 +330,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             shutil.rmtree(folder, ignore_errors=True)
             return _error(413, f"upload larger than {config.max_upload_mb:g} MB",
                           {"Connection": "close"})
+        except ClientDisconnect:
+            shutil.rmtree(folder, ignore_errors=True)
+            return Response(status_code=499)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
