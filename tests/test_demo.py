@@ -29,7 +29,30 @@ def test_demo_reaches_90_percent_including_the_time_reversed_pairs(tmp_path):
     for key in ("checkpoint", "report", "confusion_matrix", "curves", "history"):
         assert key.replace("_", " ") in result.stdout and summary[key] in result.stdout
     print(f"demo: {summary['seconds']} s, test accuracy {report['accuracy']:.3f}")
+    _shuffled_frames_lose_the_time_reversed_pairs(out, report)
     _timeline_recovers_known_actions(out / "run", tmp_path)
+
+
+def _shuffled_frames_lose_the_time_reversed_pairs(out, report):
+    """The frame-order ablation: with each clip's frames shuffled, the pairs that differ only
+    by the order of frames fall to chance or below (the LSTM uses order), and the run's own
+    report and recorded test metrics are left as they were."""
+    result = subprocess.run([sys.executable, "-m", "lrcn", "evaluate", str(out / "run"),
+                             "--shuffle-frames", "--cache", str(out / "cache"), "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shuffled = json.loads((out / "run" / "shuffled-frames" / "report.json").read_text())
+    assert shuffled["frame_order"] == "shuffled (seed 0)"
+    names, matrix = shuffled["classes"], shuffled["confusion_matrix"]
+    for a, b in (("SlideLeft", "SlideRight"), ("Grow", "Shrink")):
+        i, j = names.index(a), names.index(b)
+        right = (matrix[i][i] + matrix[j][j]) / (sum(matrix[i]) + sum(matrix[j]))
+        assert right <= 0.5, (a, b, matrix)          # chance between the two, or worse
+    assert shuffled["accuracy"] < report["accuracy"] - 0.3
+    assert json.loads((out / "run" / "report.json").read_text()) == report
+    info = subprocess.run([sys.executable, "-m", "lrcn", "info", str(out / "run"), "--json"],
+                          capture_output=True, text=True)
+    assert json.loads(info.stdout)["info"]["test_metrics"]["accuracy"] == report["accuracy"]
 
 
 def _timeline_recovers_known_actions(run, tmp_path):

@@ -264,3 +264,27 @@ def test_every_annotated_video_keeps_the_audio(checkpoint, tmp_path):
             audio = container.streams.audio[0]
             assert float(audio.duration * audio.time_base) == pytest.approx(4, abs=0.2)
             assert sum(1 for _ in container.decode(video=0)) == 100
+
+
+def test_reject_below_says_unknown_for_clips_timelines_and_streams(checkpoint, long_video,
+                                                                    tmp_path):
+    """A model knows only its classes: below the threshold, "unknown" (this untrained model
+    gives each of its 3 classes about a third)."""
+    clip = lrcn("predict", checkpoint, long_video, "--json", "--reject-below", "0.9")
+    [result] = json.loads(clip.stdout)
+    assert result["label"] == "unknown" and result["confidence"] < 0.9
+    assert set(result["probabilities"]) == {"a", "b", "c"}
+    plain = json.loads(lrcn("predict", checkpoint, long_video, "--json").stdout)[0]
+    assert plain["label"] in ("a", "b", "c")
+    assert plain["probabilities"] == result["probabilities"]
+    timeline = lrcn("predict", checkpoint, long_video, "--timeline", "--out", tmp_path / "t",
+                    "--reject-below", "0.9")
+    assert timeline.returncode == 0, timeline.stderr
+    data = json.loads((tmp_path / "t" / "timeline.json").read_text())
+    assert [s["label"] for s in data["segments"]] == ["unknown"]
+    assert data["facts"]["reject_below"] == 0.9
+    stream = lrcn("stream", checkpoint, long_video, "--reject-below", "0.9")
+    changes = [line for line in stream.stdout.splitlines() if line.startswith("[")]
+    assert changes and all(" unknown (" in line for line in changes)
+    bad = lrcn("predict", checkpoint, long_video, "--reject-below", "1.5")
+    assert bad.returncode == 2 and "must be in [0, 1)" in bad.stderr

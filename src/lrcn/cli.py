@@ -229,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split,
                               cache_dir=args.cache, workers=args.workers,
                               progress=not args.quiet, device=args.device,
-                              precision=args.precision)
+                              precision=args.precision, shuffle_frames=args.shuffle_frames)
     report_skipped([(s["path"], s["cause"]) for s in evaluation.report["skipped"]])
     print(format_report(evaluation.report))
     print("wrote " + ", ".join(str(p) for p in evaluation.written))
@@ -239,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, annotate, format_prediction
     predictor = Predictor.load(args.checkpoint, args.backend or "auto", args.device,
-                               args.precision)
+                               args.precision, args.reject_below)
     if args.timeline:
         return _predict_timelines(predictor.engine, args)
     results = predictor.predict_files(args.videos)
@@ -260,7 +260,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _window_config(args: argparse.Namespace):
     from .windows import WindowConfig
-    return WindowConfig(span=args.span, stride=args.stride, smooth=args.smooth)
+    return WindowConfig(span=args.span, stride=args.stride, smooth=args.smooth,
+                        reject_below=args.reject_below)
 
 
 def _predict_timelines(engine, args: argparse.Namespace) -> int:
@@ -435,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between windows (default: a quarter of the span)")
         p.add_argument("--smooth", type=_positive_int, default=3,
                        help="windows averaged before labelling (default 3)")
+        p.add_argument("--reject-below", type=_fraction, default=0.0, metavar="P",
+                       help="say 'unknown' when the most probable class is below P: a model "
+                            "knows only its classes (default 0: always a class)")
 
     p = sub.add_parser("synth", help="write the built-in synthetic action data set")
     p.add_argument("out", help="folder to write (a folder per class)")
@@ -502,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val", "train"), default="test",
                    help="which part of the run's split (default test)")
     p.add_argument("--out", default=None, help="folder for report.json and plots")
+    p.add_argument("--shuffle-frames", action="store_true",
+                   help="frame-order ablation: each clip's frames in a random order (reports "
+                        "go to RUN/shuffled-frames unless --out)")
     device_options(p)
     common(p)
     p.set_defaults(func=cmd_evaluate)

@@ -21,11 +21,18 @@ from .history import read_history
 from .plots import plot_confusion, plot_curves
 
 
-def predict_cached(engine: Engine, clips, batch_size: int = 64) -> np.ndarray:
+def predict_cached(engine: Engine, clips, batch_size: int = 64,
+                   shuffle_seed: int | None = None) -> np.ndarray:
     """(N, classes) probabilities for cached clips, in order, on predict's engine. One pass,
-    a batch at a time: memory stays flat whatever the number of clips."""
-    out = [engine.probabilities(np.stack([np.load(c.frames_path)
-                                          for c in clips[i:i + batch_size]]))
+    a batch at a time: memory stays flat whatever the number of clips. With `shuffle_seed`,
+    each clip's frames are put in a random order first (seeded): the frame-order ablation."""
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+
+    def frames(clip) -> np.ndarray:
+        array = np.load(clip.frames_path)
+        return array[rng.permutation(len(array))] if rng is not None else array
+
+    out = [engine.probabilities(np.stack([frames(c) for c in clips[i:i + batch_size]]))
            for i in range(0, len(clips), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
 
@@ -84,9 +91,11 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
 def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
              progress: bool = True, history: Path | None = None, device: str = "auto",
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", shuffle_frames: bool = False) -> dict:
     """Evaluate on `samples`; write report.json, confusion_matrix.png (and curves.png when a
-    training history is given) into out_dir; return the report."""
+    training history is given) into out_dir; return the report. `shuffle_frames`: the
+    frame-order ablation, each clip's frames in a random order (seed 0): a model that uses
+    the order of frames loses the classes that differ only by it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips, failures = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir,
@@ -95,10 +104,11 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
     probabilities = predict_cached(make_engine(checkpoint, device=device, precision=precision),
-                                   clips)
+                                   clips, shuffle_seed=0 if shuffle_frames else None)
     report = metrics(names, [names.index(c.sample.class_name) for c in clips], probabilities,
                      [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
+    report["frame_order"] = "shuffled (seed 0)" if shuffle_frames else "as recorded"
     report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
     report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
                               "predicted": names[int(y_pred[i])],
@@ -122,7 +132,7 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
                  out: str | Path | None = None, part: str = "test",
                  cache_dir: Path | None = None, workers: int | None = None,
                  progress: bool = True, device: str = "auto",
-                 precision: str = "fp32") -> Evaluation:
+                 precision: str = "fp32", shuffle_frames: bool = False) -> Evaluation:
     """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
     clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
     headline figures are recorded in the checkpoint."""
@@ -131,11 +141,12 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
     checkpoint = load_checkpoint(checkpoint_path)
     run_dir = checkpoint_path.parent
     samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
-    out_dir = Path(out) if out else (run_dir if data is None else run_dir / "eval")
+    default = run_dir if data is None else run_dir / "eval"
+    out_dir = Path(out) if out else (default / "shuffled-frames" if shuffle_frames else default)
     report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
                       progress=progress, history=run_dir / "history.csv", device=device,
-                      precision=precision)
-    if data is None and part == "test":
+                      precision=precision, shuffle_frames=shuffle_frames)
+    if data is None and part == "test" and not shuffle_frames:
         record_test_metrics(checkpoint_path, report)
     written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
     if (out_dir / "curves.png").exists():
@@ -154,7 +165,9 @@ def format_report(report: dict) -> str:
     width = max(12, max(len(n) for n in names) + 2)
     lines = [f"accuracy {report['accuracy']:.3f} on {report['num_clips']} clips "
              f"(group-level {report['group_accuracy']:.3f} on {report['num_groups']} groups), "
-             f"macro F1 {report['macro_f1']:.3f}",
+             f"macro F1 {report['macro_f1']:.3f}"
+             + (f"; frames {report['frame_order']}"
+                if report.get("frame_order", "as recorded") != "as recorded" else ""),
              f"{'class':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'clips':>7}"]
     for name in names:
         row = report["per_class"][name]

@@ -70,8 +70,9 @@ def plot_timeline(timeline, path: Path) -> None:
     colours = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(12, 4))
     for seg in timeline.segments:
-        i = timeline.classes.index(seg.label)
-        ax.axvspan(seg.start, seg.end, color=colours(i % 10), alpha=0.15, lw=0)
+        colour = colours(timeline.classes.index(seg.label) % 10) \
+            if seg.label in timeline.classes else "grey"     # "unknown" (--reject-below)
+        ax.axvspan(seg.start, seg.end, color=colour, alpha=0.15, lw=0)
     for i, name in enumerate(timeline.classes):
         ax.plot(centres, timeline.smoothed[:, i], color=colours(i % 10), label=name, lw=1.6)
     ax.set_xlim(0, timeline.facts["duration"])

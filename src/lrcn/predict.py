@@ -15,6 +15,7 @@ from .annotate import Label, annotate_video
 from .clip import read_clip
 from .engine import Engine, load_engine
 from .errors import LrcnError
+from .windows import name_of
 
 
 @dataclass
@@ -39,16 +40,17 @@ class Predictor:
     """Video files -> Predictions on an engine (engine.py); decoding is always `read_clip` with
     the model's frame settings."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, reject_below: float = 0.0):
+        self.engine, self.reject_below = engine, reject_below
         self.names = engine.names
         self.frame_config = engine.frame_config
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto", device: str = "auto",
-             precision: str = "fp32") -> "Predictor":
-        """From a checkpoint file, a run folder or an exported .onnx file."""
-        return cls(load_engine(path, backend, device, precision))
+             precision: str = "fp32", reject_below: float = 0.0) -> "Predictor":
+        """From a checkpoint file, a run folder or an exported .onnx file. `reject_below`:
+        a clip whose most probable class is less probable than this is "unknown"."""
+        return cls(load_engine(path, backend, device, precision), reject_below)
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
@@ -58,7 +60,8 @@ class Predictor:
         clip = read_clip(path, self.frame_config)
         probs = self.probabilities(clip.frames)
         top = int(probs.argmax())
-        return Prediction(str(path), self.names[top], float(probs[top]),
+        return Prediction(str(path), name_of(self.names, probs, self.reject_below),
+                          float(probs[top]),
                           {name: float(p) for name, p in zip(self.names, probs)})
 
     def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[Prediction]:

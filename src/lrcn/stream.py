@@ -22,7 +22,7 @@ from .annotate import AnnotatedVideo, Label
 from .engine import Engine
 from .errors import LrcnError
 from .video import FrameSource, open_source
-from .windows import Window, WindowConfig, WindowScorer, clock, smooth
+from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
           f"{stride * step:.2f} s at {frames.fps:.2f} fps (Ctrl-C stops)", file=out, flush=True)
 
     result = StreamResult()
-    labeller = _Labeller(engine.names, config.smooth, result, out)
+    labeller = _Labeller(engine.names, config.smooth, result, out, config.reject_below)
     shown: Label | None = None
     writer = AnnotatedVideo(annotate, frames.fps, audio=frames.audio) if annotate else None
 
@@ -100,8 +100,10 @@ class _Labeller:
     `smooth` windows, printing each change of label with the stream time at which it was
     decided."""
 
-    def __init__(self, names, smooth_windows: int, result: StreamResult, out):
+    def __init__(self, names, smooth_windows: int, result: StreamResult, out,
+                 reject_below: float = 0.0):
         self.names, self.smooth, self.result, self.out = names, smooth_windows, result, out
+        self.reject_below = reject_below
         self.recent: list[np.ndarray] = []
         self.label: str | None = None
 
@@ -110,12 +112,13 @@ class _Labeller:
         self.recent = (self.recent + [window.probabilities])[-self.smooth:]
         probs = smooth(np.stack(self.recent), self.smooth, centred=False)[-1]
         top = int(probs.argmax())
-        if self.names[top] != self.label:
-            self.label = self.names[top]
+        name = name_of(self.names, probs, self.reject_below)
+        if name != self.label:
+            self.label = name
             self.result.changes += 1
             print(f"[{clock(window.end)}] {self.label} ({probs[top]:.0%})", file=self.out,
                   flush=True)
-        return Label(self.names[top], float(probs[top]), dict(zip(self.names, map(float, probs))))
+        return Label(name, float(probs[top]), dict(zip(self.names, map(float, probs))))
 
 
 __all__ = ["run_stream", "StreamResult"]

@@ -22,7 +22,7 @@ from .errors import LrcnError
 from .files import atomic_write_text
 from .plots import plot_timeline
 from .video import FrameSource
-from .windows import Window, WindowConfig, WindowScorer, clock, smooth
+from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
 
 
 def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
@@ -74,12 +74,13 @@ class Timeline:
     smoothed: np.ndarray
     segments: list[Segment]
     facts: dict = field(default_factory=dict)
+    reject_below: float = 0.0
 
     def label_at(self, t: float) -> tuple[str, np.ndarray]:
         """The label and smoothed probabilities shown at time t (the window whose slot it is)."""
         i = _slot(self.windows, t)
         probs = self.smoothed[i]
-        return self.classes[int(probs.argmax())], probs
+        return name_of(self.classes, probs, self.reject_below), probs
 
     def shown_at(self, t: float) -> Label:
         """What an annotated video shows at time t."""
@@ -108,7 +109,7 @@ def _slot(windows: list[Window], t: float) -> int:
 
 
 def build_timeline(classes: list[str], windows: list[Window], facts: dict,
-                   smoothing: int) -> Timeline:
+                   smoothing: int, reject_below: float = 0.0) -> Timeline:
     if not windows:
         raise LrcnError("no frames to classify", facts.get("video", "video"))
     probs = np.stack([w.probabilities for w in windows])
@@ -117,7 +118,7 @@ def build_timeline(classes: list[str], windows: list[Window], facts: dict,
     bounds = _slot_bounds(windows, facts["duration"])
     segments: list[Segment] = []
     for i, label in enumerate(labels):
-        name = classes[int(label)]
+        name = name_of(classes, smoothed[i], reject_below)
         if segments and segments[-1].label == name:
             seg = segments[-1]
             seg.end = bounds[i][1]
@@ -128,7 +129,7 @@ def build_timeline(classes: list[str], windows: list[Window], facts: dict,
                                     float(smoothed[i, label]), 1))
     for seg in segments:
         seg.confidence /= seg.windows
-    return Timeline(classes, windows, smoothed, segments, facts)
+    return Timeline(classes, windows, smoothed, segments, facts, reject_below)
 
 
 def timeline_for_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
@@ -136,7 +137,9 @@ def timeline_for_video(engine: Engine, path: str | os.PathLike, config: WindowCo
                        progress: Callable[[float], None] | None = None) -> Timeline:
     windows, facts = score_video(engine, path, config, clip_seconds, progress)
     facts["smoothing"] = config.smooth
-    return build_timeline(list(engine.names), windows, facts, config.smooth)
+    facts["reject_below"] = config.reject_below
+    return build_timeline(list(engine.names), windows, facts, config.smooth,
+                          config.reject_below)
 
 
 def annotate_timeline(video: str | os.PathLike, timeline: Timeline,

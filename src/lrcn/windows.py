@@ -39,10 +39,13 @@ class WindowConfig:
     stride: float = 0.0      # seconds between window starts; 0: a quarter of the span
     smooth: int = 3          # windows averaged (centred for files, trailing for streams)
     batch: int = 32          # frames per CNN call (windows per LSTM call likewise)
+    reject_below: float = 0.0   # a label less probable than this is shown as "unknown"
 
     def __post_init__(self) -> None:
         if self.span < 0 or self.stride < 0 or self.smooth < 1 or self.batch < 1:
             raise ValueError("span, stride, smoothing and batch must be positive")
+        if not 0 <= self.reject_below < 1:
+            raise ValueError("reject_below must be in [0, 1)")
 
     def resolve(self, clip_seconds: float, num_frames: int) -> tuple[float, int]:
         """(grid step in seconds, stride in grid steps)."""
@@ -185,6 +188,16 @@ def smooth(probs: np.ndarray, size: int, centred: bool = True) -> np.ndarray:
     return out
 
 
+UNKNOWN = "unknown"
+
+
+def name_of(names, probs: np.ndarray, reject_below: float = 0.0) -> str:
+    """The class a probability vector names, or "unknown" when even its most probable class
+    is below `reject_below` ("none of these": a model knows only its classes)."""
+    top = int(probs.argmax())
+    return names[top] if probs[top] >= reject_below else UNKNOWN
+
+
 def clock(seconds: float) -> str:
     """Seconds as hh:mm:ss.mmm."""
     minutes, s = divmod(seconds, 60)
@@ -192,4 +205,5 @@ def clock(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{s:06.3f}"
 
 
-__all__ = ["DEFAULT_SPAN", "WindowConfig", "Window", "WindowScorer", "smooth", "clock"]
+__all__ = ["DEFAULT_SPAN", "UNKNOWN", "WindowConfig", "Window", "WindowScorer", "smooth",
+           "name_of", "clock"]

@@ -167,7 +167,8 @@ function drawTimeline(result) {
   const w = canvas.clientWidth, h = canvas.clientHeight, band = 36;
   const duration = result.facts.duration;
   const x = (t) => (t / duration) * w;
-  const colour = (name) => COLOURS[result.classes.indexOf(name) % COLOURS.length];
+  const colour = (name) => result.classes.includes(name)
+    ? COLOURS[result.classes.indexOf(name) % COLOURS.length] : "#9aa3b5";   // "unknown"
   ctx.clearRect(0, 0, w, h);
   for (const s of result.segments) {           // segments coloured by class
     ctx.fillStyle = colour(s.label);
