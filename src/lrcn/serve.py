@@ -47,7 +47,7 @@ from .engine import load_engine
 from .errors import LrcnError
 from .jobs import JobRunner
 from .video import open_video
-from .windows import DEFAULT_SPAN, WindowConfig, smooth
+from .windows import DEFAULT_SPAN, WindowConfig, name_of, smooth
 from .workers import WorkerPool
 
 WEB = Path(__file__).parent / "web"
@@ -212,7 +212,8 @@ class Server:
         probs = await run_in_threadpool(self.engine.probabilities, result["frames"])
         top = int(probs.argmax())
         return JSONResponse({
-            "label": self.names[top], "probability": float(probs[top]),
+            "label": name_of(self.names, probs, self.config.window.reject_below),
+            "probability": float(probs[top]),
             "probabilities": {n: float(p) for n, p in zip(self.names, probs)},
             "frames": result["indices"], "decoded_frames": result["num_frames"],
             "fps": result["fps"], "timing": result["timing"],
@@ -436,7 +437,9 @@ async def _camera_session(server: Server, socket: WebSocket) -> None:
             recent = (recent + [probs[0]])[-server.config.window.smooth:]
             shown = smooth(np.stack(recent), len(recent), centred=False)[-1]
             top = int(shown.argmax())
-            await socket.send_json({"label": server.names[top], "probability": float(shown[top]),
+            await socket.send_json({"label": name_of(server.names, shown,
+                                                     server.config.window.reject_below),
+                                    "probability": float(shown[top]),
                                     "probabilities": dict(zip(server.names, map(float, shown))),
                                     "t": client_ms})
     except WebSocketDisconnect:
