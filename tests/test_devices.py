@@ -41,6 +41,19 @@ def cached(tiny_dataset, tmp_path_factory):
     return names, clips
 
 
+@pytest.fixture(scope="module")
+def untrained(cached, tmp_path_factory):
+    """An untrained model for the cached clips' classes, as a loaded checkpoint."""
+    from lrcn.checkpoint import save_checkpoint
+    from lrcn.config import ModelConfig
+    from lrcn.model import LRCN
+    names, _ = cached
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path_factory.mktemp("untrained") / "m.safetensors",
+                           LRCN(ModelConfig(num_classes=len(names))), FrameConfig(), names)
+    return load_checkpoint(path)
+
+
 def test_auto_is_cuda_when_there_is_one_else_the_cpu():
     assert resolve_device("auto").type == ("cuda" if CUDA else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -127,15 +140,9 @@ def test_an_early_break_stops_the_prefetch_thread(cached):
     assert threading.active_count() == before
 
 
-def test_bf16_inference_stays_close_to_fp32(cached, tmp_path):
-    from lrcn.checkpoint import save_checkpoint
-    from lrcn.config import ModelConfig
-    from lrcn.model import LRCN
+def test_bf16_inference_stays_close_to_fp32(cached, untrained):
     names, clips = cached
-    torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=4)),
-                           FrameConfig(), names)
-    checkpoint = load_checkpoint(path)
+    checkpoint = untrained
     batch = np.stack([np.load(c.frames_path) for c in clips[:6]])
     fp32 = make_engine(checkpoint, device="cpu").probabilities(batch)
     bf16 = make_engine(checkpoint, device="cpu", precision="bf16")
@@ -188,15 +195,9 @@ def test_a_few_epochs_on_the_gpu_reach_the_cpus_accuracy(tiny_dataset, tmp_path)
 
 
 @cuda
-def test_bf16_on_the_gpu_stays_within_tolerance(cached, tmp_path):
-    from lrcn.checkpoint import save_checkpoint
-    from lrcn.config import ModelConfig
-    from lrcn.model import LRCN
+def test_bf16_on_the_gpu_stays_within_tolerance(cached, untrained):
     names, clips = cached
-    torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=4)),
-                           FrameConfig(), names)
-    checkpoint = load_checkpoint(path)
+    checkpoint = untrained
     batch = np.stack([np.load(c.frames_path) for c in clips])
     fp32 = make_engine(checkpoint, device="cpu").probabilities(batch)
     for precision in ("bf16", "fp16"):

@@ -149,6 +149,7 @@ class Server:
         self.active = 0                     # predict requests admitted and not finished
         self.pool: WorkerPool | None = None
         self.runner: JobRunner | None = None
+        self.model_info = self._model_info()
         self.registry = CollectorRegistry()
         self.requests = Counter("lrcn_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)
@@ -184,7 +185,14 @@ class Server:
             request_or_socket.query_params.get("token", "")
         return secrets.compare_digest(given.encode(), token.encode())
 
-    def model_info(self) -> dict:
+    def decode_failed(self, cause: str) -> JSONResponse:
+        """An upload that did not decode: counted, and 415 (not a video we can read) or 422
+        (a damaged video, or a decoder that stalled or crashed), naming the cause."""
+        self.decode_failures.inc()
+        return _error(415 if cause.startswith(_NOT_VIDEO) else 422, cause)
+
+    def _model_info(self) -> dict:
+        """GET /v1/model's answer, made once at start (the model does not change)."""
         frames = self.engine.frame_config
         span = self.engine.clip_seconds or DEFAULT_SPAN
         info = {"classes": self.names, "frames": to_dict(frames),
@@ -203,12 +211,9 @@ class Server:
         try:
             result = await asyncio.wrap_future(future)
         except RuntimeError as exc:          # the decoder process stalled or crashed
-            self.decode_failures.inc()
-            return _error(422, str(exc))
+            return self.decode_failed(str(exc))
         if "error" in result:
-            self.decode_failures.inc()
-            cause = result["error"]
-            return _error(415 if cause.startswith(_NOT_VIDEO) else 422, cause)
+            return self.decode_failed(result["error"])
         probs = await run_in_threadpool(self.engine.probabilities, result["frames"])
         top = int(probs.argmax())
         return JSONResponse({
@@ -294,7 +299,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/model")
     async def model():
-        return server.model_info()
+        return server.model_info
 
     @app.post("/v1/predict", status_code=200,
               summary="Classify a clip (multipart file or raw body)")
@@ -347,10 +352,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                                    server.timeout)
         except (LrcnError, asyncio.TimeoutError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            server.decode_failures.inc()
-            cause = str(exc).split(": ", 1)[-1] if isinstance(exc, LrcnError) else \
-                f"timed out after {server.timeout:g} s reading the file's header"
-            return _error(415 if cause.startswith(_NOT_VIDEO) else 422, cause)
+            return server.decode_failed(
+                str(exc).split(": ", 1)[-1] if isinstance(exc, LrcnError) else
+                f"timed out after {server.timeout:g} s reading the file's header")
         server.runner.add(job_id, folder, folder / "upload")
         return JSONResponse({"id": job_id, "state": "queued", "status": f"/v1/jobs/{job_id}"},
                             status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

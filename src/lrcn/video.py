@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -309,15 +308,7 @@ def _median(counts: Counter[float]) -> float:
     return below if below is not None else 0.0
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    fps: float
-    width: int
-    height: int
-    has_audio: bool
-
-
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "ONE_THREAD", "FrameSource",
-           "TimedFrame", "VideoInfo", "check_file", "configure", "decoded", "error_cause",
+           "TimedFrame", "check_file", "configure", "decoded", "error_cause",
            "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
            "to_model_frame", "upright_image"]
