@@ -14,6 +14,8 @@ LAYERS = [
     {"dataset"},
     {"cache"},                                                        # clips -> frame cache
     {"model"},
+    {"convlstm", "effnet"},                                           # the model family
+    {"zoo", "augment", "features"},
     {"checkpoint", "loader", "export", "resume", "steps"},
     {"engine"},                                                       # model -> probabilities
     {"predict", "windows", "train", "evaluate"},

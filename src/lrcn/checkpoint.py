@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from .config import FrameConfig, ModelConfig, from_dict, to_dict
 from .errors import LrcnError
-from .model import LRCN, count_trainable
+from .model import count_trainable
+from .zoo import build_model, get_spec
 
 FORMAT = "lrcn-checkpoint"
 FORMAT_VERSION = 2
@@ -40,15 +41,16 @@ class Checkpoint:
     clip_seconds: float = 0.0       # median span of the training clips; 0: not known
     state_dict: dict[str, torch.Tensor] | None = None
 
-    def build_model(self) -> LRCN:
-        model = LRCN(self.model_config)
+    def build_model(self):
+        """The model (zoo.py) with the checkpoint's weights, in eval mode."""
+        model = build_model(self.model_config)
         if self.state_dict is not None:
             model.load_state_dict(self.state_dict)
         model.eval()
         return model
 
 
-def save_checkpoint(path: str | os.PathLike, model: LRCN, frame_config: FrameConfig,
+def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
                     class_names: list[str], info: dict[str, Any] | None = None,
                     clip_seconds: float = 0.0) -> Path:
     path = Path(path)
@@ -59,7 +61,10 @@ def save_checkpoint(path: str | os.PathLike, model: LRCN, frame_config: FrameCon
             raise ValueError(f"the model's input {key} differs from the frame settings'")
     header = {"model": model_settings, "frames": to_dict(frame_config),
               "classes": list(class_names), "clip_seconds": float(clip_seconds),
-              "info": info or {}}
+              "info": info or {},
+              # for people and other tools: the file alone says what the model is
+              "params": count_trainable(model),
+              "normalisation": get_spec(model.config.name).normalisation}
     tensors = {name: tensor.detach().to("cpu").contiguous()
                for name, tensor in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -123,6 +128,10 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         model_config = from_dict(ModelConfig, model_settings)
     except (TypeError, ValueError) as exc:
         raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
+    try:
+        get_spec(model_config.name)
+    except LrcnError as exc:
+        raise LrcnError(f"{exc}: made by a newer lrcn?", path) from None
     if len(class_names) != model_config.num_classes:
         raise LrcnError("checkpoint class names do not match its model", path)
     checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds)
@@ -131,7 +140,10 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise LrcnError(f"checkpoint weights are damaged ({exc})", path) from None
-        expected = LRCN(model_config).state_dict()
+        try:
+            expected = build_model(model_config).state_dict()
+        except LrcnError as exc:
+            raise LrcnError(f"{exc}", path) from None
         for name, tensor in expected.items():
             if name not in state or state[name].shape != tensor.shape:
                 raise LrcnError(f"checkpoint weights do not fit its model (tensor {name})", path)
@@ -153,7 +165,9 @@ def summary(path: str | os.PathLike) -> dict[str, Any]:
     training summary and test metrics."""
     path = resolve_checkpoint_path(path)
     checkpoint = load_checkpoint(path)
-    return {"checkpoint": str(path), "classes": checkpoint.class_names,
+    return {"checkpoint": str(path), "model_name": checkpoint.model_config.name,
+            "classes": checkpoint.class_names,
             "trainable_parameters": count_trainable(checkpoint.build_model()),
+            "normalisation": get_spec(checkpoint.model_config.name).normalisation,
             "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
             "clip_seconds": checkpoint.clip_seconds, "info": checkpoint.info}

@@ -116,17 +116,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def _train_settings(args: argparse.Namespace):
     from .config import load_config_file, resolve_settings
+    from .zoo import DEFAULT_MODEL, get_spec
     width, height = args.size if args.size else (None, None)
+    file = load_config_file(args.config)
+    spec = get_spec(args.model or file.get("model", {}).get("name") or DEFAULT_MODEL)
+    augment = {"scale_jitter": 0.2 if args.augment else None,
+               "temporal_jitter": True if args.augment else None}
+    if args.no_augment:
+        augment = {"scale_jitter": 0.0, "temporal_jitter": False}
     return resolve_settings(
-        load_config_file(args.config),
+        file, defaults=spec.defaults,
         frames={"num_frames": args.frames, "height": height, "width": width},
         split={"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
                "seed": args.split_seed},
         train={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
-               "device": args.device, "precision": args.precision},
-        model={"batchnorm": args.batchnorm or None, "lstm_units": args.lstm_units,
-               "l2": args.l2})
+               "device": args.device, "precision": args.precision, **augment,
+               "flip": args.flip or None, "balance": args.balance or None},
+        model={"name": spec.name, "batchnorm": args.batchnorm or None,
+               "lstm_units": args.lstm_units, "l2": args.l2})
 
 
 def _frame_settings(args: argparse.Namespace):
@@ -423,6 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--val-fraction", type=_fraction)
         p.add_argument("--split-seed", type=int)
         frame_options(p)
+        p.add_argument("--model", default=None, metavar="NAME",
+                       help="the model: lrcn (the seed's, default), lrcn-bn, convlstm (the "
+                            "tutorial's other), effnet-lstm (pretrained EfficientNet-Lite0, "
+                            "frozen), effnet-lrcn (fine-tuned); `lrcn models` lists them")
+        p.add_argument("--augment", action="store_true",
+                       help="crop/scale jitter and TSN temporal jitter while training (default "
+                            "off, but on for effnet-lrcn)")
+        p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+        p.add_argument("--flip", action="store_true",
+                       help="random horizontal flips (opt-in: left-to-right actions become "
+                            "right-to-left ones)")
+        p.add_argument("--balance", action="store_true",
+                       help="weight the loss by inverse class frequency (uneven classes)")
         p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
         p.add_argument("--lstm-units", type=_positive_int, help="LSTM width (default 32)")
         p.add_argument("--l2", type=float, help="L2 factor on conv and LSTM weights (default 0)")

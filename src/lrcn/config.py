@@ -37,8 +37,11 @@ class FrameConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The seed's LRCN. The defaults are exactly the seed's model; batchnorm, lstm_units and l2
-    are the seed's own suggestions, off (or at the seed's value) by default."""
+    """A model of the family (zoo.py) by `name`; the defaults are exactly the seed's LRCN.
+    batchnorm, lstm_units and l2 are the seed's own suggestions, off (or at the seed's value)
+    by default. Each registered model sets its own defaults (convlstm: the tutorial's filters
+    and dropout). Fields a model does not use are kept at their defaults."""
+    name: str = "lrcn"
     num_classes: int = 4
     num_frames: int = 20
     height: int = 64
@@ -51,6 +54,7 @@ class ModelConfig:
     lstm_units: int = 32
     batchnorm: bool = False
     l2: float = 0.0                  # Keras-style kernel_regularizer on conv and LSTM weights
+    recurrent_activation: str = "sigmoid"   # convlstm: Keras 3's; "hard_sigmoid" for Keras 2
 
     def __post_init__(self) -> None:
         if not (len(self.conv_filters) == len(self.pool_sizes) == len(self.dropout_after)):
@@ -83,10 +87,18 @@ class TrainConfig:
     num_threads: int = 0             # 0: let PyTorch decide (all cores)
     device: str = "auto"             # auto (CUDA when there is one), cpu, cuda, cuda:N, mps
     precision: str = "fp32"          # fp32 (the tutorial's), or bf16/fp16 under autocast
+    # Augmentation (augment.py), all off for the seed's model so that it trains as the
+    # tutorial's does.
+    scale_jitter: float = 0.0        # crop a random 1-s..1 of each side (same for all frames)
+    temporal_jitter: bool = False    # a random instant inside each segment, as TSN samples
+    flip: bool = False               # horizontal flip: opt-in, it turns left into right
+    balance: bool = False            # weight the loss by inverse class frequency
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 1:
             raise ValueError("epochs, batch_size, patience and lr must be positive")
+        if not 0 <= self.scale_jitter < 1:
+            raise ValueError(f"scale_jitter must be in [0, 1), not {self.scale_jitter}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
 
@@ -157,18 +169,23 @@ class RunSettings:
 
 def resolve_settings(file: dict[str, dict[str, Any]], frames: dict[str, Any] | None = None,
                      split: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-                     model: dict[str, Any] | None = None) -> RunSettings:
-    """Defaults <- config file (load_config_file) <- flags, per section."""
-    model_options = {**file.get("model", {}),
+                     model: dict[str, Any] | None = None,
+                     defaults: dict[str, dict[str, Any]] | None = None) -> RunSettings:
+    """Defaults <- the chosen model's defaults (`defaults`: sections frames, model, train; see
+    zoo.ModelSpec) <- config file (load_config_file) <- flags, per section."""
+    defaults = defaults or {}
+    model_options = {**defaults.get("model", {}), **file.get("model", {}),
                      **{k: v for k, v in (model or {}).items() if v is not None}}
     for key in _DERIVED_MODEL_SETTINGS:
         model_options.pop(key, None)
     unknown = sorted(set(model_options) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise LrcnError(f"unknown ModelConfig setting {unknown[0]!r}")
-    return RunSettings(layered(FrameConfig, file.get("frames", {}), frames or {}),
+    return RunSettings(layered(FrameConfig, {**defaults.get("frames", {}),
+                                             **file.get("frames", {})}, frames or {}),
                        layered(SplitConfig, file.get("split", {}), split or {}),
-                       layered(TrainConfig, file.get("train", {}), train or {}),
+                       layered(TrainConfig, {**defaults.get("train", {}),
+                                             **file.get("train", {})}, train or {}),
                        model_options)
 
 

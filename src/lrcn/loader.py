@@ -48,60 +48,62 @@ def resident_budget(device: torch.device) -> int:
     return _available_ram() // 3
 
 
-def _pack_path(clips: Sequence[CachedClip]) -> Path:
-    cache_dir = clips[0].frames_path.parents[1]
-    key = hashlib.sha256("\n".join(c.frames_path.stem for c in clips).encode()).hexdigest()[:32]
+def _pack_path(paths: Sequence[Path]) -> Path:
+    cache_dir = paths[0].parents[1]
+    key = hashlib.sha256("\n".join(p.stem for p in paths).encode()).hexdigest()[:32]
     return cache_dir / PACK_FOLDER / f"{key}.npy"
 
 
-def _read_entries(clips: Sequence[CachedClip], out: np.ndarray) -> None:
-    for i, clip in enumerate(clips):
-        out[i] = np.load(clip.frames_path)
+def _read_entries(paths: Sequence[Path], out: np.ndarray) -> None:
+    for i, path in enumerate(paths):
+        out[i] = np.load(path)
 
 
 class FrameStore:
-    """The uint8 frames of a list of cached clips, as one array, resident or mapped."""
+    """The uint8 frames of a list of cached clips, as one array, resident or mapped; or any
+    other per-clip arrays of one shape and type given as .npy paths (cached features)."""
 
-    def __init__(self, clips: Sequence[CachedClip], device: torch.device | str = "cpu",
+    def __init__(self, clips: Sequence[CachedClip | Path], device: torch.device | str = "cpu",
                  max_resident_bytes: int | None = None):
         self.device = torch.device(device)
         self.count = len(clips)
         if not clips:
             self.shape, self.resident, self.array, self.tensor = (0,), True, None, None
             return
-        first = np.load(clips[0].frames_path, mmap_mode="r")
-        self.shape = (len(clips), *first.shape)
-        size = int(np.prod(self.shape))
+        paths = [c if isinstance(c, Path) else c.frames_path for c in clips]
+        first = np.load(paths[0], mmap_mode="r")
+        self.shape, self.dtype = (len(clips), *first.shape), first.dtype
+        size = int(np.prod(self.shape)) * first.dtype.itemsize
         budget = resident_budget(self.device) if max_resident_bytes is None \
             else max_resident_bytes
         self.resident = size <= budget
         if self.resident:
-            array = np.empty(self.shape, np.uint8)
-            _read_entries(clips, array)
+            array = np.empty(self.shape, self.dtype)
+            _read_entries(paths, array)
             self.array = None
             self.tensor = torch.from_numpy(array).to(self.device)
         else:
-            self.array = self._mapped(clips)
+            self.array = self._mapped(paths)
             self.tensor = None
 
-    def _mapped(self, clips: Sequence[CachedClip]) -> np.ndarray:
+    def _mapped(self, paths: Sequence[Path]) -> np.ndarray:
         """The pack file of these clips, written once (atomically), then memory-mapped."""
-        path = _pack_path(clips)
+        path = _pack_path(paths)
         if path.exists():
             mapped = np.load(path, mmap_mode="r")
-            if mapped.shape == self.shape and mapped.dtype == np.uint8:
+            if mapped.shape == self.shape and mapped.dtype == self.dtype:
                 return mapped
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.shape)
-        _read_entries(clips, out)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=self.shape)
+        _read_entries(paths, out)
         out.flush()
         del out
         os.replace(tmp, path)
         return np.load(path, mmap_mode="r")
 
     def gather(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """uint8 (len(indices), T, H, W, 3) on the device."""
+        """uint8 (len(indices), T, H, W, 3) on the device (or the stored arrays' rows)."""
         if self.resident:
             index = torch.as_tensor(indices, dtype=torch.long).to(self.device)
             return self.tensor.index_select(0, index)
@@ -137,8 +139,9 @@ class ClipBatches:
 
     def __init__(self, store: FrameStore, labels: Sequence[int], batch_size: int,
                  shuffle: bool = False, generator: torch.Generator | None = None,
-                 prefetch: int = 2, rank: int = 0, world: int = 1):
+                 prefetch: int = 2, rank: int = 0, world: int = 1, transform=None):
         self.store, self.batch_size, self.shuffle = store, batch_size, shuffle
+        self.transform = transform   # applied to each batch's clips (augment.Augmenter)
         self.rank, self.world = rank, world
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         self.device_labels = self.labels.to(store.device)
@@ -172,10 +175,14 @@ class ClipBatches:
         shares = self._shares()
         if self.store.resident or self.prefetch < 1:
             for index, divisor in shares:
-                yield Batch(self.store.gather(index),
+                yield Batch(self._clips(index),
                             self.device_labels[index.to(self.store.device)], divisor)
             return
         yield from self._prefetched(shares)
+
+    def _clips(self, index: torch.Tensor) -> torch.Tensor:
+        clips = self.store.gather(index)
+        return self.transform(clips) if self.transform is not None else clips
 
     def _prefetched(self, chunks) -> Iterator[Batch]:
         """Gathering (page cache reads, pinning, the copy) runs a few batches ahead in a
@@ -188,7 +195,7 @@ class ClipBatches:
                 for index, divisor in chunks:
                     if stop.is_set():
                         return
-                    ready.put(Batch(self.store.gather(index),
+                    ready.put(Batch(self._clips(index),
                                     self.labels[index].to(self.store.device), divisor))
                 ready.put(None)
             except BaseException as exc:   # handed to the consumer, raised there
@@ -217,14 +224,18 @@ def clip_batches(clips: Sequence[CachedClip], class_names: Sequence[str], batch_
                  device: torch.device | str = "cpu", shuffle: bool = False,
                  generator: torch.Generator | None = None,
                  max_resident_bytes: int | None = None, rank: int = 0,
-                 world: int = 1) -> ClipBatches:
+                 world: int = 1, arrays: Sequence[Path] | None = None,
+                 transform=None) -> ClipBatches:
     """Cached clips -> batches of (uint8 clips, class indices) on `device`; with `world` > 1,
     this process's share of each batch. (Each process holds the frames of all the clips it may
-    be given, i.e. of all of them: shuffling mixes them every epoch.)"""
+    be given, i.e. of all of them: shuffling mixes them every epoch.) `arrays`: what to load
+    for each clip instead of its cached frames (candidate frames, cached features)."""
     index = {name: i for i, name in enumerate(class_names)}
-    store = FrameStore(clips, device, max_resident_bytes)
+    store = FrameStore(list(arrays) if arrays is not None else clips, device,
+                       max_resident_bytes)
     return ClipBatches(store, [index[c.sample.class_name] for c in clips], batch_size,
-                       shuffle=shuffle, generator=generator, rank=rank, world=world)
+                       shuffle=shuffle, generator=generator, rank=rank, world=world,
+                       transform=transform)
 
 
 __all__ = ["FrameStore", "ClipBatches", "Batch", "clip_batches", "resident_budget"]

@@ -113,8 +113,12 @@ class LRCN(nn.Module):
 
     def seed_dropout(self, seed: int) -> None:
         """Make dropout masks reproducible: each dropout layer gets its own stream from seed."""
-        for i, module in enumerate(m for m in self.cnn if isinstance(m, MaskDropout)):
+        for i, module in enumerate(m for m in self.modules() if isinstance(m, MaskDropout)):
             module.seed(seed * 1000 + i)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter at `lr`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, C) float frames in [0, 1] -> (N, F) per-frame features.
@@ -136,7 +140,10 @@ class LRCN(nn.Module):
         return self.head(hidden[-1])
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, C) float clips in [0, 1] (Keras's layout) -> (B, classes) logits."""
+        """(B, T, H, W, C) float clips in [0, 1] (Keras's layout) -> (B, classes) logits; or
+        (B, T, F) frame features computed before (a frozen CNN's cached features)."""
+        if clips.dim() == 3:
+            return self.sequence_logits(clips)
         batch, steps = clips.shape[:2]
         features = self.frame_features(clips.flatten(0, 1))  # all B*T frames in one CNN call
         return self.sequence_logits(features.view(batch, steps, -1))
@@ -155,7 +162,10 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def clips_to_input(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, C) clips from the cache -> float32 in [0, 1], the model's input."""
+    """uint8 (B, T, H, W, C) clips from the cache -> float32 in [0, 1], the model's input.
+    Float tensors are already inputs (augmented clips, cached features) and pass as they are."""
+    if clips.dtype != torch.uint8:
+        return clips
     return clips.to(torch.float32).div_(255.0)
 
 

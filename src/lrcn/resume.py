@@ -28,7 +28,7 @@ FORMAT = "lrcn-train-state"
 
 
 def _dropouts(model: LRCN) -> list[MaskDropout]:
-    return [m for m in model.cnn if isinstance(m, MaskDropout)]
+    return [m for m in model.modules() if isinstance(m, MaskDropout)]
 
 
 def dropout_states(model: LRCN) -> list[dict]:

@@ -30,7 +30,7 @@ CHUNK_CLIPS = 2
 def make_optimizer(model: LRCN, lr: float) -> torch.optim.Optimizer:
     """Adam with Keras's epsilon (1e-7; PyTorch's default is 1e-8). The fused kernel updates all
     ten parameter tensors in one call: 0.2 ms instead of 1 ms per step, which matters at batch 4."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = model.param_groups(lr)
     try:
         return torch.optim.Adam(params, lr=lr, eps=1e-7, fused=True)
     except (RuntimeError, TypeError):  # a torch (or device) without fused Adam
@@ -47,7 +47,8 @@ def _chunk(model: LRCN, size: int, chunk_clips: int | None) -> int:
 
 def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tensor,
                labels: torch.Tensor, chunk_clips: int | None = None, precision: str = "fp32",
-               scaler=None, divisor: float | None = None, net=None
+               scaler=None, divisor: float | None = None, net=None,
+               class_weights: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch of uint8 clips on the model's device. Returns (summed
     data loss, correct count) as tensors on the device: reading them is left to the caller,
@@ -62,6 +63,9 @@ def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tenso
     the processes during the last chunk's backward pass; `divisor` (loader.Batch) makes that
     average the whole global batch's mean, and 0 marks a stand-in batch whose loss counts
     for nothing (the process still takes part in the averaging).
+
+    `class_weights` (--balance) weights each clip's loss by its class's weight; the figure
+    returned stays the unweighted loss, comparable with validation's.
     """
     model.train()
     net = net or model
@@ -89,7 +93,9 @@ def train_step(model: LRCN, optimizer: torch.optim.Optimizer, clips: torch.Tenso
             with autocast(device, precision):
                 logits = net(clips_to_input(clips[part]))
             loss = nn.functional.cross_entropy(logits.float(), labels[part], reduction="sum")
-            scaled = loss * (weight / divisor)
+            objective = loss if class_weights is None else nn.functional.cross_entropy(
+                logits.float(), labels[part], weight=class_weights, reduction="sum")
+            scaled = objective * (weight / divisor)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if weight:
             total += loss.detach()
@@ -124,7 +130,8 @@ def eval_batch(model: LRCN, clips: torch.Tensor, labels: torch.Tensor,
 
 def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "", progress: bool = False,
               precision: str = "fp32", scaler=None, net=None,
-              world: World = World()) -> tuple[float, float]:
+              world: World = World(), class_weights: torch.Tensor | None = None
+              ) -> tuple[float, float]:
     """One pass over a loader of (uint8 clips, labels) batches; trains when given an optimizer.
     Returns (mean loss, accuracy), the loss being the data loss without the L2 term, as Keras
     reports it; with several processes, over all of their clips."""
@@ -136,7 +143,8 @@ def run_epoch(model: LRCN, loader, optimizer=None, desc: str = "", progress: boo
         divisor = getattr(batch, "divisor", None) if world.distributed else None
         if optimizer is not None:
             loss, right = train_step(model, optimizer, clips, labels, precision=precision,
-                                     scaler=scaler, divisor=divisor, net=net)
+                                     scaler=scaler, divisor=divisor, net=net,
+                                     class_weights=class_weights)
         elif divisor == 0:
             continue                     # a stand-in: this process got none of the batch
         else:

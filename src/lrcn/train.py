@@ -8,6 +8,7 @@ found, so an interrupted run still leaves its best model behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -31,9 +32,12 @@ from .history import write_history
 from .devices import resolve_device
 from .distributed import World, barrier, broadcast, gather, setup, teardown
 from .loader import clip_batches
-from .model import LRCN, count_trainable
+from .augment import Augmenter, CANDIDATES, candidate_frames
+from .features import cached_features
+from .model import count_trainable
 from .resume import STATE_NAME, dropout_states, load_state, save_state
 from .steps import make_optimizer, run_epoch
+from .zoo import build_model, check_settings
 
 
 @dataclass
@@ -71,6 +75,10 @@ class TrainingData:
     parts: dict[str, list[Sample]]
     clips: dict[str, list[CachedClip]]
     skipped: list[tuple[str, str]]
+    # what the loaders read instead of a part's cached frames (training_inputs): candidate
+    # frames for temporal jitter, cached features of a frozen CNN
+    inputs: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
+    candidates: int = 1            # frames per segment in inputs["train"]
 
 
 def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | None = None,
@@ -139,6 +147,49 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
     return TrainingData(data_root, class_names, parts, by_part, skipped)
 
 
+def training_inputs(data: TrainingData, model, frames: FrameConfig, config: TrainConfig,
+                    cache_dir: Path | None, workers: int | None, device: torch.device,
+                    progress: bool, log, world: World) -> TrainingData:
+    """What the training and validation loaders read: with temporal jitter, the training
+    clips' candidate frames (CANDIDATES per segment, decoded into the frame cache like any
+    other setting); for a model with a frozen CNN, the cached features of those frames."""
+    train = data.clips["train"]
+    candidates = 1
+    if config.temporal_jitter:
+        candidates = CANDIDATES
+        wider = candidate_frames(frames)
+        if world.distributed:
+            prepare([c.sample for c in train][world.rank::world.size], wider,
+                    cache_dir=cache_dir, workers=workers, progress=False)
+            barrier(world)
+        decoded, failures = prepare([c.sample for c in train], wider, cache_dir=cache_dir,
+                                    workers=workers, progress=progress and world.main)
+        if failures:   # the file decoded at the plain setting: report, do not drop silently
+            raise LrcnError(f"decoding {CANDIDATES}x frames for temporal jitter failed "
+                            f"({failures[0][1]})", failures[0][0].path)
+        train_inputs = [c.frames_path for c in decoded]
+    else:
+        train_inputs = [c.frames_path for c in train]
+    inputs = {"train": train_inputs}
+    if getattr(model, "frozen", False):
+        as_clips = [dataclasses.replace(c, frames_path=p) for c, p in zip(train, train_inputs)]
+        inputs = {"train": cached_features(model, as_clips, device, progress and world.main,
+                                           log, world),
+                  "val": cached_features(model, data.clips["val"], device,
+                                         progress and world.main, log, world)}
+    return dataclasses.replace(data, inputs=inputs, candidates=candidates)
+
+
+def class_weights(data: TrainingData, device: torch.device) -> torch.Tensor:
+    """--balance: each class weighted by the inverse of its share of the training clips
+    (weights average to one over the clips, so the loss keeps its scale)."""
+    counts = torch.zeros(len(data.class_names))
+    for clip in data.clips["train"]:
+        counts[data.class_names.index(clip.sample.class_name)] += 1
+    weights = counts.sum() / (len(counts) * counts.clamp(min=1))
+    return weights.to(device)
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -147,7 +198,7 @@ class FitResult:
     history: list[dict[str, float]]
 
 
-def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
+def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
         progress: bool = True, log=print, resume: bool = False,
         world: World = World()) -> FitResult:
     """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
@@ -166,11 +217,14 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
     if world.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    augmenter = Augmenter(config, data.candidates, world.rank)
     train_loader = clip_batches(data.clips["train"], data.class_names, config.batch_size,
                                 device, shuffle=True, generator=generator, rank=world.rank,
-                                world=world.size)
+                                world=world.size, arrays=data.inputs.get("train"),
+                                transform=augmenter if augmenter.active else None)
     val_loader = clip_batches(data.clips["val"], data.class_names, 64, device,
-                              rank=world.rank, world=world.size)
+                              rank=world.rank, world=world.size, arrays=data.inputs.get("val"))
+    weights = class_weights(data, device) if config.balance else None
     # fp16 needs its loss scaled (its range is narrow); bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     monitor = "val_loss" if len(data.clips["val"]) else "loss"
@@ -189,11 +243,12 @@ def fit(model: LRCN, data: TrainingData, config: TrainConfig, save_best, run_dir
         if stopped:
             break
         start = time.perf_counter()
+        augmenter.start_epoch(epoch)
         loss, accuracy = run_epoch(model, train_loader, optimizer,
                                    desc=f"epoch {epoch}/{config.epochs}",
                                    progress=progress and world.main,
                                    precision=config.precision, scaler=scaler, net=net,
-                                   world=world)
+                                   world=world, class_weights=weights)
         val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision,
                                             world=world)
                                   if len(data.clips["val"]) else (math.nan, math.nan))
@@ -239,7 +294,10 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     (restore_best_weights=True). `resume`: continue from the run folder's training state,
     if it has one (see resume.py; `resume_settings` reads a run's settings back)."""
     run_dir = Path(run_dir)
-    device = resolve_device(config.device)   # a device that is not there: before any decoding
+    # settings a model cannot honour, and a device that is not there: before any decoding
+    check_settings(model_config_for(frames, 2, **(model_options or {})), frames.channel_order,
+                   config)
+    device = resolve_device(config.device)
     world = setup(device.type)                # torchrun's process group, or a world of one
     if world.distributed and device.type == "cuda":
         device = torch.device(f"cuda:{world.local_rank}")   # one GPU per process
@@ -265,11 +323,14 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         seed_everything(config.seed)
-        model = LRCN(model_config)
+        model = build_model(model_config, pretrained=True)
         # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
         model.seed_dropout(config.seed + 1_000_003 * world.rank)
         model.to(device)
-        log(f"model: LRCN, {count_trainable(model):,} trainable parameters, on {device}"
+        data = training_inputs(data, model, frames, config, cache_dir, workers, device,
+                               progress, log, world)
+        log(f"model: {model_config.name}, {count_trainable(model):,} trainable parameters, "
+            f"on {device}"
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
         return _train_model(model, data, config, run_dir, frames, progress, log, resume,
@@ -282,7 +343,7 @@ def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0: one voice is enough."""
 
 
-def _train_model(model: LRCN, data: TrainingData, config: TrainConfig, run_dir: Path,
+def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
                  frames: FrameConfig, progress: bool, log, resume: bool,
                  world: World) -> TrainResult:
     clip_seconds = _clip_seconds(data.clips["train"])
@@ -290,7 +351,7 @@ def _train_model(model: LRCN, data: TrainingData, config: TrainConfig, run_dir: 
             "clips": {part: len(clips) for part, clips in data.clips.items()}}
     checkpoint_path = run_dir / CHECKPOINT_NAME
 
-    def save_best(best_model: LRCN, entries: dict) -> None:
+    def save_best(best_model, entries: dict) -> None:
         save_checkpoint(checkpoint_path, best_model, frames, data.class_names,
                         {**info, **entries}, clip_seconds=clip_seconds)
 
