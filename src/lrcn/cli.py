@@ -152,7 +152,7 @@ def _default_run_dir() -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from .evaluate import format_report
     from .runs import train_and_evaluate
-    from .train import resume_settings
+    from .resume import resume_settings
     if args.nproc and args.nproc > 1:
         return _launch(args)
     start = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
-from .dataset import Sample, load_parts, read_split, write_split
+from .dataset import Sample, load_parts, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import write_history
@@ -292,7 +292,7 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
     a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
     split (cross-validation folds). The checkpoint holds the best epoch's weights
     (restore_best_weights=True). `resume`: continue from the run folder's training state,
-    if it has one (see resume.py; `resume_settings` reads a run's settings back)."""
+    if it has one (see resume.py, whose `resume_settings` reads a run's settings back)."""
     run_dir = Path(run_dir)
     # settings a model cannot honour, and a device that is not there: before any decoding
     check_settings(model_config_for(frames, 2, **(model_options or {})), frames.channel_order,
@@ -377,30 +377,4 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
     return round(statistics.median(durations), 3) if durations else 0.0
 
 
-def resume_settings(run_dir: str | Path) -> dict[str, Any]:
-    """The keyword arguments of `train` that a run folder's config.json recorded, for
-    `lrcn train --resume RUN`."""
-    from .config import FrameConfig as Frames, ModelConfig, SplitConfig as Split, from_dict
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir)
-    try:
-        saved = json.loads(path.read_text())
-        model = to_dict(from_dict(ModelConfig, saved["model"]))
-        return {"data_root": saved["data"], "run_dir": run_dir, "classes": saved["classes"],
-                "frames": from_dict(Frames, saved["frames"]),
-                "model_options": {k: v for k, v in model.items() if k not in
-                                  ("num_classes", "num_frames", "height", "width")},
-                "split": from_dict(Split, saved["split"]),
-                "config": from_dict(TrainConfig, saved["train"]),
-                "cache_dir": Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
-                # the split as it was made (by group, from official lists or a fold)
-                "fixed": (saved["classes"], read_split(run_dir / "split.json")),
-                "resume": True}
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
-
-
-__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "report_skipped",
-           "resume_settings"]
+__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "report_skipped"]
