@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lrcn"
 
 # Lower layers never import higher ones; the CLI, at the top, is imported by nothing.
 LAYERS = [
-    {"__init__", "errors", "files", "config", "sampling", "history", "devices", "distributed"},
+    {"__init__", "errors", "files", "config", "sampling", "history", "devices", "distributed",
+     "calibrate"},
     {"video", "workers", "writer", "plots"},                          # frames in, files out
     {"fastdecode", "annotate"},
     {"clip", "synth"},                                                # video file -> clip

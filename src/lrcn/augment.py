@@ -15,22 +15,13 @@ rank, so a resumed run augments its remaining epochs exactly as an uninterrupted
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch.nn import functional as F
 
-from .config import FrameConfig, TrainConfig
+from .config import TrainConfig, candidate_frames
 from .model import clips_to_input
 
 CANDIDATES = 3     # cached frames per segment for temporal jitter (odd: the middle is the eval one)
-
-
-def candidate_frames(frames: FrameConfig, count: int = CANDIDATES) -> FrameConfig:
-    """The frame settings of the training cache that temporal jitter chooses from: `count`
-    frames per segment. With sample_indices' centred rule, frame c of segment i among
-    T*count is at the instant (i + (c + 0.5) / count) / T of the clip."""
-    return dataclasses.replace(frames, num_frames=frames.num_frames * count)
 
 
 def views(clips: torch.Tensor, count: int) -> list[torch.Tensor]:
@@ -88,4 +79,4 @@ class Augmenter:
         return out.permute(0, 2, 3, 1).reshape(b, t, h, w, c)
 
 
-__all__ = ["CANDIDATES", "candidate_frames", "views", "Augmenter"]
+__all__ = ["CANDIDATES", "candidate_frames", "views", "Augmenter"]   # candidate_frames: config

@@ -39,6 +39,7 @@ class Checkpoint:
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # training summary, test metrics
     clip_seconds: float = 0.0       # median span of the training clips; 0: not known
+    temperature: float = 1.0        # calibration fitted on validation (calibrate.py)
     state_dict: dict[str, torch.Tensor] | None = None
 
     def build_model(self):
@@ -52,7 +53,7 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
                     class_names: list[str], info: dict[str, Any] | None = None,
-                    clip_seconds: float = 0.0) -> Path:
+                    clip_seconds: float = 0.0, temperature: float = 1.0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model_settings = to_dict(model.config)
@@ -61,7 +62,7 @@ def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
             raise ValueError(f"the model's input {key} differs from the frame settings'")
     header = {"model": model_settings, "frames": to_dict(frame_config),
               "classes": list(class_names), "clip_seconds": float(clip_seconds),
-              "info": info or {},
+              "temperature": float(temperature), "info": info or {},
               # for people and other tools: the file alone says what the model is
               "params": count_trainable(model),
               "normalisation": get_spec(model.config.name).normalisation}
@@ -116,6 +117,9 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         info = dict(header.get("info") or {})
         # Format 1 kept the clip span among the free info entries.
         clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
+        temperature = float(header.get("temperature", 1.0))
+        if not temperature > 0:
+            raise ValueError(f"temperature {temperature}")
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
     for key in _INPUT_SHAPE:
@@ -134,7 +138,8 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         raise LrcnError(f"{exc}: made by a newer lrcn?", path) from None
     if len(class_names) != model_config.num_classes:
         raise LrcnError("checkpoint class names do not match its model", path)
-    checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds)
+    checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds,
+                            temperature)
     if weights:
         try:
             state = load_file(str(path))
@@ -151,13 +156,16 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
     return checkpoint
 
 
-def update_info(path: str | os.PathLike, **entries: Any) -> None:
-    """Add entries (e.g. test metrics) to a checkpoint's info, rewriting it atomically."""
+def update_info(path: str | os.PathLike, temperature: float | None = None,
+                **entries: Any) -> None:
+    """Add entries (e.g. test metrics) to a checkpoint's info, or set its calibration
+    temperature, rewriting it atomically."""
     checkpoint = load_checkpoint(path)
     model = checkpoint.build_model()
     save_checkpoint(resolve_checkpoint_path(path), model, checkpoint.frame_config,
                     checkpoint.class_names, {**checkpoint.info, **entries},
-                    clip_seconds=checkpoint.clip_seconds)
+                    clip_seconds=checkpoint.clip_seconds,
+                    temperature=checkpoint.temperature if temperature is None else temperature)
 
 
 def summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -170,4 +178,5 @@ def summary(path: str | os.PathLike) -> dict[str, Any]:
             "trainable_parameters": count_trainable(checkpoint.build_model()),
             "normalisation": get_spec(checkpoint.model_config.name).normalisation,
             "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
-            "clip_seconds": checkpoint.clip_seconds, "info": checkpoint.info}
+            "clip_seconds": checkpoint.clip_seconds, "temperature": checkpoint.temperature,
+            "info": checkpoint.info}

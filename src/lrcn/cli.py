@@ -120,7 +120,8 @@ def _train_settings(args: argparse.Namespace):
     width, height = args.size if args.size else (None, None)
     file = load_config_file(args.config)
     spec = get_spec(args.model or file.get("model", {}).get("name") or DEFAULT_MODEL)
-    augment = {"scale_jitter": 0.2 if args.augment else None,
+    # --augment: what the model can take (a frozen CNN's cached features: temporal only)
+    augment = {"scale_jitter": 0.2 if args.augment and spec.pixel_augment else None,
                "temporal_jitter": True if args.augment else None}
     if args.no_augment:
         augment = {"scale_jitter": 0.0, "temporal_jitter": False}
@@ -184,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.report is not None:
         print(format_report(result.report))
         written = [run_dir / "report.json", run_dir / "confusion_matrix.png",
-                   run_dir / "curves.png"]
+                   run_dir / "reliability.png", run_dir / "curves.png"]
         print("wrote " + ", ".join(str(p) for p in written if p.exists()))
     return 0
 
@@ -237,7 +238,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split,
                               cache_dir=args.cache, workers=args.workers,
                               progress=not args.quiet, device=args.device,
-                              precision=args.precision, shuffle_frames=args.shuffle_frames)
+                              precision=args.precision, shuffle_frames=args.shuffle_frames,
+                              views=args.views)
     report_skipped([(s["path"], s["cause"]) for s in evaluation.report["skipped"]])
     print(format_report(evaluation.report))
     print("wrote " + ", ".join(str(p) for p in evaluation.written))
@@ -247,8 +249,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, annotate, format_prediction
     predictor = Predictor.load(args.checkpoint, args.backend or "auto", args.device,
-                               args.precision, args.reject_below)
+                               args.precision, args.reject_below, args.views)
     if args.timeline:
+        if args.views > 1:
+            raise LrcnError("--views averages offsets of one clip; a timeline already slides "
+                            "its windows (use --stride)")
         return _predict_timelines(predictor.engine, args)
     results = predictor.predict_files(args.videos)
     if args.json:
@@ -345,8 +350,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"checkpoint: {data['checkpoint']}")
     print(f"classes ({len(data['classes'])}): {', '.join(data['classes'])}")
-    print(f"model: {json.dumps(data['model'])}")
+    print(f"model: {data['model_name']} {json.dumps(data['model'])}")
     print(f"trainable parameters: {data['trainable_parameters']:,}")
+    print(f"input normalisation: {data['normalisation']}")
+    print(f"calibration temperature: {data['temperature']:.3f}"
+          + ("" if data["temperature"] != 1.0 else " (none fitted)"))
     print(f"frames: {json.dumps(data['frames'])}")
     print(f"training clips span: {data['clip_seconds']:g} s (windows of long videos and "
           "streams cover this)" if data["clip_seconds"] else
@@ -436,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "tutorial's other), effnet-lstm (pretrained EfficientNet-Lite0, "
                             "frozen), effnet-lrcn (fine-tuned); `lrcn models` lists them")
         p.add_argument("--augment", action="store_true",
-                       help="crop/scale jitter and TSN temporal jitter while training (default "
-                            "off, but on for effnet-lrcn)")
+                       help="crop/scale jitter and TSN temporal jitter while training "
+                            "(effnet-lstm: temporal only); default off, but on for effnet-lrcn")
         p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
         p.add_argument("--flip", action="store_true",
                        help="random horizontal flips (opt-in: left-to-right actions become "
@@ -530,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-frames", action="store_true",
                    help="frame-order ablation: each clip's frames in a random order (reports "
                         "go to RUN/shuffled-frames unless --out)")
+    p.add_argument("--views", type=_positive_int, default=1, metavar="K",
+                   help="multi-view testing: average K temporal offsets of each clip's frames "
+                        "(default 1)")
     device_options(p)
     common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -548,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "segments (JSON, CSV, PNG)")
     p.add_argument("--out", default=None,
                    help="with --timeline: the folder for its files (default ./NAME.timeline)")
+    p.add_argument("--views", type=_positive_int, default=1, metavar="K",
+                   help="average K temporal offsets of the clip's frames (not with --timeline; "
+                        "default 1)")
     window_options(p)
     device_options(p)
     p.set_defaults(func=cmd_predict)

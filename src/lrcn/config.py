@@ -189,6 +189,14 @@ def resolve_settings(file: dict[str, dict[str, Any]], frames: dict[str, Any] | N
                        model_options)
 
 
+def candidate_frames(frames: FrameConfig, count: int) -> FrameConfig:
+    """`count` frames per segment instead of one: what temporal jitter chooses from in
+    training (augment.py) and what multi-view testing averages over. With sampling's centred
+    rule, frame c of segment i among T*count lies at the instant (i + (c + 0.5) / count) / T
+    of the clip; for odd `count` the middle one is the frame of the plain setting."""
+    return dataclasses.replace(frames, num_frames=frames.num_frames * count)
+
+
 def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) -> ModelConfig:
     """The model settings that match a preprocessing setting (input shape from the frames)."""
     return ModelConfig(num_classes=num_classes, num_frames=frames.num_frames,
@@ -197,4 +205,4 @@ def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) ->
 
 __all__ = ["SEED_CLASSES", "FrameConfig", "ModelConfig", "SplitConfig", "TrainConfig",
            "RunSettings", "to_dict", "from_dict", "model_config_for", "load_config_file",
-           "layered", "resolve_settings"]
+           "layered", "resolve_settings", "candidate_frames"]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .calibrate import apply_temperature
 from .config import FrameConfig, from_dict
 from .errors import LrcnError
 from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, feature_graph, sequence_graph
@@ -44,20 +45,25 @@ class Engine:
     frame_config: FrameConfig
     clip_seconds: float = 0.0   # the training clips' typical span, for windows (0: unknown)
     splits: bool = True         # runs the CNN and the LSTM separately (timelines, streams)
+    temperature: float = 1.0    # calibration (calibrate.py), fitted after training
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 frames -> (N, F) float32 CNN features."""
         raise NotImplementedError
 
     def sequence(self, features: np.ndarray) -> np.ndarray:
-        """(B, T, F) float32 features -> (B, classes) probabilities."""
+        """(B, T, F) float32 features -> (B, classes) probabilities, calibrated."""
+        return apply_temperature(self._sequence(features), self.temperature)
+
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def probabilities(self, clips: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes)."""
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes),
+        calibrated."""
         single = clips.ndim == 4
         batch = clips[None] if single else clips
-        probs = self._clip_probabilities(batch)
+        probs = apply_temperature(self._clip_probabilities(batch), self.temperature)
         return probs[0] if single else probs
 
     def _clip_probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -67,7 +73,7 @@ class Engine:
         # 256 KB per frame) and the activations stay in cache, whatever the batch.
         feats = np.concatenate([self.features(frames[i:i + FRAMES_PER_CALL])
                                 for i in range(0, len(frames), FRAMES_PER_CALL)])
-        return self.sequence(feats.reshape(b, t, -1))
+        return self._sequence(feats.reshape(b, t, -1))
 
 
 class TorchEngine(Engine):
@@ -88,7 +94,8 @@ class TorchEngine(Engine):
         self.frame_config = checkpoint.frame_config
         self.clip_seconds = checkpoint.clip_seconds
         self._features = FrameFeatures(self.model)
-        self._sequence = SequenceProbabilities(self.model)
+        self._sequence_module = SequenceProbabilities(self.model)
+        self.temperature = checkpoint.temperature
 
     def _run(self, module, array: np.ndarray) -> np.ndarray:
         from .devices import autocast
@@ -100,8 +107,9 @@ class TorchEngine(Engine):
     def features(self, frames: np.ndarray) -> np.ndarray:
         return self._run(self._features, np.ascontiguousarray(frames))
 
-    def sequence(self, features: np.ndarray) -> np.ndarray:
-        return self._run(self._sequence, np.ascontiguousarray(features, dtype=np.float32))
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
+        return self._run(self._sequence_module,
+                         np.ascontiguousarray(features, dtype=np.float32))
 
 
 def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
@@ -134,20 +142,23 @@ class OrtEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
-                 cnn=None, lstm=None, clip=None, clip_takes_float: bool = False):
+                 cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
+                 temperature: float = 1.0):
         """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
         from a file: it cannot be split, so it predicts clips only)."""
         self.names, self.frame_config, self.clip_seconds = names, frame_config, clip_seconds
         self._cnn, self._lstm, self._clip = cnn, lstm, clip
         self._clip_takes_float = clip_takes_float
         self.splits = cnn is not None and lstm is not None
+        self.temperature = temperature
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
                         cuda: int | None = None) -> "OrtEngine":
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
                    cnn=ort_session(feature_graph(checkpoint), threads, cuda),
-                   lstm=ort_session(sequence_graph(checkpoint), threads, cuda))
+                   lstm=ort_session(sequence_graph(checkpoint), threads, cuda),
+                   temperature=checkpoint.temperature)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 0,
@@ -180,16 +191,17 @@ class OrtEngine(Engine):
             frames = from_dict(FrameConfig, json.loads(meta["frames"]))
             info = json.loads(meta.get("info", "{}"))
             clip_seconds = float(meta.get("clip_seconds", info.get("clip_seconds", 0.0)))
+            temperature = float(meta.get("temperature", 1.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
         return cls(names, frames, clip_seconds, clip=session,
-                   clip_takes_float=inputs[0].type == "tensor(float)")
+                   clip_takes_float=inputs[0].type == "tensor(float)", temperature=temperature)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
         return self._cnn.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)})[0]
 
-    def sequence(self, features: np.ndarray) -> np.ndarray:
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
         self._need_split()
         return self._lstm.run(None, {"features": np.ascontiguousarray(features,
                                                                       dtype=np.float32)})[0]

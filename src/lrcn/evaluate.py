@@ -11,6 +11,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from .cache import prepare
+from .calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
+                        reliability)
+from .config import candidate_frames
 from .checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
 from .dataset import Sample, discover, read_split
 from .devices import resolve_device
@@ -18,22 +21,27 @@ from .engine import Engine, make_engine
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import read_history
-from .plots import plot_confusion, plot_curves
+from .plots import plot_confusion, plot_curves, plot_reliability
 
 
 def predict_cached(engine: Engine, clips, batch_size: int = 64,
-                   shuffle_seed: int | None = None) -> np.ndarray:
+                   shuffle_seed: int | None = None, views: int = 1) -> np.ndarray:
     """(N, classes) probabilities for cached clips, in order, on predict's engine. One pass,
     a batch at a time: memory stays flat whatever the number of clips. With `shuffle_seed`,
-    each clip's frames are put in a random order first (seeded): the frame-order ablation."""
+    each clip's frames are put in a random order first (seeded): the frame-order ablation.
+    `views` > 1: the clips were cached with `views` frames per segment (augment.views); the
+    probabilities are the mean over the views."""
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
 
     def frames(clip) -> np.ndarray:
         array = np.load(clip.frames_path)
         return array[rng.permutation(len(array))] if rng is not None else array
 
-    out = [engine.probabilities(np.stack([frames(c) for c in clips[i:i + batch_size]]))
-           for i in range(0, len(clips), batch_size)]
+    out = []
+    for i in range(0, len(clips), batch_size):
+        batch = np.stack([frames(c) for c in clips[i:i + batch_size]])
+        stacked = np.concatenate([batch[:, v::views] for v in range(views)])
+        out.append(engine.probabilities(stacked).reshape(views, len(batch), -1).mean(0))
     return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
 
 
@@ -91,24 +99,34 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
 def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
              progress: bool = True, history: Path | None = None, device: str = "auto",
-             precision: str = "fp32", shuffle_frames: bool = False) -> dict:
-    """Evaluate on `samples`; write report.json, confusion_matrix.png (and curves.png when a
-    training history is given) into out_dir; return the report. `shuffle_frames`: the
-    frame-order ablation, each clip's frames in a random order (seed 0): a model that uses
-    the order of frames loses the classes that differ only by it."""
+             precision: str = "fp32", shuffle_frames: bool = False, views: int = 1) -> dict:
+    """Evaluate on `samples`; write report.json, confusion_matrix.png, reliability.png (and
+    curves.png when a training history is given) into out_dir; return the report.
+    `shuffle_frames`: the frame-order ablation, each clip's frames in a random order (seed
+    0): a model that uses the order of frames loses the classes that differ only by it.
+    `views`: multi-view testing, the mean over `views` temporal offsets of each clip's frames.
+    The calibration figures compare the checkpoint's temperature with none."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips, failures = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir,
-                              workers=workers, progress=progress)
+    raw, clips, failures = _raw_probabilities(checkpoint, samples, cache_dir, workers,
+                                              progress, device, precision,
+                                              0 if shuffle_frames else None, views)
     if not clips:
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
-    probabilities = predict_cached(make_engine(checkpoint, device=device, precision=precision),
-                                   clips, shuffle_seed=0 if shuffle_frames else None)
-    report = metrics(names, [names.index(c.sample.class_name) for c in clips], probabilities,
-                     [c.sample.group for c in clips])
+    labels = [names.index(c.sample.class_name) for c in clips]
+    probabilities = apply_temperature(raw, checkpoint.temperature)
+    report = metrics(names, labels, probabilities, [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
+    report["model"] = checkpoint.model_config.name
+    report["views"] = views
     report["frame_order"] = "shuffled (seed 0)" if shuffle_frames else "as recorded"
+    eces = (expected_calibration_error(raw, labels),
+            expected_calibration_error(probabilities, labels))
+    report["calibration"] = {"temperature": checkpoint.temperature, "ece_before": eces[0],
+                             "ece_after": eces[1], "bins": reliability(probabilities, labels)}
+    plot_reliability(reliability(raw, labels), report["calibration"]["bins"],
+                     checkpoint.temperature, eces, out_dir / "reliability.png")
     report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
     report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
                               "predicted": names[int(y_pred[i])],
@@ -122,6 +140,46 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     return report
 
 
+def _raw_probabilities(checkpoint: Checkpoint, samples: Sequence[Sample],
+                       cache_dir: Path | None, workers: int | None, progress: bool,
+                       device: str, precision: str, shuffle_seed: int | None = None,
+                       views: int = 1):
+    """(uncalibrated probabilities, the clips read, the failures) for `samples`."""
+    frames = candidate_frames(checkpoint.frame_config, views) if views > 1 \
+        else checkpoint.frame_config
+    clips, failures = prepare(samples, frames, cache_dir=cache_dir, workers=workers,
+                              progress=progress)
+    engine = make_engine(checkpoint, device=device, precision=precision)
+    engine.temperature = 1.0
+    return predict_cached(engine, clips, shuffle_seed=shuffle_seed, views=views), clips, \
+        failures
+
+
+def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
+                         cache_dir: Path | None = None, workers: int | None = None,
+                         device: str = "auto", log=print) -> float:
+    """Fit the checkpoint's temperature on `samples` (the validation clips) and store it,
+    with the validation ECE before and after. Returns the temperature (1.0: no clips)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    if not samples:
+        log("calibration: no validation clips; temperature stays 1")
+        return 1.0
+    raw, clips, _ = _raw_probabilities(checkpoint, samples, cache_dir, workers, False, device,
+                                       "fp32")
+    names = checkpoint.class_names
+    labels = [names.index(c.sample.class_name) for c in clips]
+    temperature = fit_temperature(raw, labels)
+    before = expected_calibration_error(raw, labels)
+    after = expected_calibration_error(apply_temperature(raw, temperature), labels)
+    update_info(checkpoint_path, temperature=temperature,
+                calibration={"temperature": temperature, "fitted_on": "val",
+                             "num_clips": len(clips), "val_ece_before": before,
+                             "val_ece_after": after})
+    log(f"calibration: temperature {temperature:.3f} fitted on {len(clips)} validation clips "
+        f"(ECE {before:.3f} -> {after:.3f})")
+    return temperature
+
+
 @dataclass
 class Evaluation:
     report: dict
@@ -132,7 +190,8 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
                  out: str | Path | None = None, part: str = "test",
                  cache_dir: Path | None = None, workers: int | None = None,
                  progress: bool = True, device: str = "auto",
-                 precision: str = "fp32", shuffle_frames: bool = False) -> Evaluation:
+                 precision: str = "fp32", shuffle_frames: bool = False,
+                 views: int = 1) -> Evaluation:
     """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
     clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
     headline figures are recorded in the checkpoint."""
@@ -145,10 +204,11 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
     out_dir = Path(out) if out else (default / "shuffled-frames" if shuffle_frames else default)
     report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
                       progress=progress, history=run_dir / "history.csv", device=device,
-                      precision=precision, shuffle_frames=shuffle_frames)
+                      precision=precision, shuffle_frames=shuffle_frames, views=views)
     if data is None and part == "test" and not shuffle_frames:
         record_test_metrics(checkpoint_path, report)
-    written = [out_dir / "report.json", out_dir / "confusion_matrix.png"]
+    written = [out_dir / "report.json", out_dir / "confusion_matrix.png",
+               out_dir / "reliability.png"]
     if (out_dir / "curves.png").exists():
         written.append(out_dir / "curves.png")
     return Evaluation(report, written)
@@ -167,7 +227,8 @@ def format_report(report: dict) -> str:
              f"(group-level {report['group_accuracy']:.3f} on {report['num_groups']} groups), "
              f"macro F1 {report['macro_f1']:.3f}"
              + (f"; frames {report['frame_order']}"
-                if report.get("frame_order", "as recorded") != "as recorded" else ""),
+                if report.get("frame_order", "as recorded") != "as recorded" else "")
+             + (f"; mean of {report['views']} views" if report.get("views", 1) > 1 else ""),
              f"{'class':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'clips':>7}"]
     for name in names:
         row = report["per_class"][name]
@@ -176,8 +237,13 @@ def format_report(report: dict) -> str:
     lines.append("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(names, report["confusion_matrix"]):
         lines.append(f"  {name:<{width}}" + " ".join(f"{v:4d}" for v in row))
+    calibration = report.get("calibration")
+    if calibration:
+        lines.append(f"calibration: temperature {calibration['temperature']:.3f}, expected "
+                     f"calibration error {calibration['ece_before']:.3f} without it, "
+                     f"{calibration['ece_after']:.3f} with it")
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "evaluate_run", "metrics", "record_test_metrics", "format_report",
+__all__ = ["evaluate", "evaluate_run", "calibrate_checkpoint", "metrics", "record_test_metrics", "format_report",
            "samples_for", "predict_cached", "Evaluation"]

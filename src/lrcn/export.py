@@ -99,6 +99,8 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
                 "frames": json.dumps(to_dict(checkpoint.frame_config)),
                 "model": json.dumps(to_dict(checkpoint.model_config)),
                 "clip_seconds": json.dumps(checkpoint.clip_seconds),
+                # applied by lrcn's engine to the file's probabilities (calibrate.py)
+                "temperature": json.dumps(checkpoint.temperature),
                 "info": json.dumps(checkpoint.info)}
     for key, value in metadata.items():
         entry = model.metadata_props.add()

@@ -54,6 +54,52 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     _save_figure(fig, path)
 
 
+def plot_reliability(before: list[dict], after: list[dict], temperature: float,
+                     eces: tuple[float, float], path: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin (calibrate.reliability),
+    before and after temperature scaling; a calibrated model lies on the diagonal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for rows, label, marker in ((before, f"before (ECE {eces[0]:.3f})", "o"),
+                                (after, f"after, T={temperature:.2f} (ECE {eces[1]:.3f})",
+                                 "s")):
+        used = [r for r in rows if r["count"]]
+        ax.plot([r["confidence"] for r in used], [r["accuracy"] for r in used],
+                marker=marker, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_compare(rows: list[dict], path: Path) -> None:
+    """`lrcn compare`: each model's mean accuracy per protocol, with its spread (std)."""
+    plt = _pyplot()
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    width = 0.8 / len(protocols)
+    fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2, 4), dpi=110)
+    for j, protocol in enumerate(protocols):
+        found = {r["model"]: r for r in rows if r["protocol"] == protocol}
+        xs = [i + (j - (len(protocols) - 1) / 2) * width for i in range(len(models))]
+        ax.bar(xs, [found[m]["accuracy_mean"] if m in found else 0 for m in models], width,
+               yerr=[found[m]["accuracy_std"] if m in found else 0 for m in models],
+               capsize=4, label=f"{protocol} split")
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy (mean, std over repeats)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
 def _save_figure(fig, path: Path, dpi: int | None = None) -> None:
     """Written atomically: a reader never sees half a PNG."""
     plt = _pyplot()

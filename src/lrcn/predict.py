@@ -13,6 +13,7 @@ import numpy as np
 
 from .annotate import Label, annotate_video
 from .clip import read_clip
+from .config import candidate_frames
 from .engine import Engine, load_engine
 from .errors import LrcnError
 from .windows import name_of
@@ -40,25 +41,31 @@ class Predictor:
     """Video files -> Predictions on an engine (engine.py); decoding is always `read_clip` with
     the model's frame settings."""
 
-    def __init__(self, engine: Engine, reject_below: float = 0.0):
-        self.engine, self.reject_below = engine, reject_below
+    def __init__(self, engine: Engine, reject_below: float = 0.0, views: int = 1):
+        self.engine, self.reject_below, self.views = engine, reject_below, views
         self.names = engine.names
         self.frame_config = engine.frame_config
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto", device: str = "auto",
-             precision: str = "fp32", reject_below: float = 0.0) -> "Predictor":
+             precision: str = "fp32", reject_below: float = 0.0,
+             views: int = 1) -> "Predictor":
         """From a checkpoint file, a run folder or an exported .onnx file. `reject_below`:
-        a clip whose most probable class is less probable than this is "unknown"."""
-        return cls(load_engine(path, backend, device, precision), reject_below)
+        a clip whose most probable class is less probable than this is "unknown". `views`:
+        the mean over that many temporal offsets of the clip's frames (multi-view testing)."""
+        return cls(load_engine(path, backend, device, precision), reject_below, views)
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 frames -> (classes,) or (B, classes)."""
         return self.engine.probabilities(frames)
 
     def predict_file(self, path: str | os.PathLike) -> Prediction:
-        clip = read_clip(path, self.frame_config)
-        probs = self.probabilities(clip.frames)
+        if self.views > 1:
+            clip = read_clip(path, candidate_frames(self.frame_config, self.views))
+            probs = self.probabilities(np.stack([clip.frames[v::self.views]
+                                                 for v in range(self.views)])).mean(0)
+        else:
+            probs = self.probabilities(read_clip(path, self.frame_config).frames)
         top = int(probs.argmax())
         return Prediction(str(path), name_of(self.names, probs, self.reject_below),
                           float(probs[top]),

@@ -10,7 +10,7 @@ from .checkpoint import load_checkpoint
 from .config import FrameConfig, SplitConfig, TrainConfig
 from .dataset import Sample
 from .errors import LrcnError
-from .evaluate import evaluate, record_test_metrics
+from .evaluate import calibrate_checkpoint, evaluate, record_test_metrics
 from .train import TrainResult, train
 
 
@@ -34,16 +34,21 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
                        lists: Path | None = None,
                        fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
                        evaluate_test: bool = True, resume: bool = False) -> RunResult:
-    """Train (train.train), then evaluate the checkpoint on the run's test part, writing
-    report.json, confusion_matrix.png and curves.png into the run folder, and record the test
-    figures in the checkpoint (for `lrcn info`). Files that cannot be read were reported
+    """Train (train.train), fit the checkpoint's calibration temperature on the validation
+    clips, then evaluate the checkpoint on the run's test part, writing report.json,
+    confusion_matrix.png, reliability.png and curves.png into the run folder, and record the
+    test figures in the checkpoint (for `lrcn info`). Files that cannot be read were reported
     while training prepared the data."""
     run_dir = Path(run_dir)
     result = train(data, run_dir, classes=classes, frames=frames, model_options=model_options,
                    split=split, config=config, cache_dir=cache_dir, workers=workers,
                    progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed,
                    resume=resume)
-    if not evaluate_test or result.rank != 0:    # with several processes, rank 0 evaluates
+    if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
+        return RunResult(result, None)
+    calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
+                         workers=workers, device=config.device, log=log)
+    if not evaluate_test:
         return RunResult(result, None)
     test = result.parts["test"]
     if not test:

@@ -24,7 +24,8 @@ import torch
 
 from .cache import CachedClip, prepare
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
-from .config import FrameConfig, SplitConfig, TrainConfig, model_config_for, to_dict
+from .config import (FrameConfig, SplitConfig, TrainConfig, candidate_frames,
+                     model_config_for, to_dict)
 from .dataset import Sample, load_parts, write_split
 from .errors import LrcnError
 from .files import atomic_write_text
@@ -32,7 +33,7 @@ from .history import write_history
 from .devices import resolve_device
 from .distributed import World, barrier, broadcast, gather, setup, teardown
 from .loader import clip_batches
-from .augment import Augmenter, CANDIDATES, candidate_frames
+from .augment import Augmenter, CANDIDATES
 from .features import cached_features
 from .model import count_trainable
 from .resume import STATE_NAME, dropout_states, load_state, save_state
@@ -157,7 +158,7 @@ def training_inputs(data: TrainingData, model, frames: FrameConfig, config: Trai
     candidates = 1
     if config.temporal_jitter:
         candidates = CANDIDATES
-        wider = candidate_frames(frames)
+        wider = candidate_frames(frames, CANDIDATES)
         if world.distributed:
             prepare([c.sample for c in train][world.rank::world.size], wider,
                     cache_dir=cache_dir, workers=workers, progress=False)
