@@ -223,6 +223,32 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, markdown
+    from .config import SplitConfig, layered
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    split = layered(SplitConfig, {}, {"test_fraction": args.test_fraction,
+                                      "val_fraction": args.val_fraction,
+                                      "seed": args.split_seed})
+    train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "patience": args.patience, "seed": args.seed, "device": args.device}
+    rows = compare(args.data, out, args.models, repeats=args.repeats, protocol=args.protocol,
+                   classes=args.classes, split=split, train=train, cache_dir=args.cache,
+                   workers=args.workers, progress=False,
+                   log=(lambda *a, **k: None) if args.quiet else print)
+    print(markdown(rows))
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.csv'}, {out / 'compare.md'}, "
+          f"{out / 'compare.png'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import MODELS
+    for spec in MODELS.values():
+        print(f"{spec.name:<12} {spec.description}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_dataset, format_check
     report = check_dataset(args.data, args.classes, frames=_frame_settings(args),
@@ -514,6 +540,31 @@ def build_parser() -> argparse.ArgumentParser:
     train_options(p)
     common(p)
     p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("compare", help="train and test several models on the same splits, "
+                                       "repeated, and tabulate them")
+    p.add_argument("data", help="data set: a folder per class, or a path,label list")
+    p.add_argument("--models", type=_class_list, default=["lrcn", "convlstm", "effnet-lstm"],
+                   help="comma-separated model names (default lrcn,convlstm,effnet-lstm)")
+    p.add_argument("--repeats", type=_positive_int, default=3,
+                   help="splits per protocol (split seed, seed+1, ...; default 3)")
+    p.add_argument("--protocol", choices=("group", "random", "both"), default="group",
+                   help="group: clips of one group on one side (honest, default); random: the "
+                        "tutorial's leaking split; both: side by side")
+    p.add_argument("--out", default=None, help="folder for the runs and the table "
+                                               "(default runs/compare-DATE-TIME)")
+    p.add_argument("--classes", type=_class_list, default=None)
+    for flag, kind in (("--epochs", _positive_int), ("--batch-size", _positive_int),
+                       ("--lr", _positive_float), ("--patience", _positive_int),
+                       ("--seed", int), ("--test-fraction", _fraction),
+                       ("--val-fraction", _fraction), ("--split-seed", int)):
+        p.add_argument(flag, type=kind, default=None)
+    p.add_argument("--device", type=_device, default=None, help="auto, cpu, cuda, cuda:N, mps")
+    common(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("models", help="the models --model can name")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("check", help="scan a data set: counts, durations, unreadable and "
                                      "suspicious files")

@@ -298,6 +298,17 @@ def split_samples(samples: Sequence[Sample], config: SplitConfig) -> dict[str, l
     return split
 
 
+def random_split(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
+    """The tutorial's split, for comparison only: clips drawn at random (per class), ignoring
+    their groups, so near-duplicate clips of one video land on both sides and inflate test
+    accuracy. The same rule as split_samples with every clip its own group."""
+    own = {sample.path: Sample(sample.path, sample.class_name, str(sample.path))
+           for sample in samples}
+    parts = split_samples(list(own.values()), config)
+    originals = {sample.path: sample for sample in samples}
+    return {part: [originals[s.path] for s in members] for part, members in parts.items()}
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -320,5 +331,6 @@ def read_split(path: Path, root: Path | None = None) -> dict[str, list[Sample]]:
 
 
 __all__ = ["Sample", "discover", "load_samples", "load_parts", "read_list", "read_ucf101_split",
-           "split_groups", "split_samples", "split_train_val", "group_number", "write_split",
+           "split_groups", "split_samples", "random_split", "split_train_val", "group_number",
+           "write_split",
            "read_split"]
