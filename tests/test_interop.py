@@ -62,6 +62,48 @@ def clips(tmp_path_factory):
     return np.stack(out)   # (3, 20, 64, 64, 3) uint8
 
 
+def tutorial_convlstm(recurrent_activation="sigmoid"):
+    """The tutorial's create_convlstm_model (44,524 parameters for four classes), weights
+    randomised so that a wrong mapping shows."""
+    model = keras.Sequential([L.Input(shape=(20, 64, 64, 3))])
+    for filters, drop in [(4, True), (8, True), (14, True), (16, False)]:
+        model.add(L.ConvLSTM2D(filters, (3, 3), activation="tanh", data_format="channels_last",
+                               recurrent_dropout=0.2, return_sequences=True,
+                               recurrent_activation=recurrent_activation))
+        model.add(L.MaxPooling3D(pool_size=(1, 2, 2), padding="same",
+                                 data_format="channels_last"))
+        if drop:
+            model.add(L.TimeDistributed(L.Dropout(0.2)))
+    model.add(L.Flatten())
+    model.add(L.Dense(4, activation="softmax"))
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("suffix, recurrent", [(".keras", "sigmoid"), (".h5", "hard_sigmoid")])
+def test_the_tutorials_convlstm_imports_with_kerass_probabilities(tmp_path, clips, suffix,
+                                                                   recurrent):
+    model = tutorial_convlstm(recurrent)
+    assert model.count_params() == 44_524
+    path = tmp_path / f"convlstm{suffix}"
+    model.save(path)
+    out = tmp_path / "convlstm.safetensors"
+    from lrcn.cli import main
+    assert main(["import-keras", str(path), "--classes", "a,b,c,d", "--out", str(out)]) == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model_config.name == "convlstm"
+    # Keras 3 wrote the file: its hard_sigmoid is clip(x/6 + 0.5), not Keras 2's
+    assert checkpoint.model_config.recurrent_activation == \
+        {"sigmoid": "sigmoid", "hard_sigmoid": "hard_sigmoid6"}[recurrent]
+    with full_fp32():
+        ours = Predictor(make_engine(checkpoint)).probabilities(clips)
+        theirs = np.asarray(model.predict(clips.astype(np.float32) / 255, verbose=0))
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert np.abs(theirs - theirs.mean(0)).max() > 1e-3
+
+
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_keras_import_gives_keras_probabilities(tmp_path, clips, suffix):
     model = seed_keras_model()

@@ -21,7 +21,7 @@ LAYERS = [
     {"engine"},                                                       # model -> probabilities
     {"predict", "windows", "train", "evaluate"},
     {"timeline", "stream", "runs", "check", "keras_import"},          # probabilities -> reports
-    {"crossval", "demo", "jobs"},
+    {"crossval", "demo", "jobs", "compare"},
     {"serve"},                                                        # the web server
     {"cli", "__main__"},
 ]

@@ -54,7 +54,9 @@ class ModelConfig:
     lstm_units: int = 32
     batchnorm: bool = False
     l2: float = 0.0                  # Keras-style kernel_regularizer on conv and LSTM weights
-    recurrent_activation: str = "sigmoid"   # convlstm: Keras 3's; "hard_sigmoid" for Keras 2
+    # convlstm's gates: "sigmoid" (Keras 3's default), "hard_sigmoid" (Keras 2's, the
+    # tutorial's: clip(0.2x + 0.5)) or "hard_sigmoid6" (Keras 3's hard_sigmoid: clip(x/6 + 0.5))
+    recurrent_activation: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if not (len(self.conv_filters) == len(self.pool_sizes) == len(self.dropout_after)):

@@ -34,13 +34,15 @@ class ConvLSTMCell(nn.Module):
         self.recurrent_conv = nn.Conv2d(filters, 4 * filters, kernel, padding=kernel // 2,
                                         bias=False)                           # "same"
         self.recurrent_dropout = MaskDropout(recurrent_dropout)
-        if recurrent_activation not in ("sigmoid", "hard_sigmoid"):
+        if recurrent_activation not in ("sigmoid", "hard_sigmoid", "hard_sigmoid6"):
             raise ValueError(f"unsupported recurrent activation {recurrent_activation!r}")
         self.recurrent_activation = recurrent_activation
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         if self.recurrent_activation == "hard_sigmoid":   # Keras 2's: clip(0.2x + 0.5, 0, 1)
             return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+        if self.recurrent_activation == "hard_sigmoid6":  # Keras 3's: clip(x/6 + 0.5, 0, 1)
+            return torch.clamp(x / 6 + 0.5, 0.0, 1.0)
         return torch.sigmoid(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

