@@ -284,6 +284,7 @@ def test_the_token_is_enforced(server, clip):
     model = httpx.get(f"{server.url}/v1/model", headers=AUTH).json()
     assert model["classes"] == ["wave", "jump", "spin"] and model["token_required"]
     assert model["frame_spacing_s"] == pytest.approx(0.1)
+    assert model["model"] == "lrcn" and model["trainable_parameters"] > 0
     assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/predict"]
 
 

@@ -202,7 +202,11 @@ class Server:
         checkpoint = Path(self.config.checkpoint)
         if not str(checkpoint).endswith(".onnx"):
             from .checkpoint import summary
-            info["test_metrics"] = summary(checkpoint)["info"].get("test_metrics")
+            about = summary(checkpoint)
+            info["test_metrics"] = about["info"].get("test_metrics")
+            info.update({"model": about["model_name"], "normalisation": about["normalisation"],
+                         "trainable_parameters": about["trainable_parameters"],
+                         "temperature": about["temperature"]})
         return info
 
     async def predict(self, path: Path) -> JSONResponse:
