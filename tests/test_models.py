@@ -134,13 +134,15 @@ def test_every_model_trains_evaluates_predicts_and_runs_in_timelines_and_streams
         tiny_dataset, tmp_path, name):
     run = tmp_path / "run"
     # small frames keep the pretrained backbone's CPU time short (its default is 160x128)
+    size = "64x48" if name.startswith("effnet") else "64"
     trained = lrcn("train", tiny_dataset, "--model", name, "--epochs", "2", "--out", run,
-                   "--quiet", "--size", "64x48")
+                   "--quiet", "--size", size)
     assert trained.returncode == 0, trained.stderr
     assert f"model: {name}" in trained.stdout
     summary = json.loads(lrcn("info", run, "--json").stdout)
     assert summary["model_name"] == name and summary["model"]["name"] == name
-    assert (summary["frames"]["height"], summary["model"]["width"]) == (48, 64)
+    assert (summary["frames"]["height"], summary["model"]["width"]) == \
+        ((48, 64) if name.startswith("effnet") else (64, 64))
     assert summary["normalisation"] == get_spec(name).normalisation
     report = json.loads((run / "report.json").read_text())
     assert report["model"] == name and report["num_clips"] == 8
@@ -186,6 +188,9 @@ def test_model_settings_a_model_cannot_honour_are_refused(tiny_dataset, tmp_path
     assert "cannot crop or flip" in result.stderr.strip().splitlines()[-1]
     result = lrcn("train", tiny_dataset, "--model", "nope", "--out", tmp_path)
     assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
+    result = lrcn("train", tiny_dataset, "--size", "64x48", "--out", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "too small for the pooling" in result.stderr
 
 
 # --- augmentation, balance, views, calibration, splits: the pure parts -------------------------

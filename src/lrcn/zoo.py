@@ -82,6 +82,10 @@ def check_settings(config: ModelConfig, channel_order: str, train=None) -> Model
     if train is not None and not spec.pixel_augment and (train.scale_jitter or train.flip):
         raise LrcnError(f"{config.name} trains on cached features: it cannot crop or flip "
                         "frames (use effnet-lrcn for that)")
+    try:
+        build_model(config)          # shapes that do not fit (too small a frame for the pooling)
+    except ValueError as exc:
+        raise LrcnError(f"{config.name}: {exc}") from None
     return spec
 
 
