@@ -49,7 +49,8 @@ def main() -> None:
     if not (data / "manifest.csv").exists():
         make_dataset(data, SynthConfig(groups=args.groups, clips_per_group=args.clips_per_group),
                      progress=False)
-    clips = sum(1 for _ in data.rglob("*.avi"))
+    from lrcn.dataset import discover
+    clips = len(discover(data)[1])          # the synthetic set mixes .avi and .mp4 files
     cache = args.work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     print(f"{clips} clips, {os.cpu_count()} cores")
