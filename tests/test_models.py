@@ -6,7 +6,6 @@ do what they say."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -15,21 +14,19 @@ import pytest
 import torch
 
 from lrcn import effnet
-from lrcn.augment import Augmenter, views
+from lrcn.augment import Augmenter
 from lrcn.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
                             reliability)
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
-from lrcn.cli import main
 from lrcn.config import FrameConfig, ModelConfig, TrainConfig, candidate_frames
 from lrcn.dataset import Sample, random_split, split_samples
 from lrcn.engine import OrtEngine, TorchEngine
 from lrcn.errors import LrcnError
 from lrcn.export import export_onnx
 from lrcn.model import count_trainable
-from lrcn.sampling import sample_indices
+from lrcn.sampling import sample_indices, views
 from lrcn.zoo import MODELS, build_model, get_spec
 
-from conftest import write_video
 
 
 def lrcn(*args):

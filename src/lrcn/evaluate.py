@@ -21,6 +21,7 @@ from .engine import Engine, make_engine
 from .errors import LrcnError
 from .files import atomic_write_text
 from .history import read_history
+from .sampling import views as split_views
 from .plots import plot_confusion, plot_curves, plot_reliability
 
 
@@ -40,7 +41,7 @@ def predict_cached(engine: Engine, clips, batch_size: int = 64,
     out = []
     for i in range(0, len(clips), batch_size):
         batch = np.stack([frames(c) for c in clips[i:i + batch_size]])
-        stacked = np.concatenate([batch[:, v::views] for v in range(views)])
+        stacked = np.concatenate(split_views(batch, views))
         out.append(engine.probabilities(stacked).reshape(views, len(batch), -1).mean(0))
     return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
 

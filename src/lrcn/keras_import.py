@@ -86,6 +86,18 @@ def _pair(value: Any) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
+def _dropout_after(layers: list[KerasLayer], position: int, drops: list[bool],
+                   rates: list[float]) -> int:
+    """An optional TimeDistributed(Dropout) at `position`, after a block: noted in `drops`
+    (and its rate in `rates`); returns the position after it."""
+    drop = layers[position] if position < len(layers) else None
+    present = drop is not None and drop.kind == "TimeDistributed(Dropout)"
+    drops.append(present)
+    if present:
+        rates.append(float(drop.config.get("rate", 0.0)))
+    return position + present
+
+
 def _input_shape(input_shape: tuple | None, path: Path) -> tuple[int, int, int, int]:
     if input_shape is None or len(input_shape) != 4 or None in input_shape:
         raise LrcnError("the Keras config does not give a fixed input shape "
@@ -128,13 +140,7 @@ def parse_convlstm(layers: list[KerasLayer], input_shape: tuple | None, path: Pa
             _refuse(pool, "MaxPooling3D((1, p, p), padding 'same') after each ConvLSTM2D", path)
         pools.append(int(size[1]))
         position += 1
-        drop = layers[position] if position < len(layers) else None
-        if drop is not None and drop.kind == "TimeDistributed(Dropout)":
-            drops.append(True)
-            rates.append(float(drop.config.get("rate", 0.0)))
-            position += 1
-        else:
-            drops.append(False)
+        position = _dropout_after(layers, position, drops, rates)
     if len(set(rates)) > 1 or len(activations) > 1:
         _refuse(layers[0], "one dropout rate and one recurrent activation for all blocks", path)
     layer = layers[position] if position < len(layers) else None
@@ -193,13 +199,7 @@ def parse_architecture(layers: list[KerasLayer], input_shape: tuple | None, path
                     path)
         pools.append(size[0])
         position += 1
-        drop = peek()
-        if drop is not None and drop.kind == "TimeDistributed(Dropout)":
-            drops.append(True)
-            rates.append(float(drop.config.get("rate", 0.0)))
-            position += 1
-        else:
-            drops.append(False)
+        position = _dropout_after(layers, position, drops, rates)
     if not filters:
         _refuse(peek(), "TimeDistributed(Conv2D) as the first layer", path)
     if len(set(rates)) > 1:

@@ -66,7 +66,34 @@ class MaskDropout(nn.Module):
         return f"p={self.p}"
 
 
-class LRCN(nn.Module):
+class ClipClassifier(nn.Module):
+    """What every model of the family (zoo.py) shares: seeded dropout streams and the
+    optimizer's parameter groups (a model with a pretrained part overrides those)."""
+
+    def seed_dropout(self, seed: int) -> None:
+        """Make dropout masks reproducible: each dropout layer gets its own stream from seed."""
+        for i, module in enumerate(m for m in self.modules() if isinstance(m, MaskDropout)):
+            module.seed(seed * 1000 + i)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter at `lr`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+
+@torch.no_grad()
+def keras_lstm_init(lstm: nn.LSTM) -> None:
+    """Keras's LSTM initialisation on a one-layer nn.LSTM: Glorot-uniform kernel, orthogonal
+    recurrent kernel, zero biases with the forget gate's at one, and the second bias
+    (PyTorch's, which Keras does not have) zero."""
+    units = lstm.hidden_size
+    nn.init.xavier_uniform_(lstm.weight_ih_l0)
+    nn.init.orthogonal_(lstm.weight_hh_l0)
+    nn.init.zeros_(lstm.bias_ih_l0)
+    lstm.bias_ih_l0[units:2 * units] = 1.0  # unit_forget_bias=True
+    nn.init.zeros_(lstm.bias_hh_l0)
+
+
+class LRCN(ClipClassifier):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -104,21 +131,7 @@ class LRCN(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        units = self.config.lstm_units
-        nn.init.xavier_uniform_(self.lstm.weight_ih_l0)
-        nn.init.orthogonal_(self.lstm.weight_hh_l0)
-        nn.init.zeros_(self.lstm.bias_ih_l0)
-        self.lstm.bias_ih_l0[units:2 * units] = 1.0  # unit_forget_bias=True
-        nn.init.zeros_(self.lstm.bias_hh_l0)
-
-    def seed_dropout(self, seed: int) -> None:
-        """Make dropout masks reproducible: each dropout layer gets its own stream from seed."""
-        for i, module in enumerate(m for m in self.modules() if isinstance(m, MaskDropout)):
-            module.seed(seed * 1000 + i)
-
-    def param_groups(self, lr: float) -> list[dict]:
-        """The optimizer's parameter groups: every trainable parameter at `lr`."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        keras_lstm_init(self.lstm)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, C) float frames in [0, 1] -> (N, F) per-frame features.

@@ -14,6 +14,7 @@ import numpy as np
 from .annotate import Label, annotate_video
 from .clip import read_clip
 from .config import candidate_frames
+from .sampling import views
 from .engine import Engine, load_engine
 from .errors import LrcnError
 from .windows import name_of
@@ -62,8 +63,8 @@ class Predictor:
     def predict_file(self, path: str | os.PathLike) -> Prediction:
         if self.views > 1:
             clip = read_clip(path, candidate_frames(self.frame_config, self.views))
-            probs = self.probabilities(np.stack([clip.frames[v::self.views]
-                                                 for v in range(self.views)])).mean(0)
+            probs = self.probabilities(np.concatenate(views(clip.frames[None],
+                                                            self.views))).mean(0)
         else:
             probs = self.probabilities(read_clip(path, self.frame_config).frames)
         top = int(probs.argmax())

@@ -24,6 +24,13 @@ def sample_indices(num_frames: int, num_samples: int) -> list[int]:
             for i in range(num_samples)]
 
 
+def views(clips, count: int) -> list:
+    """(B, T*count, ...) clips cached with `count` frames per segment (config.candidate_frames)
+    -> `count` views (B, T, ...), view v taking frame v of every segment: the temporal offsets
+    that multi-view testing (--views) averages. NumPy arrays or torch tensors alike."""
+    return [clips[:, v::count] for v in range(count)]
+
+
 def parse_group(filename: str) -> str | None:
     """The UCF group tag of a file name (`v_TaiChi_g08_c03.avi` -> "g08"), or None.
 

@@ -82,6 +82,19 @@ class TrainingData:
     candidates: int = 1            # frames per segment in inputs["train"]
 
 
+def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | None,
+                   workers: int | None, progress: bool, world: World):
+    """prepare() with several processes: each decodes its share (`rank::size`) into the shared
+    cache, then, after a barrier, every one reads every entry (an entry is complete once its
+    JSON is there, so no other coordination is needed). (clips, failures) as prepare's."""
+    if world.distributed:
+        prepare(samples[world.rank::world.size], frames, cache_dir=cache_dir, workers=workers,
+                progress=progress and world.main)
+        barrier(world)
+    return prepare(samples, frames, cache_dir=cache_dir, workers=workers,
+                   progress=progress and not world.distributed)
+
+
 def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | None = None,
                  frames: FrameConfig = FrameConfig(), split: SplitConfig = SplitConfig(),
                  cache_dir: Path | None = None, workers: int | None = None,
@@ -126,12 +139,7 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
 
     everything = parts["train"] + parts["val"] + parts["test"]
     started = time.perf_counter()
-    if world.distributed:
-        prepare(everything[world.rank::world.size], frames, cache_dir=cache_dir,
-                workers=workers, progress=progress and world.main)
-        barrier(world)
-    clips, failures = prepare(everything, frames, cache_dir=cache_dir, workers=workers,
-                              progress=progress and not world.distributed)
+    clips, failures = prepare_shared(everything, frames, cache_dir, workers, progress, world)
     seconds = time.perf_counter() - started
     log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
         f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
@@ -158,13 +166,9 @@ def training_inputs(data: TrainingData, model, frames: FrameConfig, config: Trai
     candidates = 1
     if config.temporal_jitter:
         candidates = CANDIDATES
-        wider = candidate_frames(frames, CANDIDATES)
-        if world.distributed:
-            prepare([c.sample for c in train][world.rank::world.size], wider,
-                    cache_dir=cache_dir, workers=workers, progress=False)
-            barrier(world)
-        decoded, failures = prepare([c.sample for c in train], wider, cache_dir=cache_dir,
-                                    workers=workers, progress=progress and world.main)
+        decoded, failures = prepare_shared([c.sample for c in train],
+                                           candidate_frames(frames, CANDIDATES), cache_dir,
+                                           workers, progress, world)
         if failures:   # the file decoded at the plain setting: report, do not drop silently
             raise LrcnError(f"decoding {CANDIDATES}x frames for temporal jitter failed "
                             f"({failures[0][1]})", failures[0][0].path)
