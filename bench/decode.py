@@ -3,7 +3,7 @@
   (a) tutorial: cv2.VideoCapture, CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES seek to each of 20
       evenly spaced indices, resize to 64x64 (the seed tutorial's frames_extraction);
   (b) ceiling: a plain sequential decode of every frame (PyAV, one decoder thread per process);
-  (c) lrcn: `lrcn.video.read_clip`, what the cache fills with.
+  (c) lrcn: `lrcn.media.clip.read_clip`, what the cache fills with.
 
 Each runs with 1 and with N worker processes, in rounds that interleave the three methods; the
 medians are compared, and the CPU time per clip is printed beside them. frames_exact counts
@@ -34,8 +34,8 @@ import av
 import numpy as np
 
 from lrcn.config import FrameConfig
-from lrcn.clip import read_clip
-from lrcn.video import VIDEO_EXTENSIONS
+from lrcn.media.clip import read_clip
+from lrcn.media.video import VIDEO_EXTENSIONS
 
 
 def tutorial(path: str) -> int:
@@ -98,7 +98,7 @@ def clips_per_second(fn, files: list[str], workers: int) -> tuple[float, float]:
 
 def make_h264(folder: Path, count: int) -> None:
     """Synthetic action clips as H.264 MP4 (3-8 s, 320x240, 25 fps, B-frames)."""
-    from lrcn.synth import CLASSES, _group_setting, render_clip, write_frames
+    from lrcn.data.synth import CLASSES, _group_setting, render_clip, write_frames
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(5)
     names = list(CLASSES)
@@ -114,7 +114,7 @@ def make_h264(folder: Path, count: int) -> None:
 
 LONG_CHILD = r"""
 import json, resource, sys, time
-from lrcn.clip import read_clip
+from lrcn.media.clip import read_clip
 start = time.perf_counter()
 clip = read_clip(sys.argv[1], seek=sys.argv[2] == "seek")
 print(json.dumps({"seconds": time.perf_counter() - start, "frames": clip.num_frames,
@@ -129,7 +129,7 @@ def long_videos(minutes: list[int], full: bool, work: Path) -> None:
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
     from timeline import _repeat
-    from lrcn.synth import make_long_video
+    from lrcn.data.synth import make_long_video
     work.mkdir(parents=True, exist_ok=True)
     base = work / "long720_1min.mp4"
     if not base.exists():

@@ -44,12 +44,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lrcn-effnet")
     args = parser.parse_args()
-    from lrcn.synth import SynthConfig, make_dataset
+    from lrcn.data.synth import SynthConfig, make_dataset
     data = args.work / f"data-{args.groups}x{args.clips_per_group}"
     if not (data / "manifest.csv").exists():
         make_dataset(data, SynthConfig(groups=args.groups, clips_per_group=args.clips_per_group),
                      progress=False)
-    from lrcn.dataset import discover
+    from lrcn.data.dataset import discover
     clips = len(discover(data)[1])          # the synthetic set mixes .avi and .mp4 files
     cache = args.work / "cache"
     shutil.rmtree(cache, ignore_errors=True)

@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrcn.cache import prepare
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.data.cache import prepare
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.dataset import discover
+from lrcn.data.dataset import discover
 from lrcn.devices import resolve_device
-from lrcn.engine import make_engine
-from lrcn.loader import ClipBatches, FrameStore
-from lrcn.model import LRCN
-from lrcn.synth import SynthConfig, make_dataset
-from lrcn.steps import make_optimizer, run_epoch
+from lrcn.inference.engine import make_engine
+from lrcn.data.loader import ClipBatches, FrameStore
+from lrcn.models.lrcn import LRCN
+from lrcn.data.synth import SynthConfig, make_dataset
+from lrcn.training.steps import make_optimizer, run_epoch
 
 # The tracker's anchor: the seed model in Keras 3.15 on JAX (XLA), one H100 (issue 12).
 KERAS_H100 = {"train4": 612.0, "train32": 1483.0, "train256": 2809.0, "infer64": 7935.0,

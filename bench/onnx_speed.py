@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.export import export_onnx
-from lrcn.model import LRCN
-from lrcn.predict import Predictor
+from lrcn.inference.export import export_onnx
+from lrcn.models.lrcn import LRCN
+from lrcn.inference.predict import Predictor
 
 
 def timed(fn, repeat: int) -> float:

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lrcn-scale")
     args = parser.parse_args()
-    from lrcn.synth import SynthConfig, make_dataset
+    from lrcn.data.synth import SynthConfig, make_dataset
     data = args.work / "data"
     if not (data / "manifest.csv").exists():
         make_dataset(data, SynthConfig(groups=max(2, args.clips // 12), clips_per_group=2,

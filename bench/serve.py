@@ -54,10 +54,10 @@ def tree_rss_mb(pid: int) -> float:
 
 def make_data(work: Path) -> tuple[Path, list[Path]]:
     import torch
-    from lrcn.checkpoint import save_checkpoint
+    from lrcn.models.checkpoint import save_checkpoint
     from lrcn.config import FrameConfig, ModelConfig
-    from lrcn.model import LRCN
-    from lrcn.synth import SynthConfig, make_dataset
+    from lrcn.models.lrcn import LRCN
+    from lrcn.data.synth import SynthConfig, make_dataset
     data = work / "data"
     if not (data / "manifest.csv").exists():
         make_dataset(data, SynthConfig(groups=4, clips_per_group=1, min_seconds=2,
@@ -72,7 +72,7 @@ def make_data(work: Path) -> tuple[Path, list[Path]]:
 
 
 def predict_throughput(checkpoint: Path, clips: list[Path], seconds: float) -> float:
-    from lrcn.predict import Predictor
+    from lrcn.inference.predict import Predictor
     predictor = Predictor.load(checkpoint)
     predictor.predict_files(clips[:2])
     done, start = 0, time.perf_counter()

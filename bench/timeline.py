@@ -24,10 +24,10 @@ import av
 
 CHILD = r"""
 import json, resource, sys, time
-from lrcn.checkpoint import load_checkpoint
-from lrcn.engine import make_engine
-from lrcn.timeline import timeline_for_video
-from lrcn.windows import WindowConfig
+from lrcn.models.checkpoint import load_checkpoint
+from lrcn.inference.engine import make_engine
+from lrcn.inference.timeline import timeline_for_video
+from lrcn.inference.windows import WindowConfig
 ckpt, video, mode = sys.argv[1:4]
 engine = make_engine(load_checkpoint(ckpt))
 start = time.perf_counter()
@@ -38,7 +38,7 @@ else:
     import av, numpy as np
     from collections import deque
     from av.video.reformatter import VideoReformatter
-    from lrcn.video import to_model_frame
+    from lrcn.media.video import to_model_frame
     ref, last, frames = VideoReformatter(), deque(maxlen=20), 0
     with av.open(video) as c:
         s = c.streams.video[0]; s.thread_type = "AUTO"; rate = float(s.average_rate)
@@ -54,7 +54,7 @@ print(json.dumps({"frames": frames, "duration": duration, "seconds": seconds,
 
 
 def make_videos(work: Path, minutes: list[int]) -> dict[int, Path]:
-    from lrcn.synth import make_long_video
+    from lrcn.data.synth import make_long_video
     work.mkdir(parents=True, exist_ok=True)
     base = work / "long_1min.mp4"
     if not base.exists():
@@ -111,9 +111,9 @@ def main() -> None:
     checkpoint = args.checkpoint
     if checkpoint is None:
         import torch
-        from lrcn.checkpoint import save_checkpoint
+        from lrcn.models.checkpoint import save_checkpoint
         from lrcn.config import FrameConfig, ModelConfig
-        from lrcn.model import LRCN
+        from lrcn.models.lrcn import LRCN
         torch.manual_seed(0)
         checkpoint = save_checkpoint(args.work / "bench_model.safetensors",
                                      LRCN(ModelConfig(num_classes=6)), FrameConfig(),

@@ -29,16 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrcn.cache import prepare
-from lrcn.checkpoint import save_checkpoint
+from lrcn.data.cache import prepare
+from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.dataset import discover
+from lrcn.data.dataset import discover
 from lrcn.devices import resolve_device
-from lrcn.loader import clip_batches
-from lrcn.model import LRCN, clips_to_input
-from lrcn.predict import Predictor
-from lrcn.synth import SynthConfig, make_dataset
-from lrcn.steps import CHUNK_CLIPS, make_optimizer, run_epoch
+from lrcn.data.loader import clip_batches
+from lrcn.models.lrcn import LRCN
+from lrcn.models.base import clips_to_input
+from lrcn.inference.predict import Predictor
+from lrcn.data.synth import SynthConfig, make_dataset
+from lrcn.training.steps import CHUNK_CLIPS, make_optimizer, run_epoch
 
 ANCHOR = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "seed_keras_bench.py"
 

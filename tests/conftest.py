@@ -146,7 +146,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A small synthetic data set in UCF layout (4 classes incl. a time-reversed pair)."""
-    from lrcn.synth import SynthConfig, make_dataset
+    from lrcn.data.synth import SynthConfig, make_dataset
     root = tmp_path_factory.mktemp("tiny") / "data"
     make_dataset(root, SynthConfig(classes=("SlideRight", "SlideLeft", "Grow", "Bounce"),
                                    groups=3, clips_per_group=2, width=96, height=72,

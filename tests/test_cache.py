@@ -7,10 +7,10 @@ import json
 import numpy as np
 
 from conftest import decoded_index, write_indexed_video
-from lrcn.cache import _entry_paths, cache_key, prepare
-from lrcn.dataset import Sample
+from lrcn.data.cache import _entry_paths, cache_key, prepare
+from lrcn.data.dataset import Sample
 from lrcn.config import FrameConfig
-from lrcn.sampling import sample_indices
+from lrcn.media.sampling import sample_indices
 
 
 def make_samples(root, counts):

@@ -7,10 +7,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lrcn.checkpoint import load_checkpoint, save_checkpoint, update_info
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint, update_info
 from lrcn.config import FrameConfig, ModelConfig, to_dict
 from lrcn.errors import LrcnError
-from lrcn.model import LRCN
+from lrcn.models.lrcn import LRCN
 
 
 def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lrcn.cli import main
-from lrcn.sampling import parse_group
+from lrcn.media.sampling import parse_group
 
 
 def lrcn(*args, cwd=None):

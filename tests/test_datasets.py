@@ -149,9 +149,9 @@ def test_check_reports_counts_and_every_problem(tiny_dataset, tmp_path):
 
 def test_check_takes_the_frame_settings_train_takes_and_warms_its_cache(tiny_dataset,
                                                                           tmp_path):
-    from lrcn.cache import prepare
+    from lrcn.data.cache import prepare
     from lrcn.config import FrameConfig
-    from lrcn.dataset import discover
+    from lrcn.data.dataset import discover
     cache = tmp_path / "cache"
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"frames": {"num_frames": 8, "channel_order": "bgr"}}))

@@ -62,8 +62,8 @@ def _timeline_recovers_known_actions(run, tmp_path):
     demo model confuses Spin and Bounce in some scenes, as it does some clips), >= 80% of the
     time is labelled right, and a segment boundary lies within half a window of every true
     change of action."""
-    from lrcn.checkpoint import load_checkpoint
-    from lrcn.synth import make_long_video
+    from lrcn.models.checkpoint import load_checkpoint
+    from lrcn.data.synth import make_long_video
     span = load_checkpoint(run).clip_seconds
     plan = [("SlideRight", 3), ("Grow", 3), ("Spin", 3), ("SlideLeft", 3), ("Shrink", 3)]
     video = tmp_path / "long.mp4"

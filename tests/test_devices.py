@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lrcn.cache import prepare
-from lrcn.checkpoint import load_checkpoint
+from lrcn.data.cache import prepare
+from lrcn.models.checkpoint import load_checkpoint
 from lrcn.config import FrameConfig, TrainConfig
-from lrcn.dataset import discover
+from lrcn.data.dataset import discover
 from lrcn.devices import resolve_device
-from lrcn.engine import TorchEngine, make_engine
+from lrcn.inference.engine import TorchEngine, make_engine
 from lrcn.errors import LrcnError
-from lrcn.loader import FrameStore, clip_batches
+from lrcn.data.loader import FrameStore, clip_batches
 
 CUDA = torch.cuda.is_available()
 
@@ -44,9 +44,9 @@ def cached(tiny_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def untrained(cached, tmp_path_factory):
     """An untrained model for the cached clips' classes, as a loaded checkpoint."""
-    from lrcn.checkpoint import save_checkpoint
+    from lrcn.models.checkpoint import save_checkpoint
     from lrcn.config import ModelConfig
-    from lrcn.model import LRCN
+    from lrcn.models.lrcn import LRCN
     names, _ = cached
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path_factory.mktemp("untrained") / "m.safetensors",
@@ -64,9 +64,9 @@ def test_auto_is_cuda_when_there_is_one_else_the_cpu():
 @pytest.mark.skipif(CUDA, reason="this machine has a CUDA GPU")
 @pytest.mark.parametrize("name", ["cuda", "cuda:1"])
 def test_a_device_that_is_not_there_is_one_line_and_exit_2(name, tiny_dataset, tmp_path):
-    from lrcn.checkpoint import save_checkpoint
+    from lrcn.models.checkpoint import save_checkpoint
     from lrcn.config import ModelConfig
-    from lrcn.model import LRCN
+    from lrcn.models.lrcn import LRCN
     with pytest.raises(LrcnError, match=f"--device {name}: this machine has no CUDA GPU"):
         resolve_device(name)
     checkpoint = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=2)),
@@ -167,7 +167,7 @@ def test_training_in_bf16_on_the_cpu_records_its_settings(tiny_dataset, tmp_path
 @cuda
 def test_a_checkpoint_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_dataset, tmp_path):
     from lrcn.devices import full_fp32
-    from lrcn.train import train
+    from lrcn.training.train import train
     config = TrainConfig(epochs=3, device="cuda", seed=2)
     result = train(tiny_dataset, tmp_path / "run", config=config, cache_dir=tmp_path / "cache",
                    progress=False, log=lambda *a: None)
@@ -183,7 +183,7 @@ def test_a_checkpoint_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_datas
 
 @cuda
 def test_a_few_epochs_on_the_gpu_reach_the_cpus_accuracy(tiny_dataset, tmp_path):
-    from lrcn.runs import train_and_evaluate
+    from lrcn.training.runs import train_and_evaluate
     accuracy = {}
     for device in ("cpu", "cuda"):
         result = train_and_evaluate(tiny_dataset, tmp_path / device,

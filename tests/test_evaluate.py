@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lrcn.evaluate import format_report, metrics
+from lrcn.training.evaluate import format_report, metrics
 
 NAMES = ["a", "b", "c"]
 TRUE = [0, 0, 0, 1, 1, 2, 2, 2, 2]

@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.engine import OrtEngine, TorchEngine
-from lrcn.model import LRCN, MaskDropout
-from lrcn.steps import make_optimizer, train_step
-from lrcn.train import train
-from lrcn.clip import read_clip
+from lrcn.inference.engine import OrtEngine, TorchEngine
+from lrcn.models.lrcn import LRCN
+from lrcn.models.base import MaskDropout
+from lrcn.training.steps import make_optimizer, train_step
+from lrcn.training.train import train
+from lrcn.media.clip import read_clip
 
 from conftest import indexed_frame, write_video
 

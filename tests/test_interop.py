@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from conftest import indexed_frame, write_video
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
-from lrcn.clip import read_clip
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.devices import full_fp32
-from lrcn.engine import OrtEngine, make_engine
+from lrcn.inference.engine import OrtEngine, make_engine
 from lrcn.errors import LrcnError
-from lrcn.model import LRCN
-from lrcn.predict import Predictor
+from lrcn.models.lrcn import LRCN
+from lrcn.inference.predict import Predictor
 
 os.environ.setdefault("KERAS_BACKEND", "torch")   # keras 3 on PyTorch: no TensorFlow needed
 keras = pytest.importorskip("keras")
@@ -144,7 +144,7 @@ def test_unrepresentable_keras_model_is_refused_naming_the_layer(tmp_path, build
 def test_keras_import_needs_class_names_that_fit(tmp_path):
     path = tmp_path / "seed.h5"
     seed_keras_model().save(path)
-    from lrcn.keras_import import import_keras
+    from lrcn.models.keras_import import import_keras
     with pytest.raises(LrcnError, match="holds no class names"):
         import_keras(path)
     with pytest.raises(LrcnError, match="3 class names given for a model with 4 outputs"):
@@ -194,7 +194,7 @@ def test_onnx_runs_where_pytorch_is_not_installed(exported, clips, tmp_path):
 import sys, json
 sys.modules["torch"] = None          # importing torch now fails, as on a machine without it
 import numpy as np, onnxruntime as ort
-from lrcn.predict import Predictor
+from lrcn.inference.predict import Predictor
 x = np.load({str(tmp_path / 'clips.npy')!r})
 ours = Predictor.load({str(onnx_path)!r}).probabilities(x)
 session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
@@ -303,8 +303,8 @@ def test_the_engine_falls_back_to_pytorch_out_loud(exported, clips, tmp_path):
 import sys, json
 sys.modules["onnxruntime"] = None    # as on a machine without ONNX Runtime
 import numpy as np
-from lrcn.checkpoint import load_checkpoint
-from lrcn.engine import make_engine
+from lrcn.models.checkpoint import load_checkpoint
+from lrcn.inference.engine import make_engine
 from lrcn.errors import LrcnError
 checkpoint = load_checkpoint({str(checkpoint)!r})
 engine = make_engine(checkpoint)

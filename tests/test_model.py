@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lrcn.config import ModelConfig
-from lrcn.model import LRCN, count_trainable, layer_shapes
+from lrcn.models.lrcn import LRCN, layer_shapes
+from lrcn.models.base import count_trainable
 
 # The seed's Keras model.summary(), output shapes per layer (batch dimension dropped).
 KERAS_SHAPES = [

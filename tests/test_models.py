@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from lrcn import effnet
-from lrcn.augment import Augmenter
-from lrcn.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
+from lrcn.models import effnet
+from lrcn.data.augment import Augmenter
+from lrcn.inference.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
                             reliability)
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig, TrainConfig, candidate_frames
-from lrcn.dataset import Sample, random_split, split_samples
-from lrcn.engine import OrtEngine, TorchEngine
+from lrcn.data.dataset import Sample, random_split, split_samples
+from lrcn.inference.engine import OrtEngine, TorchEngine
 from lrcn.errors import LrcnError
-from lrcn.export import export_onnx
-from lrcn.model import count_trainable
-from lrcn.sampling import sample_indices, views
-from lrcn.zoo import MODELS, build_model, get_spec
+from lrcn.inference.export import export_onnx
+from lrcn.models.base import count_trainable
+from lrcn.media.sampling import sample_indices, views
+from lrcn.models.registry import MODELS, build_model, get_spec
 
 
 
@@ -233,8 +233,8 @@ def test_views_are_the_offsets_of_a_clip():
 
 
 def test_balance_weights_classes_by_inverse_frequency():
-    from lrcn.cache import CachedClip
-    from lrcn.train import TrainingData, class_weights
+    from lrcn.data.cache import CachedClip
+    from lrcn.training.train import TrainingData, class_weights
     from pathlib import Path
     clips = [CachedClip(Sample(Path(f"{c}{i}.avi"), c, f"{c}/g{i}"), Path("x.npy"), 10, 25.0)
              for c, n in (("a", 6), ("b", 2)) for i in range(n)]
@@ -298,7 +298,7 @@ def test_compare_writes_the_table_for_both_protocols(tiny_dataset, tmp_path):
 
 
 def test_convlstm_gate_functions_are_kerass():
-    from lrcn.convlstm import ConvLSTMCell
+    from lrcn.models.convlstm import ConvLSTMCell
     x = torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0])
     keras2 = ConvLSTMCell(3, 4, recurrent_activation="hard_sigmoid").gate(x)
     torch.testing.assert_close(keras2, torch.tensor([0.0, 0.3, 0.5, 0.7, 1.0]))

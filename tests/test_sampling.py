@@ -1,6 +1,6 @@
 import pytest
 
-from lrcn.sampling import parse_group, sample_indices
+from lrcn.media.sampling import parse_group, sample_indices
 
 
 @pytest.mark.parametrize("num_frames, num_samples, expected", [

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from conftest import indexed_frame, write_video
-from lrcn.checkpoint import save_checkpoint
+from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.model import LRCN
+from lrcn.models.lrcn import LRCN
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from lrcn.config import SplitConfig
-from lrcn.dataset import Sample, discover, split_groups, split_samples
+from lrcn.data.dataset import Sample, discover, split_groups, split_samples
 
 
 def groups(n, cls="A"):

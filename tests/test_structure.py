@@ -1,54 +1,80 @@
-"""The package's shape: data flows one way through layers of modules. Read from the source with
+"""The package's shape: data flows one way, from video files to answers, through subpackages
+that each hold one stage, and through layers of modules inside each. Read from the source with
 ast, so a lazy import inside a function counts as much as one at the top."""
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lrcn"
 
-# Lower layers never import higher ones; the CLI, at the top, is imported by nothing.
-LAYERS = [
-    {"__init__", "errors", "files", "config", "sampling", "history", "devices", "distributed",
-     "calibrate"},
-    {"video", "workers", "writer", "plots"},                          # frames in, files out
-    {"fastdecode", "annotate"},
-    {"clip", "synth"},                                                # video file -> clip
-    {"dataset"},
-    {"cache"},                                                        # clips -> frame cache
-    {"model"},
-    {"convlstm", "effnet"},                                           # the model family
-    {"zoo", "augment", "features"},
-    {"checkpoint", "loader", "export", "resume", "steps"},
-    {"engine"},                                                       # model -> probabilities
-    {"predict", "windows", "train", "evaluate"},
-    {"timeline", "stream", "runs", "check", "keras_import"},          # probabilities -> reports
-    {"crossval", "demo", "jobs", "compare"},
-    {"serve"},                                                        # the web server
-    {"cli", "__main__"},
-]
-LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+# The stages from the bottom up. A module may import from its own package's lower layers and
+# from any lower package; nothing imports upward. "" is the package's own top level: its
+# foundation modules sit at the bottom, its front door (the API, the CLI) at the top.
+PACKAGES = ["foundation", "media", "models", "data", "inference", "training", "server", "front"]
+LAYERS = {
+    "foundation": [{"errors", "files"}, {"config", "devices", "distributed"}],
+    "media": [{"media.__init__", "media.sampling"}, {"media.video", "media.writer", "media.plots"},
+              {"media.fastdecode", "media.annotate"}, {"media.clip"}],
+    "models": [{"models.__init__", "models.base"}, {"models.lrcn"},
+               {"models.convlstm", "models.effnet"}, {"models.registry"},
+               {"models.checkpoint"}, {"models.keras_import"}],
+    "data": [{"data.__init__", "data.workers", "data.dataset"}, {"data.synth", "data.cache"},
+             {"data.loader", "data.augment", "data.features", "data.check"}],
+    "inference": [{"inference.__init__", "inference.calibrate", "inference.export"},
+                  {"inference.engine", "inference.windows"}, {"inference.predict"},
+                  {"inference.timeline", "inference.stream"}],
+    "training": [{"training.__init__", "training.history", "training.steps",
+                  "training.resume"}, {"training.train", "training.evaluate"},
+                 {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
+    "server": [{"server.__init__", "server.jobs"}, {"server.app"}],
+    "front": [{"cli", "__main__", "__init__"}],
+}
+RANK = {}
+for p, package in enumerate(PACKAGES):
+    for i, layer in enumerate(LAYERS[package]):
+        for name in layer:
+            RANK[name] = (p, i)
+PACKAGE_OF = {name: rank[0] for name, rank in RANK.items()}
+
+
+def module_name(path):
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts)
 
 
 def imports():
-    """module -> [(imported lrcn module, names taken from it)]."""
+    """module (dotted, inside lrcn) -> [(imported lrcn module, names taken from it)]."""
     graph = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        tree = ast.parse(path.read_text())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        here = name.split(".")[:-1]     # the package the module is in
         found = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    found.append((node.module, [a.name for a in node.names]))
-                else:   # from . import x: a module, or a name of the package itself
-                    found += [(a.name, []) if (PACKAGE / f"{a.name}.py").exists()
-                              else ("__init__", [a.name]) for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lrcn."):
-                found.append((node.module.split(".")[1], [a.name for a in node.names]))
-        graph[path.stem] = found
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("lrcn."):
+                module = node.module[len("lrcn."):]
+            else:
+                continue
+            target = module or "__init__"
+            if (PACKAGE / (target.replace(".", "/") + ".py")).exists():
+                found.append((target, [a.name for a in node.names]))
+            else:   # from . import x / from .pkg import module: modules or package names
+                for a in node.names:
+                    sub = f"{module}.{a.name}" if module else a.name
+                    if (PACKAGE / (sub.replace(".", "/") + ".py")).exists():
+                        found.append((sub, []))
+                    else:
+                        init = f"{module}.__init__" if module else "__init__"
+                        found.append((init, [a.name]))
+        graph[name] = found
     return graph
 
 
 def test_every_module_has_a_layer():
-    assert set(imports()) == set(LAYER)
+    assert set(imports()) == set(RANK)
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -60,7 +86,14 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_imports_only_go_down_the_layers():
     upward = [(module, target) for module, found in imports().items()
-              for target, _ in found if LAYER[target] > LAYER[module]]
+              for target, _ in found
+              if RANK[target] > RANK[module]]
+    assert upward == []
+
+
+def test_no_package_imports_a_later_stage():
+    upward = [(module, target) for module, found in imports().items()
+              for target, _ in found if PACKAGE_OF[target] > PACKAGE_OF[module]]
     assert upward == []
 
 
@@ -83,7 +116,7 @@ def test_no_import_circles():
 
 
 def test_long_modules_say_why():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         lines = path.read_text().count("\n")
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert lines <= 400 or "Why this module is long" in doc, f"{path.name}: {lines} lines"

@@ -15,18 +15,18 @@ import pytest
 import torch
 from av.video.reformatter import VideoReformatter
 
-from lrcn.checkpoint import load_checkpoint, save_checkpoint
-from lrcn.clip import read_clip
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
-from lrcn.engine import make_engine
-from lrcn.model import LRCN
-from lrcn.predict import Predictor, annotate
-from lrcn.sampling import sample_indices
-from lrcn.stream import run_stream
-from lrcn.timeline import annotate_timeline, build_timeline, score_video, timeline_for_video, \
+from lrcn.inference.engine import make_engine
+from lrcn.models.lrcn import LRCN
+from lrcn.inference.predict import Predictor, annotate
+from lrcn.media.sampling import sample_indices
+from lrcn.inference.stream import run_stream
+from lrcn.inference.timeline import annotate_timeline, build_timeline, score_video, timeline_for_video, \
     write_timeline
-from lrcn.video import to_model_frame
-from lrcn.windows import Window, WindowConfig, smooth
+from lrcn.media.video import to_model_frame
+from lrcn.inference.windows import Window, WindowConfig, smooth
 
 from conftest import indexed_frame, remux, write_h264, write_video
 

@@ -4,14 +4,14 @@ import math
 
 import pytest
 
-from lrcn.cache import prepare
-from lrcn.checkpoint import load_checkpoint
+from lrcn.data.cache import prepare
+from lrcn.models.checkpoint import load_checkpoint
 from lrcn.config import TrainConfig
-from lrcn.dataset import read_split
-from lrcn.history import read_history
-from lrcn.loader import clip_batches
-from lrcn.steps import run_epoch
-from lrcn.train import train
+from lrcn.data.dataset import read_split
+from lrcn.training.history import read_history
+from lrcn.data.loader import clip_batches
+from lrcn.training.steps import run_epoch
+from lrcn.training.train import train
 
 
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, remux, write_h264,
                       write_indexed_video, write_video)
-from lrcn.clip import read_clip
+from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig
 from lrcn.errors import LrcnError
-from lrcn.sampling import sample_indices
+from lrcn.media.sampling import sample_indices
 
 
 def full_decode_reference(path, frames: FrameConfig) -> list[np.ndarray]:
@@ -152,7 +152,7 @@ def test_truncated_file_gives_its_good_frames_or_an_error(tmp_path):
 
 @pytest.mark.skipif(not REALCLIPS.is_dir(), reason="../shared/realclips not present")
 def test_real_ucf_clips_match_a_full_decode():
-    from lrcn.fastdecode import decode_mpeg4_skipping
+    from lrcn.media.fastdecode import decode_mpeg4_skipping
     files = sorted(REALCLIPS.glob("*/*.avi"))
     packed = [p for p in files if _b_frames(p)]
     files = sorted(set(files[::4] + packed[::2]))    # a spread of classes, and packed B-frames
@@ -179,7 +179,7 @@ def _b_frames(path) -> int:
 @pytest.mark.parametrize("count", [7, 20, 95])
 def test_xvid_b_frames_are_skipped_exactly_on_one_thread(tmp_path, count):
     """Worker processes (threads=1) decode XviD without the B-frames they do not keep."""
-    from lrcn.fastdecode import decode_mpeg4_skipping
+    from lrcn.media.fastdecode import decode_mpeg4_skipping
     path = write_indexed_video(tmp_path / "b.avi", count, "xvid_avi")
     assert _b_frames(path) > count // 3
     reference = full_decode_reference(path, FrameConfig())
@@ -211,7 +211,7 @@ def test_long_video_is_read_by_keyframe_seeking_with_the_same_frames(tmp_path):
 
 @pytest.mark.parametrize("codec", ["h264_mp4", "hevc_mp4", "mpeg2_ts", "mpeg4_mp4"])
 def test_unwanted_non_reference_frames_are_skipped_and_the_rest_are_exact(tmp_path, codec):
-    from lrcn.fastdecode import decode_skipping
+    from lrcn.media.fastdecode import decode_skipping
     path = write_indexed_video(tmp_path / f"b{CODECS[codec][3]}", 120, codec)
 
     def decoded(wanted_pts):

@@ -2,7 +2,7 @@
 import os
 import time
 
-from lrcn.workers import run_tasks
+from lrcn.data.workers import run_tasks
 
 
 def flaky(item):

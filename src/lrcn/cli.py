@@ -97,7 +97,7 @@ def _class_list(text: str) -> list[str]:
 # --- subcommands -------------------------------------------------------------------------------
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import SynthConfig, make_dataset
+    from .data.synth import SynthConfig, make_dataset
     width, height = args.size
     try:
         config = SynthConfig(classes=tuple(args.classes) if args.classes else SynthConfig.classes,
@@ -116,7 +116,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def _train_settings(args: argparse.Namespace):
     from .config import load_config_file, resolve_settings
-    from .zoo import DEFAULT_MODEL, get_spec
+    from .models.registry import DEFAULT_MODEL, get_spec
     width, height = args.size if args.size else (None, None)
     file = load_config_file(args.config)
     spec = get_spec(args.model or file.get("model", {}).get("name") or DEFAULT_MODEL)
@@ -151,9 +151,9 @@ def _default_run_dir() -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .evaluate import format_report
-    from .runs import train_and_evaluate
-    from .resume import resume_settings
+    from .training.evaluate import format_report
+    from .training.runs import train_and_evaluate
+    from .training.resume import resume_settings
     if args.nproc and args.nproc > 1:
         return _launch(args)
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from .crossval import cross_validate, format_summary
+    from .training.crossval import cross_validate, format_summary
     settings = _train_settings(args)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("cv-%Y%m%d-%H%M%S")
     summary = cross_validate(args.data, out, classes=args.classes, folds=args.folds,
@@ -224,7 +224,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare, markdown
+    from .training.compare import compare, markdown
     from .config import SplitConfig, layered
     out = Path(args.out) if args.out else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     split = layered(SplitConfig, {}, {"test_fraction": args.test_fraction,
@@ -243,14 +243,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import MODELS
+    from .models.registry import MODELS
     for spec in MODELS.values():
         print(f"{spec.name:<12} {spec.description}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_dataset, format_check
+    from .data.check import check_dataset, format_check
     report = check_dataset(args.data, args.classes, frames=_frame_settings(args),
                            ucf_split=args.split, lists=args.lists, cache_dir=args.cache,
                            workers=args.workers, progress=not args.quiet)
@@ -259,8 +259,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run, format_report
-    from .train import report_skipped
+    from .training.evaluate import evaluate_run, format_report
+    from .training.train import report_skipped
     evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split,
                               cache_dir=args.cache, workers=args.workers,
                               progress=not args.quiet, device=args.device,
@@ -273,7 +273,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, annotate, format_prediction
+    from .inference.predict import Predictor, annotate, format_prediction
     predictor = Predictor.load(args.checkpoint, args.backend or "auto", args.device,
                                args.precision, args.reject_below, args.views)
     if args.timeline:
@@ -298,13 +298,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _window_config(args: argparse.Namespace):
-    from .windows import WindowConfig
+    from .inference.windows import WindowConfig
     return WindowConfig(span=args.span, stride=args.stride, smooth=args.smooth,
                         reject_below=args.reject_below)
 
 
 def _predict_timelines(engine, args: argparse.Namespace) -> int:
-    from .timeline import format_timeline, timeline_outputs
+    from .inference.timeline import format_timeline, timeline_outputs
     config = _window_config(args)
     failed = False
     for video in args.videos:
@@ -334,8 +334,8 @@ def _predict_timelines(engine, args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from .engine import load_engine
-    from .stream import run_stream
+    from .inference.engine import load_engine
+    from .inference.stream import run_stream
     run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
                            args.precision), args.source,
                _window_config(args), annotate=args.annotate,
@@ -344,8 +344,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:
-    from .keras_import import import_keras_to_checkpoint
-    from .model import count_trainable
+    from .models.keras_import import import_keras_to_checkpoint
+    from .models.base import count_trainable
     out, model, frames, names = import_keras_to_checkpoint(
         args.model, args.out, args.classes, args.channel_order, args.interpolation)
     print(f"imported {args.model}: {count_trainable(model):,} trainable parameters, classes "
@@ -356,8 +356,8 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, resolve_checkpoint_path
-    from .export import export_onnx
+    from .models.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from .inference.export import export_onnx
     path = resolve_checkpoint_path(args.checkpoint)
     checkpoint = load_checkpoint(path)
     out = export_onnx(checkpoint, Path(args.out) if args.out else path.with_suffix(".onnx"))
@@ -369,7 +369,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import summary
+    from .models.checkpoint import summary
     data = summary(args.checkpoint)
     if args.json:
         print(json.dumps(data, indent=1))
@@ -398,8 +398,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve_checkpoint_path
-    from .serve import ServeConfig, run_server
+    from .models.checkpoint import resolve_checkpoint_path
+    from .server.app import ServeConfig, run_server
     target = args.checkpoint if str(args.checkpoint).endswith(".onnx") else \
         str(resolve_checkpoint_path(args.checkpoint))
     if not Path(target).is_file():
@@ -414,7 +414,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .training.demo import run_demo
     return run_demo(Path(args.out), workers=args.workers, quiet=args.quiet)
 
 

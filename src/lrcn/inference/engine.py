@@ -1,0 +1,291 @@
+"""Inference engines: what runs a trained LRCN on decoded frames, for predict, evaluate,
+timelines and streams. A model is run split where the model itself splits, into per-frame CNN
+features and the LSTM over a sequence of them: long videos need the split (each frame's
+features are computed once and shared by every window that covers it, see windows.py); whole
+clips go through both halves.
+
+- OrtEngine runs on ONNX Runtime: from a checkpoint (both halves exported in memory, 0.3 s), or
+  from an exported .onnx file (the whole classifier; no PyTorch needed). On a 2-core CPU it
+  measured about 2x eager PyTorch at batch 64 and 0.6-0.7x its latency for one clip
+  (bench/train_infer.py). It is the default when onnxruntime imports.
+- TorchEngine runs the same model on PyTorch: the fallback, and the reference.
+The two give the same numbers (within 1e-5, tested). Frames go in as uint8 (N, H, W, 3), as
+decoded; the conversion to [0, 1] floats happens inside the engine (inside the ONNX graph for
+ORT), so no float copy of a batch is made in Python.
+
+This module imports neither torch nor the checkpoint code until a checkpoint is used, so that an
+exported .onnx file predicts on a machine without PyTorch (tested with torch unimportable).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .calibrate import apply_temperature
+from ..config import FrameConfig, from_dict
+from ..errors import LrcnError
+from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, feature_graph, sequence_graph
+
+if TYPE_CHECKING:
+    from ..models.checkpoint import Checkpoint
+
+FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
+
+
+class Engine:
+    """features(uint8 frames) -> per-frame features; sequence(features) -> probabilities;
+    probabilities(uint8 clips) -> probabilities."""
+    backend: str
+    names: list[str]
+    frame_config: FrameConfig
+    clip_seconds: float = 0.0   # the training clips' typical span, for windows (0: unknown)
+    splits: bool = True         # runs the CNN and the LSTM separately (timelines, streams)
+    temperature: float = 1.0    # calibration (calibrate.py), fitted after training
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 frames -> (N, F) float32 CNN features."""
+        raise NotImplementedError
+
+    def sequence(self, features: np.ndarray) -> np.ndarray:
+        """(B, T, F) float32 features -> (B, classes) probabilities, calibrated."""
+        return apply_temperature(self._sequence(features), self.temperature)
+
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self, clips: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes),
+        calibrated."""
+        single = clips.ndim == 4
+        batch = clips[None] if single else clips
+        probs = apply_temperature(self._clip_probabilities(batch), self.temperature)
+        return probs[0] if single else probs
+
+    def _clip_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        b, t = batch.shape[:2]
+        frames = batch.reshape(b * t, *batch.shape[2:])
+        # The CNN in slices of frames: memory stays bounded (the first layer's output is
+        # 256 KB per frame) and the activations stay in cache, whatever the batch.
+        feats = np.concatenate([self.features(frames[i:i + FRAMES_PER_CALL])
+                                for i in range(0, len(frames), FRAMES_PER_CALL)])
+        return self._sequence(feats.reshape(b, t, -1))
+
+
+class TorchEngine(Engine):
+    """The model on PyTorch, on any device (`devices.resolve_device`), in fp32 or under
+    autocast in bf16/fp16. Arrays in and out are NumPy on the host."""
+    backend = "torch"
+
+    def __init__(self, checkpoint: Checkpoint, model=None, device="cpu",
+                 precision: str = "fp32"):
+        import torch
+        from ..devices import check_precision
+        from ..models.base import FrameFeatures, SequenceProbabilities
+        self._torch = torch
+        self.device = torch.device(device)
+        self.precision = check_precision(precision)
+        self.model = (model or checkpoint.build_model()).eval().to(self.device)
+        self.names = checkpoint.class_names
+        self.frame_config = checkpoint.frame_config
+        self.clip_seconds = checkpoint.clip_seconds
+        self._features = FrameFeatures(self.model)
+        self._sequence_module = SequenceProbabilities(self.model)
+        self.temperature = checkpoint.temperature
+
+    def _run(self, module, array: np.ndarray) -> np.ndarray:
+        from ..devices import autocast
+        torch = self._torch
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = module(torch.from_numpy(array).to(self.device))
+        return out.float().cpu().numpy()
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        return self._run(self._features, np.ascontiguousarray(frames))
+
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
+        return self._run(self._sequence_module,
+                         np.ascontiguousarray(features, dtype=np.float32))
+
+
+def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
+    """An ONNX Runtime session with lrcn's options: on CUDA device `cuda` when that is given
+    and ONNX Runtime has its CUDA provider (onnxruntime-gpu), else on the CPU."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # ORT's workers spin after each run by default, stealing the cores from whatever runs
+    # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
+    # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers: list = ["CPUExecutionProvider"]
+    if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+def ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OrtEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
+                 cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
+                 temperature: float = 1.0):
+        """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
+        from a file: it cannot be split, so it predicts clips only)."""
+        self.names, self.frame_config, self.clip_seconds = names, frame_config, clip_seconds
+        self._cnn, self._lstm, self._clip = cnn, lstm, clip
+        self._clip_takes_float = clip_takes_float
+        self.splits = cnn is not None and lstm is not None
+        self.temperature = temperature
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
+                        cuda: int | None = None) -> "OrtEngine":
+        return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
+                   cnn=ort_session(feature_graph(checkpoint), threads, cuda),
+                   lstm=ort_session(sequence_graph(checkpoint), threads, cuda),
+                   temperature=checkpoint.temperature)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int = 0,
+                  cuda: int | None = None) -> "OrtEngine":
+        """An exported .onnx file: the model, its classes and its preprocessing settings."""
+        path = Path(path)
+        if not path.is_file():
+            raise LrcnError("no such ONNX model file", path)
+        try:
+            session = ort_session(str(path), threads, cuda)
+        except ImportError:
+            raise LrcnError("an ONNX model needs ONNX Runtime (pip install onnxruntime)",
+                            path) from None
+        except Exception as exc:  # ORT raises its own exception types
+            raise LrcnError(f"not a loadable ONNX model ({str(exc).splitlines()[0]})",
+                            path) from None
+        meta = session.get_modelmeta().custom_metadata_map
+        if meta.get("lrcn_format") != ONNX_FORMAT:
+            raise LrcnError("an ONNX model without lrcn metadata (export it with "
+                            "`lrcn export`)", path)
+        version = int(meta.get("lrcn_format_version", "1"))
+        if version > ONNX_FORMAT_VERSION:
+            raise LrcnError(f"ONNX format version {version} is newer than this lrcn reads "
+                            f"({ONNX_FORMAT_VERSION}): upgrade lrcn", path)
+        inputs = session.get_inputs()
+        if [i.name for i in inputs] != ["frames"]:
+            raise LrcnError("the ONNX model does not take lrcn's 'frames' input", path)
+        try:
+            names = [str(n) for n in json.loads(meta["classes"])]
+            frames = from_dict(FrameConfig, json.loads(meta["frames"]))
+            info = json.loads(meta.get("info", "{}"))
+            clip_seconds = float(meta.get("clip_seconds", info.get("clip_seconds", 0.0)))
+            temperature = float(meta.get("temperature", 1.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
+        return cls(names, frames, clip_seconds, clip=session,
+                   clip_takes_float=inputs[0].type == "tensor(float)", temperature=temperature)
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        self._need_split()
+        return self._cnn.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)})[0]
+
+    def _sequence(self, features: np.ndarray) -> np.ndarray:
+        self._need_split()
+        return self._lstm.run(None, {"features": np.ascontiguousarray(features,
+                                                                      dtype=np.float32)})[0]
+
+    def _clip_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        if self._clip is None:
+            return super()._clip_probabilities(batch)
+        if self._clip_takes_float:   # a file from before format 2
+            batch = batch.astype(np.float32) / np.float32(255)
+        else:
+            batch = np.ascontiguousarray(batch, dtype=np.uint8)
+        return self._clip.run(None, {"frames": batch})[0]
+
+    def _need_split(self) -> None:
+        if not self.splits:
+            raise LrcnError("an exported ONNX file holds the whole classifier, which cannot "
+                            "be split into per-frame features and the LSTM: long videos and "
+                            "streams need the checkpoint")
+
+
+def _ort_device(device: str) -> int | None:
+    """The CUDA device for ONNX Runtime alone (no PyTorch needed): None for the CPU."""
+    from ..devices import check_device_name
+    name = check_device_name(device)
+    if name == "cpu" or (name == "auto" and not ort_has_cuda()):
+        return None
+    if name == "mps":
+        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint")
+    if not ort_has_cuda():
+        raise LrcnError(f"--device {name}: this ONNX Runtime has no CUDA provider (pip install "
+                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch")
+    return int(name.split(":")[1]) if ":" in name else 0
+
+
+def make_engine(checkpoint: Checkpoint, backend: str = "auto", device: str = "auto",
+                precision: str = "fp32", warn=sys.stderr) -> Engine:
+    """The engine for a checkpoint on `device` ("auto": CUDA when there is one).
+
+    backend "auto": ONNX Runtime when it is installed, the export works and it can run on the
+    device (its CUDA provider for a GPU), else PyTorch, saying why on `warn` when ONNX Runtime
+    was expected (the results are the same; only the speed differs). bf16/fp16 run on PyTorch
+    (the ONNX graphs are fp32). "onnx" or "torch": that one, or an LrcnError."""
+    from ..devices import check_precision, resolve_device
+    if backend not in ("auto", "onnx", "torch"):
+        raise LrcnError(f"unknown backend {backend!r} (auto, onnx or torch)")
+    target = resolve_device(device)
+    check_precision(precision)
+    if backend == "torch":
+        return TorchEngine(checkpoint, device=target, precision=precision)
+    cause = None
+    if precision != "fp32":
+        cause = f"{precision} runs under PyTorch's autocast"
+    elif target.type == "cuda" and not ort_has_cuda():
+        cause = "ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu)"
+    elif target.type not in ("cpu", "cuda"):
+        cause = f"ONNX Runtime does not run on {target.type}"
+    else:
+        try:
+            return OrtEngine.from_checkpoint(
+                checkpoint, cuda=target.index or 0 if target.type == "cuda" else None)
+        except ImportError as exc:
+            cause = f"ONNX Runtime is not installed ({exc.name or exc})"
+        except Exception as exc:  # an exporter or runtime that cannot take this model
+            cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if backend == "onnx":
+        raise LrcnError(f"--backend onnx failed: {cause}")
+    if warn is not None and target.type == "cpu" and precision == "fp32":
+        print(f"lrcn: note: running on PyTorch, not ONNX Runtime ({cause}); the results are "
+              "the same, only slower", file=warn)
+    engine = TorchEngine(checkpoint, device=target, precision=precision)
+    engine.fallback_reason = cause
+    return engine
+
+
+def load_engine(path: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                precision: str = "fp32") -> Engine:
+    """An engine for a checkpoint file, a run folder or an exported .onnx file."""
+    if str(path).endswith(".onnx"):
+        if backend == "torch" or precision != "fp32":
+            raise LrcnError("an ONNX model runs on ONNX Runtime only, in fp32; for --backend "
+                            "torch or --precision bf16/fp16, pass the checkpoint", path)
+        return OrtEngine.from_file(path, cuda=_ort_device(device))
+    from ..models.checkpoint import load_checkpoint
+    return make_engine(load_checkpoint(path), backend, device, precision)
+
+
+__all__ = ["Engine", "TorchEngine", "OrtEngine", "make_engine", "load_engine", "ort_session"]

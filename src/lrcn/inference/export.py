@@ -1,0 +1,115 @@
+"""ONNX graphs of a checkpoint, made by one exporter with one opset: in memory for the ONNX
+Runtime engine (the CNN and the LSTM as two graphs, engine.py), and as a file for users
+(`lrcn export`), so that lrcn models run where PyTorch is not installed.
+
+Every graph takes frames as uint8, as decoded, and scales them to [0, 1] inside. The exported
+file is the whole classifier: input `frames`, uint8 (batch, T, H, W, 3) in the channel order the
+checkpoint records (the seed's Keras layout); output `probabilities`, (batch, classes). The
+class names, the preprocessing settings, the clip span and a format version travel in its
+metadata, so the .onnx file alone is enough to predict (`OrtEngine.from_file`). Files written
+before format version 2 take float32 frames in [0, 1]; they still load and predict the same.
+
+torch is imported when a graph is made, not with this module: the engine reads the format
+constants here on machines without PyTorch.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import to_dict
+from ..errors import LrcnError
+
+if TYPE_CHECKING:
+    from ..models.checkpoint import Checkpoint
+
+OPSET = 17
+ONNX_FORMAT = "lrcn-onnx"   # metadata marking an lrcn export
+# 2: the file takes uint8 frames and scales them inside the graph. 1 (files without the
+# version entry): float32 frames in [0, 1], scaled by the caller.
+ONNX_FORMAT_VERSION = 2
+
+
+def _graph(wrapper_class, checkpoint: Checkpoint, example, input_name: str, output_name: str,
+           dynamic: dict[int, str]) -> bytes:
+    """The one call of the exporter. The model is exported from a fresh copy: tracing leaves
+    the traced module computing wrong results in the exporting process (seen with torch 2.13),
+    and the caller may go on using its model."""
+    import torch
+    module = wrapper_class(copy.deepcopy(checkpoint.build_model())).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter's deprecation note and the LSTM batch-size warning (its initial
+        # state is zeros made inside the graph) do not apply.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[input_name], output_names=[output_name],
+                          dynamic_axes={input_name: dynamic, output_name: {0: dynamic[0]}})
+    return buffer.getvalue()
+
+
+def _frames_example(checkpoint: Checkpoint, *leading: int):
+    import torch
+    frames = checkpoint.frame_config
+    return torch.randint(0, 256, (*leading, frames.height, frames.width, 3), dtype=torch.uint8)
+
+
+def feature_graph(checkpoint: Checkpoint) -> bytes:
+    """uint8 frames (n, H, W, 3) -> features (n, F)."""
+    from ..models.base import FrameFeatures
+    return _graph(FrameFeatures, checkpoint, _frames_example(checkpoint, 2), "frames", "out",
+                  {0: "n"})
+
+
+def sequence_graph(checkpoint: Checkpoint) -> bytes:
+    """features (n, steps, F) -> probabilities (n, classes)."""
+    import torch
+    from ..models.base import SequenceProbabilities
+    model = checkpoint.build_model()
+    example = torch.rand(2, checkpoint.frame_config.num_frames, model.feature_size)
+    return _graph(SequenceProbabilities, checkpoint, example, "features", "out",
+                  {0: "n", 1: "steps"})
+
+
+def clip_graph(checkpoint: Checkpoint) -> bytes:
+    """uint8 clips (batch, T, H, W, 3) -> probabilities (batch, classes)."""
+    from ..models.base import ClipProbabilities
+    example = _frames_example(checkpoint, 2, checkpoint.frame_config.num_frames)
+    return _graph(ClipProbabilities, checkpoint, example, "frames", "probabilities",
+                  {0: "batch"})
+
+
+def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
+    """Write the checkpoint's classifier as an ONNX file with lrcn's metadata (atomically)."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
+                        "pip install 'lrcn[onnx]'") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = onnx.load_from_string(clip_graph(checkpoint))
+    metadata = {"lrcn_format": ONNX_FORMAT, "lrcn_format_version": str(ONNX_FORMAT_VERSION),
+                "classes": json.dumps(checkpoint.class_names),
+                "frames": json.dumps(to_dict(checkpoint.frame_config)),
+                "model": json.dumps(to_dict(checkpoint.model_config)),
+                "clip_seconds": json.dumps(checkpoint.clip_seconds),
+                # applied by lrcn's engine to the file's probabilities (calibrate.py)
+                "temperature": json.dumps(checkpoint.temperature),
+                "info": json.dumps(checkpoint.info)}
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+__all__ = ["OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "feature_graph", "sequence_graph",
+           "clip_graph", "export_onnx"]

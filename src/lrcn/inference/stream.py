@@ -1,0 +1,124 @@
+"""Live classification: a webcam, a file, an RTSP/HTTP URL or a pipe, read as it comes, with the
+windows of windows.py (trained time scale, each frame's CNN features computed once) and a
+trailing average (a stream has no future), printing each change of label with its time.
+
+Keeping up: a live source produces frames at its own pace. When a frame's time falls behind the
+wall clock by more than `max_lag` seconds, the frames it would feed to the CNN are replaced by
+the last frame that was processed (decoding goes on, so the picture does not break), and the
+skips are counted and reported. Files are read as fast as they decode unless `realtime` asks
+to pace them like a camera.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..media.annotate import AnnotatedVideo, Label
+from .engine import Engine
+from ..errors import LrcnError
+from ..media.video import FrameSource, open_source
+from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
+
+
+@dataclass
+class StreamResult:
+    frames: int = 0
+    windows: int = 0
+    changes: int = 0
+    skipped: int = 0
+    seconds: float = 0.0       # stream time covered
+    interrupted: bool = False
+
+
+def run_stream(engine: Engine, source: str, config: WindowConfig,
+               clip_seconds: float | None = None, annotate: str | os.PathLike | None = None,
+               realtime: bool | None = None, max_lag: float = 1.0, out=sys.stdout,
+               on_window: Callable[[Window], None] | None = None) -> StreamResult:
+    """Classify `source` as it comes; `on_window` sees every window as it is scored."""
+    if not engine.splits:
+        raise LrcnError("an exported ONNX file cannot run a stream (it cannot be split into "
+                        "per-frame features and the LSTM): pass the checkpoint", source)
+    container, live = open_source(source)
+    frames = FrameSource(container, source)
+    pace = live if realtime is None else realtime
+    if clip_seconds is None:
+        clip_seconds = engine.clip_seconds
+    step, stride = config.resolve(clip_seconds, engine.frame_config.num_frames)
+    scorer = WindowScorer(engine, step, stride, batch=1)  # live: score each window at once
+    print(f"streaming {source}: windows of {step * engine.frame_config.num_frames:.2f} s every "
+          f"{stride * step:.2f} s at {frames.fps:.2f} fps (Ctrl-C stops)", file=out, flush=True)
+
+    result = StreamResult()
+    labeller = _Labeller(engine.names, config.smooth, result, out, config.reject_below)
+    shown: Label | None = None
+    writer = AnnotatedVideo(annotate, frames.fps, audio=frames.audio) if annotate else None
+
+    def take(window: Window) -> Label:
+        if on_window is not None:
+            on_window(window)
+        return labeller.add(window)
+
+    started = time.perf_counter()
+    try:
+        for item in frames.frames(on_audio=writer.add_audio if writer else None):
+            lag = (time.perf_counter() - started) - item.time
+            if pace and lag < 0:
+                time.sleep(-lag)       # a file paced like a camera
+            behind = (pace or live) and lag > max_lag
+            for window in scorer.push(item.frame, item.time, skip=behind):
+                shown = take(window)
+            if writer is not None:
+                writer.add_frame(item.frame, shown)
+        if frames.count:
+            for window in scorer.finish(frames.end_time):
+                take(window)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        frames.close()
+        if writer is not None:
+            writer.close()     # what was streamed so far is kept, also after Ctrl-C
+    result.frames = frames.count
+    result.skipped = scorer.skipped
+    result.seconds = frames.end_time
+    how = "stopped by Ctrl-C" if result.interrupted else "end of stream"
+    print(f"{how}: {result.frames} frames ({result.seconds:.1f} s), {result.windows} windows, "
+          f"{result.changes} label changes, {result.skipped} frames skipped to keep up",
+          file=out, flush=True)
+    if result.frames == 0 and not result.interrupted:
+        raise LrcnError("no video frames could be decoded", source)
+    return result
+
+
+class _Labeller:
+    """Windows -> the current label, by a trailing average (windows.smooth) of the last
+    `smooth` windows, printing each change of label with the stream time at which it was
+    decided."""
+
+    def __init__(self, names, smooth_windows: int, result: StreamResult, out,
+                 reject_below: float = 0.0):
+        self.names, self.smooth, self.result, self.out = names, smooth_windows, result, out
+        self.reject_below = reject_below
+        self.recent: list[np.ndarray] = []
+        self.label: str | None = None
+
+    def add(self, window: Window) -> Label:
+        self.result.windows += 1
+        self.recent = (self.recent + [window.probabilities])[-self.smooth:]
+        probs = smooth(np.stack(self.recent), self.smooth, centred=False)[-1]
+        top = int(probs.argmax())
+        name = name_of(self.names, probs, self.reject_below)
+        if name != self.label:
+            self.label = name
+            self.result.changes += 1
+            print(f"[{clock(window.end)}] {self.label} ({probs[top]:.0%})", file=self.out,
+                  flush=True)
+        return Label(name, float(probs[top]), dict(zip(self.names, map(float, probs))))
+
+
+__all__ = ["run_stream", "StreamResult"]

@@ -1,0 +1,216 @@
+"""Long videos: a timeline of actions. Windows at the trained time scale, with each frame's CNN
+features computed once (windows.py), are smoothed (a centred moving average) and merged into
+segments; each window speaks for the time around its centre. The timeline is printed, written
+as JSON, CSV and a PNG, and drawn on the video (annotate.py)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..media.annotate import Label, annotate_video
+from .engine import Engine
+from ..errors import LrcnError
+from ..files import atomic_write_text
+from ..media.plots import plot_timeline
+from ..media.video import FrameSource
+from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
+
+
+def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
+                clip_seconds: float | None = None,
+                progress: Callable[[float], None] | None = None) -> tuple[list[Window], dict]:
+    """All windows of a video file, and facts about the run (duration, speed). The span is
+    `config.span`, else `clip_seconds`, else the engine's (the checkpoint's). `progress` is
+    told the time reached, in seconds, as frames are read."""
+    if not engine.splits:
+        raise LrcnError("an exported ONNX file cannot run a timeline (it cannot be split into "
+                        "per-frame features and the LSTM): pass the checkpoint", path)
+    if clip_seconds is None:
+        clip_seconds = engine.clip_seconds
+    step, stride = config.resolve(clip_seconds, engine.frame_config.num_frames)
+    scorer = WindowScorer(engine, step, stride, config.batch)
+    windows: list[Window] = []
+    started = time.perf_counter()
+    with FrameSource.open(path) as source:
+        for item in source.frames():
+            windows += scorer.push(item.frame, item.time)
+            if progress is not None:
+                progress(item.time)
+        if source.count == 0:
+            raise LrcnError("no video frames could be decoded", path)
+        duration = source.end_time
+        windows += scorer.finish(duration)
+        count, rate = source.count, source.fps
+    seconds = time.perf_counter() - started
+    facts = {"video": str(path), "frames": count, "fps": rate, "duration": duration,
+             "span": step * engine.frame_config.num_frames, "stride": stride * step,
+             "grid_step": step, "processing_seconds": seconds,
+             "speed_x_realtime": duration / seconds if seconds > 0 else math.inf}
+    return windows, facts
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    label: str
+    confidence: float       # mean smoothed probability of the label over the segment's windows
+    windows: int = 0
+
+
+@dataclass
+class Timeline:
+    classes: list[str]
+    windows: list[Window]
+    smoothed: np.ndarray
+    segments: list[Segment]
+    facts: dict = field(default_factory=dict)
+    reject_below: float = 0.0
+
+    def label_at(self, t: float) -> tuple[str, np.ndarray]:
+        """The label and smoothed probabilities shown at time t (the window whose slot it is)."""
+        i = _slot(self.windows, t)
+        probs = self.smoothed[i]
+        return name_of(self.classes, probs, self.reject_below), probs
+
+    def shown_at(self, t: float) -> Label:
+        """What an annotated video shows at time t."""
+        label, probs = self.label_at(t)
+        return Label(label, float(probs.max()), dict(zip(self.classes, map(float, probs))))
+
+
+def _slot_bounds(windows: list[Window], duration: float) -> list[tuple[float, float]]:
+    """Each window speaks for the time around its centre, up to halfway to its neighbours; the
+    first and last reach the video's ends."""
+    centres = [(w.start + w.end) / 2 for w in windows]
+    bounds = []
+    for i, c in enumerate(centres):
+        lo = 0.0 if i == 0 else (centres[i - 1] + c) / 2
+        hi = duration if i == len(centres) - 1 else (c + centres[i + 1]) / 2
+        bounds.append((lo, max(lo, hi)))
+    return bounds
+
+
+def _slot(windows: list[Window], t: float) -> int:
+    centres = np.array([(w.start + w.end) / 2 for w in windows])
+    if len(centres) == 1:
+        return 0
+    mids = (centres[1:] + centres[:-1]) / 2
+    return int(np.searchsorted(mids, t, side="right"))
+
+
+def build_timeline(classes: list[str], windows: list[Window], facts: dict,
+                   smoothing: int, reject_below: float = 0.0) -> Timeline:
+    if not windows:
+        raise LrcnError("no frames to classify", facts.get("video", "video"))
+    probs = np.stack([w.probabilities for w in windows])
+    smoothed = smooth(probs, smoothing, centred=True)
+    labels = smoothed.argmax(1)
+    bounds = _slot_bounds(windows, facts["duration"])
+    segments: list[Segment] = []
+    for i, label in enumerate(labels):
+        name = name_of(classes, smoothed[i], reject_below)
+        if segments and segments[-1].label == name:
+            seg = segments[-1]
+            seg.end = bounds[i][1]
+            seg.confidence += float(smoothed[i, label])
+            seg.windows += 1
+        else:
+            segments.append(Segment(bounds[i][0], bounds[i][1], name,
+                                    float(smoothed[i, label]), 1))
+    for seg in segments:
+        seg.confidence /= seg.windows
+    return Timeline(classes, windows, smoothed, segments, facts, reject_below)
+
+
+def timeline_for_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
+                       clip_seconds: float | None = None,
+                       progress: Callable[[float], None] | None = None) -> Timeline:
+    windows, facts = score_video(engine, path, config, clip_seconds, progress)
+    facts["smoothing"] = config.smooth
+    facts["reject_below"] = config.reject_below
+    return build_timeline(list(engine.names), windows, facts, config.smooth,
+                          config.reject_below)
+
+
+def annotate_timeline(video: str | os.PathLike, timeline: Timeline,
+                      out: str | os.PathLike,
+                      progress: Callable[[float], None] | None = None) -> Path:
+    """The video with, on every frame, the label of the window that speaks for its time, its
+    confidence and the top classes' bars; H.264 MP4 (browser-playable), audio kept."""
+    if progress is None:
+        return annotate_video(video, out, timeline.shown_at)
+
+    def shown_at(t: float) -> Label:
+        progress(t)
+        return timeline.shown_at(t)
+    return annotate_video(video, out, shown_at)
+
+
+def format_timeline(timeline: Timeline) -> str:
+    f = timeline.facts
+    lines = [f"{f['video']}: {f['duration']:.1f} s, {len(timeline.windows)} windows of "
+             f"{f['span']:.2f} s every {f['stride']:.2f} s, {len(timeline.segments)} segments "
+             f"({f['speed_x_realtime']:.0f}x real time)"]
+    for seg in timeline.segments:
+        lines.append(f"  {clock(seg.start)} - {clock(seg.end)}  {seg.label:<20} "
+                     f"{seg.confidence:6.1%}")
+    return "\n".join(lines)
+
+
+def write_timeline(timeline: Timeline, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """timeline.json (settings, segments, windows), segments.csv, windows.csv, timeline.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"facts": timeline.facts, "classes": timeline.classes,
+            "segments": [asdict(s) for s in timeline.segments],
+            "windows": [{"start": w.start, "end": w.end,
+                         "probabilities": [float(p) for p in w.probabilities],
+                         "smoothed": [float(p) for p in s]}
+                        for w, s in zip(timeline.windows, timeline.smoothed)]}
+    paths = {"json": out / "timeline.json", "segments": out / "segments.csv",
+             "windows": out / "windows.csv", "plot": out / "timeline.png"}
+    atomic_write_text(paths["json"], json.dumps(data, indent=1))
+    atomic_write_text(paths["segments"], _csv(["start", "end", "label", "confidence", "windows"],
+                                              [[f"{s.start:.3f}", f"{s.end:.3f}", s.label,
+                                                f"{s.confidence:.4f}", s.windows]
+                                               for s in timeline.segments]))
+    atomic_write_text(paths["windows"], _csv(
+        ["start", "end", "label", *timeline.classes],
+        [[f"{w.start:.3f}", f"{w.end:.3f}", timeline.classes[int(s.argmax())],
+          *(f"{p:.5f}" for p in s)] for w, s in zip(timeline.windows, timeline.smoothed)]))
+    plot_timeline(timeline, paths["plot"])
+    return paths
+
+
+def _csv(header: list[str], rows: Iterable[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def timeline_outputs(engine: Engine, video: str | os.PathLike, config: WindowConfig,
+                     folder: str | os.PathLike, annotated: str | os.PathLike | None = None
+                     ) -> tuple[Timeline, dict[str, Path]]:
+    """`lrcn predict --timeline` for one video: the timeline, its files in `folder`, and with
+    `annotated` the annotated video (its path under the key "video")."""
+    timeline = timeline_for_video(engine, video, config)
+    paths = write_timeline(timeline, folder)
+    if annotated is not None:
+        paths["video"] = annotate_timeline(video, timeline, annotated)
+    return timeline, paths
+
+
+__all__ = ["Timeline", "Segment", "score_video", "build_timeline", "timeline_for_video",
+           "write_timeline", "format_timeline", "annotate_timeline", "timeline_outputs"]

@@ -1,0 +1,314 @@
+"""The frame source: every path of lrcn that reads a video goes through here. Opening (with the
+one-line errors that name the file), the frame rate, the decode loop (corrupt frames skipped, a
+truncated file ending at its last good frame), each frame's display time, and the two frame
+conversions: `to_model_frame` (the model's small input) and `upright_image` (full size, for
+drawing). clip.py samples a clip from it, timeline.py and stream.py slide windows over it,
+annotate.py draws on it; the fast decode paths (fastdecode.py) use its pieces too.
+
+Decoding is sequential, in the decoder's output order. That order is the display order even on
+UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames 1-2 early.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from ..config import FrameConfig
+from ..errors import LrcnError
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".3gp", ".ogv", ".ts", ".mts")
+
+# A stream that states no frame rate (some raw streams and pipes) is taken to run at this.
+DEFAULT_FPS = 25.0
+
+# Containers whose timestamps order frames correctly. AVI is not one: UCF's XviD AVIs pack
+# B-frames, and their timestamps put frames 1-2 early; raw elementary streams have none.
+TIMED_FORMATS = ("mov", "mp4", "m4a", "3gp", "matroska", "webm", "mpegts", "flv", "ogg")
+
+_INTERPOLATION = {"area": "AREA", "bilinear": "BILINEAR"}
+
+
+def _probe_threads_argument() -> dict:
+    """PyAV >= 17 scales through sws_scale_frame, which by default starts a thread pool per
+    call (threads=0: one per core). For a 64x64 output that is 3-4x slower than one thread
+    (0.45 vs 0.11 ms per 320x240 frame here) and fights the worker processes for the cores;
+    the output is the same. Older PyAV has no `threads` argument and scales on one thread
+    anyway. Found by trying the argument, not by reading version numbers."""
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    try:
+        VideoReformatter().reformat(frame, width=8, height=8, format="rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
+ONE_THREAD = _probe_threads_argument()
+
+# PyAV up to 18 decodes container metadata strictly unless told to ignore bad bytes (real
+# files carry titles in odd encodings); PyAV 19 dropped the option and always tolerates them.
+_open_options: dict = {"metadata_errors": "ignore"}
+
+
+def _av_open(target, **kwargs):
+    """av.open with the metadata option where this PyAV has it (checked by trying it)."""
+    global _open_options
+    if _open_options:
+        try:
+            return av.open(target, **_open_options, **kwargs)
+        except TypeError as exc:
+            if "metadata_errors" not in str(exc):
+                raise
+            _open_options = {}
+    return av.open(target, **kwargs)
+
+
+def error_cause(exc: BaseException) -> str:
+    """FFmpeg's own words for what went wrong, without the errno and the file name."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def check_file(path: Path) -> None:
+    """One-line errors for what is not a video file at all."""
+    if not path.exists():
+        raise LrcnError("no such file", path)
+    if path.is_dir():
+        raise LrcnError("is a folder, not a video file", path)
+    if path.stat().st_size == 0:
+        raise LrcnError("empty file (0 bytes)", path)
+
+
+def open_video(path: str | os.PathLike) -> av.container.InputContainer:
+    """An opened video file with at least one video stream; LrcnError naming the file else."""
+    path = Path(path)
+    check_file(path)
+    try:
+        container = _av_open(str(path))
+    except av.error.FFmpegError as exc:
+        raise LrcnError(f"not a readable video ({error_cause(exc)})", path) from None
+    if not container.streams.video:
+        container.close()
+        raise LrcnError("no video stream in the file", path)
+    return container
+
+
+def open_source(source: str) -> tuple[av.container.InputContainer, bool]:
+    """A camera index, '-' (stdin), a URL or a file -> (opened container, live?)."""
+    try:
+        if source == "-":
+            container, live = _av_open(sys.stdin.buffer, mode="r"), True
+        elif source.isdigit():
+            if sys.platform.startswith("linux"):
+                container = _av_open(f"/dev/video{source}", format="v4l2")
+            elif sys.platform == "darwin":
+                container = _av_open(source, format="avfoundation")
+            else:
+                container = _av_open(f"video={source}", format="dshow")
+            live = True
+        elif "://" in source:
+            options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
+            container, live = _av_open(source, options=options, timeout=10.0), True
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise LrcnError("no such file, camera or URL", source)
+            if path.stat().st_size == 0:
+                raise LrcnError("empty file (0 bytes)", source)
+            container, live = _av_open(str(path)), False
+    except av.error.FFmpegError as exc:
+        raise LrcnError(f"cannot open the source ({error_cause(exc)})", source) from None
+    if not container.streams.video:
+        container.close()
+        raise LrcnError("no video stream in the source", source)
+    return container, live
+
+
+def frame_rate(stream, default: float = DEFAULT_FPS) -> float:
+    """The stream's frame rate, or `default` when it states none."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else default
+
+
+def is_timed(container) -> bool:
+    """Whether the container's timestamps can be trusted to place frames in time."""
+    return any(name in TIMED_FORMATS for name in container.format.name.split(","))
+
+
+def configure(stream, threads: int) -> None:
+    """threads=1: one thread (worker processes, the MPEG-4 skipping path); 0: FFmpeg chooses."""
+    stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+    if threads:
+        stream.thread_count = threads
+
+
+def decoded(frames: Iterator[av.VideoFrame], name: object) -> Iterator[av.VideoFrame]:
+    """The good frames of a decode: corrupt ones (the half-frame at the end of a truncated file)
+    are skipped, and an FFmpeg error ends the video at its last good frame. An error before the
+    first frame is the caller's LrcnError, naming `name`."""
+    count = 0
+    try:
+        for frame in frames:
+            if frame.is_corrupt:
+                continue
+            count += 1
+            yield frame
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        if count == 0:
+            raise LrcnError(f"cannot decode video ({error_cause(exc)})", name) from None
+
+
+_local = threading.local()
+
+
+def thread_reformatter() -> VideoReformatter:
+    """This thread's swscale context, kept from clip to clip: setting one up costs about
+    2.5 ms, as much as converting 20 frames; it is only rebuilt when the sizes change."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that make a frame upright (display-matrix rotation)."""
+    return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+
+
+def to_model_frame(frame: av.VideoFrame, frames: FrameConfig,
+                   reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """One decoded frame -> the model's (H, W, 3) uint8 input frame: colour conversion and
+    resize in a single swscale call (much cheaper than converting at full size and resizing),
+    then upright rotation."""
+    quarter_turns = _quarter_turns(frame)
+    height, width = frames.height, frames.width
+    if quarter_turns % 2:  # the stored frame is sideways: resize to the swapped shape
+        height, width = width, height
+    image = (reformatter or thread_reformatter()).reformat(
+        frame, width=width, height=height,
+        format="rgb24" if frames.channel_order == "rgb" else "bgr24",
+        interpolation=_INTERPOLATION[frames.interpolation], **ONE_THREAD).to_ndarray()
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
+    return image
+
+
+def upright_image(frame: av.VideoFrame, fmt: str = "rgb24") -> np.ndarray:
+    """A decoded frame at full size as (H, W, 3) uint8, turned upright (rotation metadata)."""
+    image = frame.reformat(format=fmt, **ONE_THREAD).to_ndarray()
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+class TimedFrame(NamedTuple):
+    frame: av.VideoFrame
+    index: int            # in output order, corrupt frames not counted
+    time: float           # seconds from the first frame, when it is shown
+
+
+class FrameSource:
+    """A video's frames in output order, each with the time it is shown.
+
+    Times come from the timestamps where the container's can be trusted (MP4, MKV, WebM, TS,
+    ...): variable-frame-rate video is then placed where its frames really are, as `read_clip`
+    samples it. Elsewhere (AVI, raw streams) frame i is shown at i / fps. `end_time` is the
+    video's length once all frames are read: the last frame's time plus the typical frame
+    duration, the same end that `read_clip` divides into segments.
+    """
+
+    def __init__(self, container, name: object, threads: int = 0):
+        self.container, self.name = container, name
+        self.stream = container.streams.video[0]
+        configure(self.stream, threads)
+        self.fps = frame_rate(self.stream)
+        self.audio = container.streams.audio[0] if container.streams.audio else None
+        self.timed = is_timed(container) and bool(self.stream.time_base)
+        self.count = 0
+        self._last = -1.0
+        self._origin: tuple[int, float] | None = None   # (first pts, its time)
+        # Frame durations by how often each occurs: bounded memory on an endless stream.
+        self._durations: Counter[float] = Counter()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, threads: int = 0) -> "FrameSource":
+        return cls(open_video(path), Path(path), threads)
+
+    def _time_of(self, frame: av.VideoFrame) -> float:
+        if not self.timed:
+            return self.count / self.fps
+        step = self._last + 1 / self.fps if self.count else 0.0   # one frame on
+        if frame.pts is None:
+            return step
+        if self._origin is None:   # the first timestamp: the time it marks is `step`
+            self._origin = (frame.pts, step)
+        pts, at = self._origin
+        t = at + float((frame.pts - pts) * self.stream.time_base)
+        # Out of order or repeated: keep time moving forward, one frame on.
+        return t if t > self._last else step
+
+    def frames(self, on_audio: Callable[[av.Packet], None] | None = None
+               ) -> Iterator[TimedFrame]:
+        """Decode and yield every good frame with its index and time. With `on_audio`, the
+        audio track's packets are handed to it as they are demuxed (annotated videos)."""
+        if on_audio is not None and self.audio is not None:
+            raw = self._demux_with_audio(on_audio)
+        else:
+            raw = self.container.decode(self.stream)
+        for frame in decoded(raw, self.name):
+            t = self._time_of(frame)
+            if self.count:
+                self._durations[t - self._last] += 1
+            yield TimedFrame(frame, self.count, t)
+            self._last = t
+            self.count += 1
+
+    def _demux_with_audio(self, on_audio) -> Iterator[av.VideoFrame]:
+        for packet in self.container.demux(self.stream, self.audio):
+            if packet.stream.index == self.audio.index:
+                on_audio(packet)
+            else:
+                yield from packet.decode()
+
+    @property
+    def end_time(self) -> float:
+        if not self.timed or not self._durations:
+            return self.count / self.fps
+        return self._last + _median(self._durations)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _median(counts: Counter[float]) -> float:
+    """The median of the values counted (the mean of the middle two for an even count)."""
+    total = sum(counts.values())
+    middle, seen, below = (total - 1) // 2, 0, None
+    for value in sorted(counts):
+        seen += counts[value]
+        if below is None and seen > middle:
+            if total % 2 or seen > middle + 1:
+                return value
+            below = value
+        elif below is not None:
+            return (below + value) / 2
+    return below if below is not None else 0.0
+
+
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "ONE_THREAD", "FrameSource",
+           "TimedFrame", "check_file", "configure", "decoded", "error_cause",
+           "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
+           "to_model_frame", "upright_image"]

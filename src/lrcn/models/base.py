@@ -1,0 +1,180 @@
+"""What every model of the family shares: seeded dropout (MaskDropout), the clip classifier's
+shape (per-frame features, then an LSTM and a Dense layer to logits, ClipClassifier), Keras's
+LSTM initialisation, the uint8-to-float input conversion and the wrappers that inference and
+ONNX export run (FrameFeatures, SequenceLogits, ClipLogits).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+class MaskDropout(nn.Module):
+    """Inverted dropout (as nn.Dropout and Keras's Dropout) with seeded masks.
+
+    Why not nn.Dropout: on CPU its Bernoulli sampling costs ~7 ns per element, which made
+    dropout about a fifth of a training step of this small model. On the CPU, masks come from
+    NumPy's PCG64 as 16-bit integers compared against a threshold: ~1 ns per element, p exact
+    to 1/65536, drawn in (N, H, W, C) order whatever the tensor's memory layout, so a seed
+    gives the same masks everywhere. On a GPU the same comparison runs on 16-bit integers drawn
+    there by a generator seeded from the same seed (copying CPU-drawn masks would cost more
+    than the step). `seed()` sets the streams (training seeds them).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 65536)
+        self.seed(int(torch.randint(0, 2**62, ()).item()))
+
+    def seed(self, seed: int) -> None:
+        self._seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def mask(self, shape: tuple[int, ...], device: torch.device = torch.device("cpu"),
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A mask for (N, C, H, W) activations: 0 or 1/(1-p), drawn in NHWC order."""
+        n, c, h, w = shape
+        if device.type == "cpu":
+            bits = np.frombuffer(self.rng.bytes(2 * n * c * h * w), dtype=np.uint16)
+            keep = torch.from_numpy(bits >= self.threshold).view(n, h, w, c)
+        else:
+            generator = self._generators.get(device)
+            if generator is None:
+                generator = self._generators[device] = \
+                    torch.Generator(device=device).manual_seed(self._seed)
+            bits = torch.randint(0, 65536, (n, h, w, c), generator=generator, device=device,
+                                 dtype=torch.int32)
+            keep = bits >= self.threshold
+        return keep.permute(0, 3, 1, 2).to(dtype).mul_(1.0 / (1.0 - self.p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * self.mask(tuple(x.shape), x.device, x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ClipClassifier(nn.Module):
+    """What every model of the family (zoo.py) shares: seeded dropout streams and the
+    optimizer's parameter groups (a model with a pretrained part overrides those)."""
+
+    def seed_dropout(self, seed: int) -> None:
+        """Make dropout masks reproducible: each dropout layer gets its own stream from seed."""
+        for i, module in enumerate(m for m in self.modules() if isinstance(m, MaskDropout)):
+            module.seed(seed * 1000 + i)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter at `lr`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) float frames in [0, 1] -> per-frame features."""
+        raise NotImplementedError
+
+    def sequence_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) per-frame features -> (B, classes) logits."""
+        raise NotImplementedError
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) float clips in [0, 1] (Keras's layout) -> (B, classes) logits; or
+        (B, T, F) frame features computed before (a frozen CNN's cached features)."""
+        if clips.dim() == 3:
+            return self.sequence_logits(clips)
+        batch, steps = clips.shape[:2]
+        features = self.frame_features(clips.flatten(0, 1))  # all B*T frames in one CNN call
+        return self.sequence_logits(features.view(batch, steps, *features.shape[1:]))
+
+    def regularization_loss(self) -> torch.Tensor:
+        """A loss term added in training (the seed model's optional L2); zero by default."""
+        return torch.zeros(())
+
+    def add_lstm_head(self, feature_size: int, units: int, classes: int,
+                      init: bool = True) -> None:
+        """LSTM(units) over the frame features and Dense to logits, as the seed's Keras model
+        has them: one LSTM bias (PyTorch's second, `bias_hh_l0`, is fixed at zero), Keras's
+        initialisation (init=False leaves it to a model that initialises all its layers in
+        one pass, so that a seed draws the same weights as before)."""
+        self.lstm = nn.LSTM(feature_size, units, batch_first=True)
+        self.lstm.bias_hh_l0.requires_grad_(False)
+        self.head = nn.Linear(units, classes)
+        if not init:
+            return
+        with torch.no_grad():
+            keras_lstm_init(self.lstm)
+            nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def lstm_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, classes): the LSTM's last state, then Dense.
+
+        The LSTM runs in fp32 even under bf16/fp16 autocast: it is a small part of the work,
+        and oneDNN has no bf16 LSTM on CPUs without bf16 instructions."""
+        with torch.autocast(features.device.type, enabled=False):
+            _, (hidden, _) = self.lstm(features.float())    # hidden: (1, B, units)
+        return self.head(hidden[-1])
+
+
+@torch.no_grad()
+def keras_lstm_init(lstm: nn.LSTM) -> None:
+    """Keras's LSTM initialisation on a one-layer nn.LSTM: Glorot-uniform kernel, orthogonal
+    recurrent kernel, zero biases with the forget gate's at one, and the second bias
+    (PyTorch's, which Keras does not have) zero."""
+    units = lstm.hidden_size
+    nn.init.xavier_uniform_(lstm.weight_ih_l0)
+    nn.init.orthogonal_(lstm.weight_hh_l0)
+    nn.init.zeros_(lstm.bias_ih_l0)
+    lstm.bias_ih_l0[units:2 * units] = 1.0  # unit_forget_bias=True
+    nn.init.zeros_(lstm.bias_hh_l0)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def clips_to_input(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, C) clips from the cache -> float32 in [0, 1], the model's input.
+    Float tensors are already inputs (augmented clips, cached features) and pass as they are."""
+    if clips.dtype != torch.uint8:
+        return clips
+    return clips.to(torch.float32).div_(255.0)
+
+
+class FrameFeatures(nn.Module):
+    """uint8 (N, H, W, C) frames -> (N, F) per-frame CNN features: the first half of a split
+    inference (engine.py), scaling to [0, 1] included so that frames go in as decoded."""
+
+    def __init__(self, model: ClipClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.frame_features(clips_to_input(frames))
+
+
+class SequenceProbabilities(nn.Module):
+    """(B, T, F) frame features -> (B, classes) probabilities: the second half."""
+
+    def __init__(self, model: ClipClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model.sequence_logits(features), dim=1)
+
+
+class ClipProbabilities(nn.Module):
+    """uint8 (B, T, H, W, C) clips -> (B, classes) probabilities: the whole classifier as it is
+    deployed (the exported ONNX file)."""
+
+    def __init__(self, model: ClipClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(clips_to_input(clips)), dim=1)

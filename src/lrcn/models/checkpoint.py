@@ -1,0 +1,182 @@
+"""Checkpoints: safetensors weights plus JSON settings in the same file's header.
+
+Loading never unpickles anything, so a checkpoint from a stranger cannot run code. The file holds
+everything evaluate and predict need: model settings, preprocessing settings, class names, the
+time span of a typical training clip (which long videos and streams are windowed by), and what
+training and evaluation measured. Writes are atomic (temporary file, then rename).
+
+The model's input shape (frames, height, width) is stored once, in the frame settings; the
+model settings are completed from them on load. Checkpoints written before that (format 1)
+carry it twice, and loading checks that the two agree.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..config import FrameConfig, ModelConfig, from_dict, to_dict
+from ..errors import LrcnError
+from .base import count_trainable
+from .registry import build_model, get_spec
+
+FORMAT = "lrcn-checkpoint"
+FORMAT_VERSION = 2
+_INPUT_SHAPE = ("num_frames", "height", "width")   # stored in the frame settings only
+CHECKPOINT_NAME = "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    frame_config: FrameConfig
+    class_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)  # training summary, test metrics
+    clip_seconds: float = 0.0       # median span of the training clips; 0: not known
+    temperature: float = 1.0        # calibration fitted on validation (calibrate.py)
+    state_dict: dict[str, torch.Tensor] | None = None
+
+    def build_model(self):
+        """The model (zoo.py) with the checkpoint's weights, in eval mode."""
+        model = build_model(self.model_config)
+        if self.state_dict is not None:
+            model.load_state_dict(self.state_dict)
+        model.eval()
+        return model
+
+
+def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
+                    class_names: list[str], info: dict[str, Any] | None = None,
+                    clip_seconds: float = 0.0, temperature: float = 1.0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_settings = to_dict(model.config)
+    for key in _INPUT_SHAPE:
+        if model_settings.pop(key) != getattr(frame_config, key):
+            raise ValueError(f"the model's input {key} differs from the frame settings'")
+    header = {"model": model_settings, "frames": to_dict(frame_config),
+              "classes": list(class_names), "clip_seconds": float(clip_seconds),
+              "temperature": float(temperature), "info": info or {},
+              # for people and other tools: the file alone says what the model is
+              "params": count_trainable(model),
+              "normalisation": get_spec(model.config.name).normalisation}
+    tensors = {name: tensor.detach().to("cpu").contiguous()
+               for name, tensor in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
+                                           "lrcn": json.dumps(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise LrcnError("no such checkpoint file or run folder", path)
+    return path
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata, read without loading tensors (and without pickle)."""
+    with open(path, "rb") as handle:
+        size_bytes = handle.read(8)
+        if len(size_bytes) < 8:
+            raise LrcnError("not an lrcn checkpoint (file too short)", path)
+        size = int.from_bytes(size_bytes, "little")
+        if size <= 0 or size > 100_000_000 or size + 8 > path.stat().st_size:
+            raise LrcnError("not an lrcn checkpoint (no safetensors header)", path)
+        try:
+            header = json.loads(handle.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LrcnError("not an lrcn checkpoint (corrupt safetensors header)", path) from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise LrcnError("not an lrcn checkpoint (safetensors file without lrcn settings)", path)
+    return metadata
+
+
+def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint:
+    """Load a checkpoint file (or a run folder's). Raises LrcnError with a one-line cause for
+    anything that is not an intact lrcn checkpoint."""
+    path = resolve_checkpoint_path(path)
+    metadata = _read_header(path)
+    try:
+        header = json.loads(metadata["lrcn"])
+        frame_config = from_dict(FrameConfig, header["frames"])
+        model_settings = dict(header["model"])
+        class_names = [str(name) for name in header["classes"]]
+        info = dict(header.get("info") or {})
+        # Format 1 kept the clip span among the free info entries.
+        clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
+        temperature = float(header.get("temperature", 1.0))
+        if not temperature > 0:
+            raise ValueError(f"temperature {temperature}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
+    for key in _INPUT_SHAPE:
+        stored = model_settings.get(key, getattr(frame_config, key))
+        if stored != getattr(frame_config, key):
+            raise LrcnError(f"checkpoint settings disagree: the model's input {key} is {stored}, "
+                            f"the frame settings' {getattr(frame_config, key)}", path)
+        model_settings[key] = getattr(frame_config, key)
+    try:
+        model_config = from_dict(ModelConfig, model_settings)
+    except (TypeError, ValueError) as exc:
+        raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
+    try:
+        get_spec(model_config.name)
+    except LrcnError as exc:
+        raise LrcnError(f"{exc}: made by a newer lrcn?", path) from None
+    if len(class_names) != model_config.num_classes:
+        raise LrcnError("checkpoint class names do not match its model", path)
+    checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds,
+                            temperature)
+    if weights:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise LrcnError(f"checkpoint weights are damaged ({exc})", path) from None
+        try:
+            expected = build_model(model_config).state_dict()
+        except LrcnError as exc:
+            raise LrcnError(f"{exc}", path) from None
+        for name, tensor in expected.items():
+            if name not in state or state[name].shape != tensor.shape:
+                raise LrcnError(f"checkpoint weights do not fit its model (tensor {name})", path)
+        checkpoint.state_dict = state
+    return checkpoint
+
+
+def update_info(path: str | os.PathLike, temperature: float | None = None,
+                **entries: Any) -> None:
+    """Add entries (e.g. test metrics) to a checkpoint's info, or set its calibration
+    temperature, rewriting it atomically."""
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.build_model()
+    save_checkpoint(resolve_checkpoint_path(path), model, checkpoint.frame_config,
+                    checkpoint.class_names, {**checkpoint.info, **entries},
+                    clip_seconds=checkpoint.clip_seconds,
+                    temperature=checkpoint.temperature if temperature is None else temperature)
+
+
+def summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What `lrcn info` shows: a checkpoint's classes, parameter count, settings, clip span,
+    training summary and test metrics."""
+    path = resolve_checkpoint_path(path)
+    checkpoint = load_checkpoint(path)
+    return {"checkpoint": str(path), "model_name": checkpoint.model_config.name,
+            "classes": checkpoint.class_names,
+            "trainable_parameters": count_trainable(checkpoint.build_model()),
+            "normalisation": get_spec(checkpoint.model_config.name).normalisation,
+            "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
+            "clip_seconds": checkpoint.clip_seconds, "temperature": checkpoint.temperature,
+            "info": checkpoint.info}

@@ -1,0 +1,99 @@
+"""The seed's LRCN: a small CNN applied to every frame, an LSTM over the frame features, and a
+linear layer to class logits (softmax belongs to the loss and to prediction, never the model).
+
+The maths and the trainable parameter count are Keras's (73,060 for 4 classes): Keras's LSTM
+has one bias vector where PyTorch's has two, so the second (`bias_hh_l0`) is fixed at zero and
+not trained; weights are initialised as Keras initialises them (Glorot-uniform kernels,
+orthogonal recurrent kernel, zero biases with the LSTM forget gate's bias at one).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .base import ClipClassifier, MaskDropout, keras_lstm_init
+
+
+class LRCN(ClipClassifier):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        in_channels, height, width = config.channels, config.height, config.width
+        for filters, pool, drop in zip(config.conv_filters, config.pool_sizes,
+                                       config.dropout_after):
+            conv = nn.Conv2d(in_channels, filters, 3, padding=1)
+            if config.batchnorm:
+                # Keras's BatchNormalization defaults: momentum 0.99 (torch: 1 - 0.99), eps 1e-3.
+                layers += [conv, nn.ReLU(inplace=True),
+                           nn.BatchNorm2d(filters, eps=1e-3, momentum=0.01), nn.MaxPool2d(pool)]
+            else:
+                # Keras computes relu(conv) then max-pools. ReLU is monotonic, so pooling first
+                # gives the same values and the same gradients, and ReLU then runs (forward and
+                # backward) on a tensor pool*pool times smaller: ~10 ms of a 40 ms step.
+                layers += [conv, nn.MaxPool2d(pool), nn.ReLU(inplace=True)]
+            if drop:
+                layers.append(MaskDropout(config.dropout))
+            in_channels, height, width = filters, height // pool, width // pool
+        if height < 1 or width < 1:
+            raise ValueError(f"input {config.height}x{config.width} is too small for the pooling")
+        self.cnn = nn.Sequential(*layers)
+        self.feature_shape = (height, width, in_channels)  # per frame, Keras's (H, W, C)
+        self.feature_size = height * width * in_channels
+        self.add_lstm_head(self.feature_size, config.lstm_units, config.num_classes, init=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Keras's default initialisation, so training behaves as the tutorial's does."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        keras_lstm_init(self.lstm)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) float frames in [0, 1] -> (N, F) per-frame features.
+
+        The permute to (N, C, H, W) is a free view whose memory is channels-last, the layout
+        oneDNN's CPU convolutions run fastest on. Features are flattened in Keras's (H, W, C)
+        order, so Keras weights map one to one.
+        """
+        x = self.cnn(frames.permute(0, 3, 1, 2))           # (N, C', H', W')
+        return x.permute(0, 2, 3, 1).flatten(1)            # (N, H'*W'*C')
+
+    def sequence_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) frame features -> (B, classes) logits."""
+        return self.lstm_logits(features)
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Keras-style L2 on conv kernels and LSTM kernels: l2 * sum(w^2). Zero by default."""
+        if not self.config.l2:
+            return torch.zeros(())
+        weights = [m.weight for m in self.cnn if isinstance(m, nn.Conv2d)]
+        weights += [self.lstm.weight_ih_l0, self.lstm.weight_hh_l0]
+        return self.config.l2 * sum(w.pow(2).sum() for w in weights)
+
+
+def layer_shapes(model: LRCN) -> list[tuple[str, tuple[int, ...]]]:
+    """Per-layer output shapes in Keras's notation (batch as None, channels last), for checking
+    against the seed's `model.summary()`."""
+    cfg = model.config
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    x = torch.zeros(1, cfg.height, cfg.width, cfg.channels).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        model_was_training = model.training
+        model.eval()
+        for layer in model.cnn:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                continue  # Keras folds the activation into Conv2D
+            name = {nn.Conv2d: "conv2d", nn.MaxPool2d: "max_pooling2d", MaskDropout: "dropout",
+                    nn.BatchNorm2d: "batch_normalization"}[type(layer)]
+            shapes.append((name, (cfg.num_frames, x.shape[2], x.shape[3], x.shape[1])))
+        model.train(model_was_training)
+    shapes.append(("flatten", (cfg.num_frames, x.numel())))
+    shapes.append(("lstm", (cfg.lstm_units,)))
+    shapes.append(("dense", (cfg.num_classes,)))
+    return shapes

@@ -1,0 +1,128 @@
+"""The model family, registered by name as timm registers its models: `--model NAME`.
+
+A ModelSpec says what a model needs and can do: its default settings (model, frames, training),
+how it normalises its input, whether it exports to ONNX, and whether its per-frame CNN is
+frozen (its features are then computed once and cached, features.py). The model's name is part
+of its ModelConfig, so a checkpoint rebuilds it from the file alone (checkpoint.py).
+
+Every model has the same interface: `forward` ((B, T, H, W, 3) clips in [0, 1], or (B, T, F)
+features computed before) -> logits; `frame_features` and `sequence_logits`, the two halves
+that timelines and streams run separately; `feature_size`; `seed_dropout`.
+
+The settings data here is torch-free; the models are imported when one is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..config import ModelConfig
+from ..errors import LrcnError
+
+DEFAULT_MODEL = "lrcn"
+
+
+def _lrcn(config: ModelConfig, pretrained: bool):
+    from .lrcn import LRCN
+    return LRCN(config)
+
+
+def _lrcn_bn(config: ModelConfig, pretrained: bool):
+    from .lrcn import LRCN
+    return LRCN(ModelConfig(**{**config.__dict__, "batchnorm": True}))
+
+
+def _convlstm(config: ModelConfig, pretrained: bool):
+    from .convlstm import ConvLSTM
+    return ConvLSTM(config)
+
+
+def _effnet(frozen: bool) -> Callable:
+    def build(config: ModelConfig, pretrained: bool):
+        from .effnet import EffNetLSTM
+        return EffNetLSTM(config, frozen=frozen, pretrained=pretrained)
+    return build
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    normalisation: str                   # what the model does to frames in [0, 1]
+    # (ModelConfig, pretrained) -> the model; the import happens there, so that listing the
+    # family needs no torch
+    build: Callable[[ModelConfig, bool], Any] = field(default=_lrcn, repr=False)
+    model: dict[str, Any] = field(default_factory=dict)    # ModelConfig defaults
+    frames: dict[str, Any] = field(default_factory=dict)   # FrameConfig defaults
+    train: dict[str, Any] = field(default_factory=dict)    # TrainConfig defaults
+    exportable: bool = True              # to ONNX (lrcn export, the ONNX Runtime engine)
+    cached_features: bool = False        # a frozen per-frame CNN: features cached for training
+    pixel_augment: bool = True           # can crop/flip frames while training
+    needs_rgb: bool = False              # pretrained on RGB frames
+    l2: bool = False                     # takes Keras-style L2 on its kernels (--l2)
+
+    @property
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        """config.resolve_settings's `defaults`."""
+        return {"model": {"name": self.name, **self.model}, "frames": dict(self.frames),
+                "train": dict(self.train)}
+
+
+_EFFNET_FRAMES = {"height": 128, "width": 160, "channel_order": "rgb"}
+_EFFNET_NORMALISATION = "rgb (x*255 - 127) / 128 (EfficientNet-Lite)"
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("lrcn", "the seed's LRCN: 4 conv blocks, LSTM(32), Dense (73,060 parameters "
+              "for 4 classes)", "x in [0, 1]", l2=True),
+    ModelSpec("lrcn-bn", "the seed's LRCN with BatchNorm after each convolution (the seed's "
+              "suggestion)", "x in [0, 1]", build=_lrcn_bn, model={"batchnorm": True},
+              l2=True),
+    ModelSpec("convlstm", "the tutorial's ConvLSTM2D stack, 4-8-14-16 filters (44,524 "
+              "parameters for 4 classes)", "x in [0, 1]", build=_convlstm,
+              model={"conv_filters": (4, 8, 14, 16), "pool_sizes": (2, 2, 2, 2),
+                     "dropout_after": (True, True, True, False), "dropout": 0.2}),
+    ModelSpec("effnet-lstm", "frozen ImageNet EfficientNet-Lite0 per frame (features cached), "
+              "LSTM(32), Dense", _EFFNET_NORMALISATION, build=_effnet(frozen=True),
+              model={"dropout": 0.5},
+              frames=_EFFNET_FRAMES, cached_features=True, pixel_augment=False,
+              needs_rgb=True),
+    ModelSpec("effnet-lrcn", "EfficientNet-Lite0 fine-tuned end to end with LSTM(32) (for a "
+              "GPU; runs on a CPU)", _EFFNET_NORMALISATION, build=_effnet(frozen=False),
+              model={"dropout": 0.5},
+              frames=_EFFNET_FRAMES, train={"scale_jitter": 0.2, "temporal_jitter": True},
+              needs_rgb=True),
+)}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise LrcnError(f"unknown model {name!r} (one of: {', '.join(MODELS)})") from None
+
+
+def check_settings(config: ModelConfig, channel_order: str, train=None) -> ModelSpec:
+    """Refuse, in one line, settings that a model cannot honour."""
+    spec = get_spec(config.name)
+    if config.l2 and not spec.l2:
+        raise LrcnError(f"--l2 applies to the lrcn models, not {config.name}")
+    if spec.needs_rgb and channel_order != "rgb":
+        raise LrcnError(f"{config.name} is pretrained on RGB frames: channel_order must be rgb")
+    if train is not None and not spec.pixel_augment and (train.scale_jitter or train.flip):
+        raise LrcnError(f"{config.name} trains on cached features: it cannot crop or flip "
+                        "frames (use effnet-lrcn for that)")
+    try:
+        build_model(config)          # shapes that do not fit (too small a frame for the pooling)
+    except ValueError as exc:
+        raise LrcnError(f"{config.name}: {exc}") from None
+    return spec
+
+
+def build_model(config: ModelConfig, pretrained: bool = False):
+    """The model for `config`. `pretrained`: load the ImageNet backbone weights (training a
+    new effnet model); a checkpoint's weights replace them all, so loading one does not need
+    them."""
+    return get_spec(config.name).build(config, pretrained)
+
+
+__all__ = ["ModelSpec", "MODELS", "DEFAULT_MODEL", "get_spec", "check_settings", "build_model"]

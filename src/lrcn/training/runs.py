@@ -1,0 +1,64 @@
+"""A whole run: train, then evaluate the best checkpoint on the held-out test part and record the
+test figures in it. `lrcn train`, `lrcn demo` and `lrcn cv` (each fold) all run this."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..models.checkpoint import load_checkpoint
+from ..config import FrameConfig, SplitConfig, TrainConfig
+from ..data.dataset import Sample
+from ..errors import LrcnError
+from .evaluate import calibrate_checkpoint, evaluate, record_test_metrics
+from .train import TrainResult, train
+
+
+@dataclass
+class RunResult:
+    training: TrainResult
+    report: dict | None      # the test report; None when evaluation was not asked for
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.training.checkpoint
+
+
+def train_and_evaluate(data: str | Path, run_dir: str | Path,
+                       classes: Sequence[str] | None = None,
+                       frames: FrameConfig = FrameConfig(),
+                       model_options: dict[str, Any] | None = None,
+                       split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
+                       cache_dir: Path | None = None, workers: int | None = None,
+                       progress: bool = True, log=print, ucf_split: int | None = None,
+                       lists: Path | None = None,
+                       fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
+                       evaluate_test: bool = True, resume: bool = False) -> RunResult:
+    """Train (train.train), fit the checkpoint's calibration temperature on the validation
+    clips, then evaluate the checkpoint on the run's test part, writing report.json,
+    confusion_matrix.png, reliability.png and curves.png into the run folder, and record the
+    test figures in the checkpoint (for `lrcn info`). Files that cannot be read were reported
+    while training prepared the data."""
+    run_dir = Path(run_dir)
+    result = train(data, run_dir, classes=classes, frames=frames, model_options=model_options,
+                   split=split, config=config, cache_dir=cache_dir, workers=workers,
+                   progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed,
+                   resume=resume)
+    if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
+        return RunResult(result, None)
+    calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
+                         workers=workers, device=config.device, log=log)
+    if not evaluate_test:
+        return RunResult(result, None)
+    test = result.parts["test"]
+    if not test:
+        raise LrcnError("the run's test split is empty (too few groups per class): the model "
+                        "is trained, evaluate it with `lrcn evaluate RUN --data DIR`", run_dir)
+    report = evaluate(load_checkpoint(result.checkpoint), test, run_dir, cache_dir=cache_dir,
+                      workers=workers, progress=progress, history=run_dir / "history.csv",
+                      device=config.device, precision=config.precision)
+    record_test_metrics(result.checkpoint, report)
+    return RunResult(result, report)
+
+
+__all__ = ["RunResult", "train_and_evaluate"]

@@ -1,0 +1,385 @@
+"""Training: a folder of videos -> a run folder with a checkpoint, its settings, the split and
+every epoch's figures.
+
+The loop is the seed tutorial's `model.fit`: Adam (Keras's epsilon), cross-entropy, batch 4,
+up to 70 epochs, shuffled each epoch, early stopping on validation loss with patience 15 that
+restores the best weights. The best weights are on disk (atomically) from the moment they are
+found, so an interrupted run still leaves its best model behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.cache import CachedClip, prepare
+from ..models.checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
+from ..config import (FrameConfig, SplitConfig, TrainConfig, candidate_frames,
+                     model_config_for, to_dict)
+from ..data.dataset import Sample, load_parts, write_split
+from ..errors import LrcnError
+from ..files import atomic_write_text
+from .history import write_history
+from ..devices import resolve_device
+from ..distributed import World, barrier, broadcast, gather, setup, teardown
+from ..data.loader import clip_batches
+from ..data.augment import Augmenter, CANDIDATES
+from ..data.features import cached_features
+from ..models.base import count_trainable
+from .resume import STATE_NAME, dropout_states, load_state, save_state
+from .steps import make_optimizer, run_epoch
+from ..models.registry import build_model, check_settings, get_spec
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    skipped: list[tuple[str, str]]
+    parts: dict[str, list[Sample]]       # the split: samples by part
+    rank: int = 0                        # this process's rank (0 writes the run folder)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
+    """Unreadable videos are listed by name and cause, never dropped silently."""
+    if failures:
+        print(f"skipped {len(failures)} unreadable video(s):", file=out)
+        for path, cause in failures:
+            print(f"  {path}: {cause}", file=out)
+
+
+@dataclass
+class TrainingData:
+    """A data set made ready for training: its classes, its split (samples by part), the
+    decoded clips by part (in the frame cache), and the files skipped, with the cause."""
+    root: Path
+    class_names: list[str]
+    parts: dict[str, list[Sample]]
+    clips: dict[str, list[CachedClip]]
+    skipped: list[tuple[str, str]]
+    # what the loaders read instead of a part's cached frames (training_inputs): candidate
+    # frames for temporal jitter, cached features of a frozen CNN
+    inputs: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
+    candidates: int = 1            # frames per segment in inputs["train"]
+
+
+def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | None,
+                   workers: int | None, progress: bool, world: World):
+    """prepare() with several processes: each decodes its share (`rank::size`) into the shared
+    cache, then, after a barrier, every one reads every entry (an entry is complete once its
+    JSON is there, so no other coordination is needed). (clips, failures) as prepare's."""
+    if world.distributed:
+        prepare(samples[world.rank::world.size], frames, cache_dir=cache_dir, workers=workers,
+                progress=progress and world.main)
+        barrier(world)
+    return prepare(samples, frames, cache_dir=cache_dir, workers=workers,
+                   progress=progress and not world.distributed)
+
+
+def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | None = None,
+                 frames: FrameConfig = FrameConfig(), split: SplitConfig = SplitConfig(),
+                 cache_dir: Path | None = None, workers: int | None = None,
+                 progress: bool = True, log=print, ucf_split: int | None = None,
+                 lists: Path | None = None,
+                 fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
+                 on_split=None, world: World = World()) -> TrainingData:
+    """Find the clips, split them (or take the `fixed` split: cross-validation folds), write
+    split.json into the run folder, call `on_split(class names)`, and decode every clip into
+    the frame cache (the test clips too, so evaluation finds them there). Unreadable files
+    are reported and skipped.
+
+    With several processes, rank 0 alone finds and splits the data and every rank receives
+    the same split; each rank decodes its share of the clips (`rank::size`) into the shared
+    cache, and after a barrier reads every entry (an entry is complete once its JSON is there,
+    so ranks need no other coordination). Only rank 0 writes into the run folder."""
+    data_root = Path(data_root)
+    missing: list[tuple[str, str]] = []
+    if fixed is not None:
+        (class_names, parts), how = fixed, "given folds"
+    else:
+        found: tuple | str | None = None
+        if world.main:
+            try:
+                found = load_parts(data_root, classes, split, ucf_split, lists)
+            except LrcnError as exc:
+                found = str(exc)       # said on every rank, not only on rank 0
+        found = broadcast(found, world)
+        if isinstance(found, str):
+            raise LrcnError(found)
+        class_names, parts, missing, how = found
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_split(run_dir / "split.json",
+                    data_root if data_root.is_dir() else data_root.parent, parts)
+        total = sum(len(v) for v in parts.values())
+        log(f"data: {total} clips in {len(class_names)} classes "
+            f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
+            f"val {len(parts['val'])}, test {len(parts['test'])} clips")
+        if on_split is not None:
+            on_split(class_names)
+
+    everything = parts["train"] + parts["val"] + parts["test"]
+    started = time.perf_counter()
+    clips, failures = prepare_shared(everything, frames, cache_dir, workers, progress, world)
+    seconds = time.perf_counter() - started
+    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
+        f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
+        f"{f', {world.size} processes' if world.distributed else ''})")
+    skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
+    if world.main:
+        report_skipped(skipped)
+    part_of = {sample.path: part for part, members in parts.items() for sample in members}
+    by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
+    untrained = [n for n in class_names if not any(c.sample.class_name == n
+                                                   for c in by_part["train"])]
+    if untrained:
+        raise LrcnError(f"no readable training clips for class {untrained[0]!r}", data_root)
+    return TrainingData(data_root, class_names, parts, by_part, skipped)
+
+
+def training_inputs(data: TrainingData, model, frames: FrameConfig, config: TrainConfig,
+                    cache_dir: Path | None, workers: int | None, device: torch.device,
+                    progress: bool, log, world: World) -> TrainingData:
+    """What the training and validation loaders read: with temporal jitter, the training
+    clips' candidate frames (CANDIDATES per segment, decoded into the frame cache like any
+    other setting); for a model with a frozen CNN, the cached features of those frames."""
+    train = data.clips["train"]
+    candidates = 1
+    if config.temporal_jitter:
+        candidates = CANDIDATES
+        decoded, failures = prepare_shared([c.sample for c in train],
+                                           candidate_frames(frames, CANDIDATES), cache_dir,
+                                           workers, progress, world)
+        if failures:   # the file decoded at the plain setting: report, do not drop silently
+            raise LrcnError(f"decoding {CANDIDATES}x frames for temporal jitter failed "
+                            f"({failures[0][1]})", failures[0][0].path)
+        train_inputs = [c.frames_path for c in decoded]
+    else:
+        train_inputs = [c.frames_path for c in train]
+    inputs = {"train": train_inputs}
+    if get_spec(model.config.name).cached_features:
+        as_clips = [dataclasses.replace(c, frames_path=p) for c, p in zip(train, train_inputs)]
+        inputs = {"train": cached_features(model, as_clips, device, progress and world.main,
+                                           log, world),
+                  "val": cached_features(model, data.clips["val"], device,
+                                         progress and world.main, log, world)}
+    return dataclasses.replace(data, inputs=inputs, candidates=candidates)
+
+
+def class_weights(data: TrainingData, device: torch.device) -> torch.Tensor:
+    """--balance: each class weighted by the inverse of its share of the training clips
+    (weights average to one over the clips, so the loss keeps its scale)."""
+    counts = torch.zeros(len(data.class_names))
+    for clip in data.clips["train"]:
+        counts[data.class_names.index(clip.sample.class_name)] += 1
+    weights = counts.sum() / (len(counts) * counts.clamp(min=1))
+    return weights.to(device)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: float              # the monitored figure at the best epoch
+    monitor: str             # "val_loss", or "loss" when there are no validation clips
+    history: list[dict[str, float]]
+
+
+def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
+        progress: bool = True, log=print, resume: bool = False,
+        world: World = World()) -> FitResult:
+    """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
+    validation; `save_best(model, extra info)` is called whenever the monitored loss improves
+    (so the best weights are on disk from the moment they are found); training stops after
+    `config.patience` epochs without improvement. history.csv is rewritten every epoch, and
+    so is the whole training state (resume.py), from which `resume=True` continues.
+
+    With several processes the model is wrapped in DistributedDataParallel; every rank steps
+    through the same global batches (its share of each), the epoch's figures are summed over
+    the ranks, so early stopping decides the same everywhere, and rank 0 alone writes."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(model, config.lr)
+    net = None
+    if world.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    augmenter = Augmenter(config, data.candidates, world.rank)
+    train_loader = clip_batches(data.clips["train"], data.class_names, config.batch_size,
+                                device, shuffle=True, generator=generator, rank=world.rank,
+                                world=world.size, arrays=data.inputs.get("train"),
+                                transform=augmenter if augmenter.active else None)
+    val_loader = clip_batches(data.clips["val"], data.class_names, 64, device,
+                              rank=world.rank, world=world.size, arrays=data.inputs.get("val"))
+    weights = class_weights(data, device) if config.balance else None
+    # fp16 needs its loss scaled (its range is narrow); bf16 has fp32's range.
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    monitor = "val_loss" if len(data.clips["val"]) else "loss"
+    if monitor == "loss":
+        log("warning: no validation clips (too few groups); early stopping watches training loss")
+    history: list[dict[str, float]] = []
+    best, best_epoch, waited, stopped = math.inf, 0, 0, False
+    state_path = run_dir / STATE_NAME
+    if resume and state_path.exists():
+        done = load_state(state_path, model, optimizer, generator, rank=world.rank,
+                          world=world.size)
+        history, best, best_epoch = done["history"], done["best"], done["best_epoch"]
+        waited, stopped = done["waited"], done["stopped"]
+        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch})")
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if stopped:
+            break
+        start = time.perf_counter()
+        augmenter.start_epoch(epoch)
+        loss, accuracy = run_epoch(model, train_loader, optimizer,
+                                   desc=f"epoch {epoch}/{config.epochs}",
+                                   progress=progress and world.main,
+                                   precision=config.precision, scaler=scaler, net=net,
+                                   world=world, class_weights=weights)
+        val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision,
+                                            world=world)
+                                  if len(data.clips["val"]) else (math.nan, math.nan))
+        row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+               "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
+        history.append(row)
+        if world.main:
+            write_history(run_dir / "history.csv", history)
+        current = row[monitor]
+        improved = current < best
+        log(f"epoch {epoch:3d}  loss {loss:.4f}  acc {accuracy:.3f}  val_loss {val_loss:.4f}  "
+            f"val_acc {val_accuracy:.3f}  {row['seconds']:.1f}s{'  *' if improved else ''}")
+        if improved:
+            best, best_epoch, waited = current, epoch, 0
+            if world.main:
+                save_best(model, {"best_epoch": epoch, f"best_{monitor}": current,
+                                  "val_accuracy": val_accuracy})
+        else:
+            waited += 1
+            stopped = waited >= config.patience
+        # every rank's dropout streams, written by rank 0 (a collective: all ranks take part)
+        dropout = gather(dropout_states(model), world)
+        if world.main:
+            save_state(state_path, model, optimizer, generator,
+                       {"history": history, "best": best, "best_epoch": best_epoch,
+                        "waited": waited, "stopped": stopped}, dropout_by_rank=dropout)
+        if stopped:
+            log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
+                f"best weights are from epoch {best_epoch}")
+    return FitResult(best_epoch, best, monitor, history)
+
+
+def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | None = None,
+          frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
+          split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
+          cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
+          log=print, ucf_split: int | None = None, lists: Path | None = None,
+          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
+    a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
+    split (cross-validation folds). The checkpoint holds the best epoch's weights
+    (restore_best_weights=True). `resume`: continue from the run folder's training state,
+    if it has one (see resume.py, whose `resume_settings` reads a run's settings back)."""
+    run_dir = Path(run_dir)
+    # settings a model cannot honour, and a device that is not there: before any decoding
+    check_settings(model_config_for(frames, 2, **(model_options or {})), frames.channel_order,
+                   config)
+    device = resolve_device(config.device)
+    world = setup(device.type)                # torchrun's process group, or a world of one
+    if world.distributed and device.type == "cuda":
+        device = torch.device(f"cuda:{world.local_rank}")   # one GPU per process
+        torch.cuda.set_device(device)
+    if not world.main:
+        log = _silent
+
+    def write_settings(class_names: list[str]) -> None:
+        """config.json, before any decoding: a run killed in its cache fill can resume."""
+        model_config = model_config_for(frames, len(class_names), **(model_options or {}))
+        settings = {"data": str(Path(data_root).resolve()), "classes": class_names,
+                    "frames": to_dict(frames), "model": to_dict(model_config),
+                    "split": to_dict(split), "train": to_dict(config),
+                    "cache_dir": str(cache_dir) if cache_dir else None,
+                    "processes": world.size}
+        atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+
+    try:
+        data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
+                            progress, log, ucf_split, lists, fixed, on_split=write_settings,
+                            world=world)
+        model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        seed_everything(config.seed)
+        model = build_model(model_config, pretrained=True)
+        # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
+        model.seed_dropout(config.seed + 1_000_003 * world.rank)
+        model.to(device)
+        data = training_inputs(data, model, frames, config, cache_dir, workers, device,
+                               progress, log, world)
+        log(f"model: {model_config.name}, {count_trainable(model):,} trainable parameters, "
+            f"on {device}"
+            f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
+            f"{f', {world.size} processes' if world.distributed else ''}")
+        return _train_model(model, data, config, run_dir, frames, progress, log, resume,
+                            world)
+    finally:
+        teardown()
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0: one voice is enough."""
+
+
+def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
+                 frames: FrameConfig, progress: bool, log, resume: bool,
+                 world: World) -> TrainResult:
+    clip_seconds = _clip_seconds(data.clips["train"])
+    info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
+            "clips": {part: len(clips) for part, clips in data.clips.items()}}
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+
+    def save_best(best_model, entries: dict) -> None:
+        save_checkpoint(checkpoint_path, best_model, frames, data.class_names,
+                        {**info, **entries}, clip_seconds=clip_seconds)
+
+    try:
+        result = fit(model, data, config, save_best, run_dir, progress, log, resume, world)
+    except KeyboardInterrupt:
+        if (run_dir / STATE_NAME).exists():
+            log(f"interrupted: the state after the last whole epoch is in {run_dir / STATE_NAME}"
+                f"; continue with: lrcn train --resume {run_dir}")
+        raise
+    if world.main:
+        update_info(checkpoint_path, **info, best_epoch=result.best_epoch,
+                    **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
+                    val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
+    return TrainResult(run_dir, checkpoint_path, result.best_epoch, len(result.history),
+                       result.history, data.skipped, data.parts, world.rank)
+
+
+def _clip_seconds(clips: Sequence[CachedClip]) -> float:
+    """The typical time a training clip spans: what the model's 20 frames cover. Long-video
+    inference uses it to sample windows at the time scale the model was trained on."""
+    durations = [c.duration for c in clips if c.duration > 0]
+    return round(statistics.median(durations), 3) if durations else 0.0
+
+
+__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "report_skipped"]
