@@ -29,5 +29,8 @@ class LrcnError(Exception):
         self.kind = kind
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
+    def __reduce__(self):   # across processes (decoder workers) with its path and kind
+        return LrcnError, (self.reason, self.path, self.kind)
+
 
 __all__ = ["ErrorKind", "LrcnError"]
