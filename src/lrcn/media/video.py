@@ -22,7 +22,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from ..config import FrameConfig
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".3gp", ".ogv", ".ts", ".mts")
@@ -201,6 +201,25 @@ def to_model_frame(frame: av.VideoFrame, frames: FrameConfig,
     return image
 
 
+def image_to_model_frame(image: np.ndarray, frames: FrameConfig, channels: str = "rgb",
+                         reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """A full-size (H, W, 3) uint8 image (a webcam JPEG, a frame of a user's array or an
+    OpenCV capture) -> the model's input frame, through the same swscale call that decoded
+    video takes (`to_model_frame`): the checkpoint's size, interpolation and channel order.
+    (A video frame is converted from YUV at the output size; an RGB image is already
+    converted, so the two differ by the chroma rounding, a few levels.) `channels`: the
+    image's order, "rgb" or "bgr" (OpenCV's)."""
+    if channels not in ("rgb", "bgr"):
+        raise LrcnError(f"channels must be 'rgb' or 'bgr', not {channels!r}",
+                        kind=ErrorKind.SETTING)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise LrcnError(f"a frame must be a (H, W, 3) uint8 image, not {image.dtype} "
+                        f"{tuple(image.shape)}", kind=ErrorKind.SETTING)
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=f"{channels}24")
+    return to_model_frame(frame, frames, reformatter)
+
+
 def upright_image(frame: av.VideoFrame, fmt: str = "rgb24") -> np.ndarray:
     """A decoded frame at full size as (H, W, 3) uint8, turned upright (rotation metadata)."""
     image = frame.reformat(format=fmt, **ONE_THREAD).to_ndarray()
@@ -311,4 +330,4 @@ def _median(counts: Counter[float]) -> float:
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "ONE_THREAD", "FrameSource",
            "TimedFrame", "check_file", "configure", "decoded", "error_cause",
            "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
-           "to_model_frame", "upright_image"]
+           "to_model_frame", "image_to_model_frame", "upright_image"]
