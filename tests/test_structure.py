@@ -133,9 +133,25 @@ def test_the_cli_only_parses_and_prints():
     assert not any(isinstance(node, ast.ClassDef) for node in tree.body)
 
 
-def test_ci_checks_the_oldest_pyav_that_is_declared():
+def test_ci_runs_the_ends_of_what_is_declared():
+    """.ci/run tests the oldest and the newest PyAV, and the oldest and newest Python, that
+    pyproject.toml declares: the declared ranges are the tested ones."""
     import re
+    from packaging.specifiers import SpecifierSet
     root = PACKAGE.parents[1]
-    declared = re.search(r'"av>=([\d.]+),', (root / "pyproject.toml").read_text()).group(1)
-    tested = re.search(r"OLDEST_AV=([\d.]+)", (root / ".ci" / "run").read_text()).group(1)
-    assert tested.startswith(declared)
+    project = (root / "pyproject.toml").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    av_range = SpecifierSet(re.search(r'"av(>=[^"]+)"', project).group(1))
+    oldest_av = re.search(r"OLDEST_AV=([\d.]+)", ci).group(1)
+    newest_av = re.search(r"NEWEST_AV=([\d.]+)", ci).group(1)
+    lower = re.search(r">=([\d.]+)", str(av_range)).group(1)
+    assert oldest_av.startswith(lower) and oldest_av in av_range
+    assert newest_av in av_range
+    upper = re.search(r"<([\d.]+)", str(av_range)).group(1)   # the next major is not declared
+    assert int(newest_av.split(".")[0]) == int(upper.split(".")[0]) - 1
+    pythons = re.findall(r"Python :: (3\.\d+)\"", project)
+    requires = re.search(r'requires-python = ">=([\d.]+)"', project).group(1)
+    assert re.search(r"OLDEST_PYTHON=([\d.]+)", ci).group(1) == requires == min(
+        pythons, key=lambda v: int(v.split(".")[1]))
+    assert re.search(r"NEWEST_PYTHON=([\d.]+)", ci).group(1) == max(
+        pythons, key=lambda v: int(v.split(".")[1]))
