@@ -1,11 +1,10 @@
 """server.jobs, called directly: JobRunner runs timeline jobs in processes of their own, one slot
-at a time here, writes each job's files, and ends a job on a broken file in error.json with a
-one-line cause that names no path on the server. (The HTTP routes over it are in
-test_serve.py.)"""
+at a time here, writes each job's files, ends a job on a broken file in error.json with a
+one-line cause that names no path on the server, and removes finished jobs after a while.
+(The HTTP routes over it are in test_serve.py.)"""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import av
@@ -86,6 +85,14 @@ def test_jobs_run_to_their_files_one_slot_at_a_time_and_a_broken_file_fails(chec
 
         assert runner.remove(good_id) and not good_folder.exists()
         assert runner.get(good_id) is None and not runner.remove(good_id)
+
+        # finished jobs expire with their files once they are older than keep_seconds
+        assert bad_folder.exists()
+        runner.keep_seconds = 0.3
+        deadline = time.monotonic() + 10
+        while bad_folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not bad_folder.exists() and runner.get(bad_id) is None
     finally:
         runner.close(grace=1)
 
@@ -102,21 +109,3 @@ def test_job_ids_are_tokens_never_paths(tmp_path):
             assert runner.get(probe) is None, probe
     finally:
         runner.close(grace=0)
-
-
-def test_finished_jobs_expire_with_their_files(checkpoint, tmp_path):
-    runner = JobRunner(str(checkpoint), "cpu", "fp32", {}, tmp_path / "jobs", jobs=1,
-                       stall_seconds=60, keep_seconds=0.5)
-    try:
-        job_id, folder = runner.new_folder()
-        (folder / "upload").write_bytes(b"\x00" * 64)
-        job = runner.add(job_id, folder, folder / "upload")
-        wait_until_finished(runner, [job])
-        assert job.state == "failed"
-        deadline = time.monotonic() + 10
-        while folder.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not folder.exists() and runner.get(job_id) is None
-    finally:
-        runner.close(grace=0)
-        shutil.rmtree(tmp_path / "jobs", ignore_errors=True)
