@@ -22,7 +22,7 @@ from ..media.clip import read_clip
 from ..config import FrameConfig, to_dict
 from .dataset import Sample
 from ..errors import LrcnError
-from ..files import atomic_write_text
+from ..files import atomic_path, atomic_write_text
 from .workers import run_tasks
 
 CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
@@ -84,9 +84,8 @@ def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
     except LrcnError as exc:
         meta = {"error": str(exc).removeprefix(f"{path}: ")}
     else:
-        tmp = frames_path.with_name(f".{frames_path.stem}.{os.getpid()}.npy")
-        np.save(tmp, clip.frames)
-        os.replace(tmp, frames_path)
+        with atomic_path(frames_path) as tmp:
+            np.save(tmp, clip.frames)
         meta = {"num_frames": clip.num_frames, "fps": clip.fps, "width": clip.width,
                 "height": clip.height, "indices": list(clip.indices),
                 "header_frames": clip.header_frames, "timing": clip.timing,
