@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import FrameConfig, ModelConfig, from_dict, to_dict
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from .base import count_trainable
 from .registry import build_model, get_spec
@@ -81,7 +81,7 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
-        raise LrcnError("no such checkpoint file or run folder", path)
+        raise LrcnError("no such checkpoint file or run folder", path, ErrorKind.NOT_FOUND)
     return path
 
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict, to_dict
 from ..data.dataset import read_split
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
 
@@ -114,7 +114,8 @@ def resume_settings(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
-        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir)
+        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir,
+                        ErrorKind.NOT_FOUND)
     try:
         saved = json.loads(path.read_text())
         model = to_dict(from_dict(ModelConfig, saved["model"]))
