@@ -40,7 +40,7 @@ from prometheus_client import generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..data.cache import decode_timeout
+from ..data.cache import default_decode_timeout
 from ..media.clip import read_clip_task
 from ..config import to_dict
 from ..inference.engine import load_engine
@@ -143,7 +143,7 @@ class Server:
         self.engine = load_engine(config.checkpoint, device=config.device,
                                   precision=config.precision)
         self.names = list(self.engine.names)
-        self.timeout = config.decode_timeout or decode_timeout()
+        self.timeout = config.decode_timeout or default_decode_timeout()
         self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
         self.limit = int(config.max_upload_mb * 1024 * 1024)
         self.active = 0                     # predict requests admitted and not finished
@@ -214,7 +214,7 @@ class Server:
         future = self.pool.submit((str(path), to_dict(self.engine.frame_config)))
         try:
             result = await asyncio.wrap_future(future)
-        except RuntimeError as exc:          # the decoder process stalled or crashed
+        except LrcnError as exc:             # the decoder process stalled or crashed
             return self.decode_failed(str(exc))
         if "error" in result:
             return self.decode_failed(result["error"])
