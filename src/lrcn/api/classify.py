@@ -49,7 +49,7 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        """What runs the model: "onnx" (ONNX Runtime) or "torch"."""
+        """What runs the model: the engine's backend (ONNX Runtime or PyTorch)."""
         return self._predictor.engine.backend
 
     def __repr__(self) -> str:
