@@ -26,7 +26,8 @@ LAYERS = {
                   "training.resume"}, {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
     "server": [{"server.__init__", "server.jobs"}, {"server.app"}],
-    "front": [{"cli", "__main__", "__init__"}],
+    "front": [{"api.classify"}, {"api.runs"}, {"api.__init__"},
+              {"cli", "__main__", "__init__"}],
 }
 RANK = {}
 for p, package in enumerate(PACKAGES):

@@ -1,0 +1,335 @@
+"""Training and data sets from Python: `lrcn.train` and the Run it returns, `lrcn.synth`,
+`lrcn.check` and `lrcn.compare`, the API's `lrcn train`, `evaluate`, `export`, `synth`,
+`check` and `compare`.
+
+Settings are keyword-only; None means "not given", and settings come in the layers the CLI's
+do (config.resolve_settings): the model's defaults (ModelSpec.defaults), then a JSON settings
+file (`config=`), then the keywords given."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import ErrorKind, LrcnError
+from .classify import Classifier, load
+
+if TYPE_CHECKING:
+    from ..config import FrameConfig, RunSettings
+    from ..data.dataset import Sample
+
+PathLike = str | os.PathLike
+Size = int | tuple[int, int]           # 64 (square) or (width, height)
+Log = Callable[..., None]
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """The log when none is wanted."""
+
+
+def _size(size: Size | None) -> tuple[int | None, int | None]:
+    """(width, height) from 64 or (width, height); (None, None) when not given."""
+    if size is None:
+        return None, None
+    width, height = (size, size) if isinstance(size, int) else tuple(size)
+    if not (isinstance(width, int) and isinstance(height, int) and min(width, height) >= 1):
+        raise LrcnError(f"size must be a positive int or (width, height), not {size!r}",
+                        kind=ErrorKind.SETTING)
+    return width, height
+
+
+class Run:
+    """A run folder: what `lrcn.train` wrote (checkpoint, settings, split, history, report and
+    plots). `lrcn.Run(folder)` opens one written before, by the API or by `lrcn train`."""
+
+    def __init__(self, folder: PathLike, report: dict | None = None):
+        self.folder = Path(folder)
+        self._report = report
+
+    def __repr__(self) -> str:
+        return f"lrcn.Run({str(self.folder)!r})"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint file (the best epoch's weights, its settings and classes)."""
+        return _checkpoint_path(self.folder)
+
+    @property
+    def report(self) -> dict | None:
+        """The test report (report.json: accuracy, per-class figures, confusion matrix,
+        calibration, every prediction); None when the run was not evaluated."""
+        if self._report is None and (self.folder / "report.json").exists():
+            self._report = json.loads((self.folder / "report.json").read_text())
+        return self._report
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Every epoch's figures (history.csv): loss, accuracy, val_loss, val_accuracy."""
+        return _read_history(self.folder / "history.csv")
+
+    @property
+    def split(self) -> dict[str, list[Sample]]:
+        """The clips of each part ("train", "val", "test"), with their class and group."""
+        return _read_split(self.folder / "split.json")
+
+    @property
+    def settings(self) -> dict:
+        """The resolved settings the run was trained with (config.json)."""
+        return json.loads((self.folder / "config.json").read_text())
+
+    def evaluate(self, *, data: PathLike | None = None, split: str = "test",
+                 out: PathLike | None = None, views: int = 1, shuffle_frames: bool = False,
+                 device: str = "auto", precision: str = "fp32", cache: PathLike | None = None,
+                 workers: int | None = None, progress: bool = True) -> dict:
+        """Evaluate the checkpoint, as `lrcn evaluate` does, and return the report.
+
+        data: every clip of this data folder instead of a part of the run's split.
+        split: which part of the run's split: "test" (default), "val" or "train".
+        out: the folder for report.json and the plots (default: the run folder, or
+            RUN/eval with `data`, RUN/shuffled-frames with `shuffle_frames`).
+        views: average this many temporal offsets of each clip's frames.
+        shuffle_frames: the frame-order ablation (each clip's frames in a random order).
+        """
+        report = _evaluate_run(self.checkpoint, data, out, split, cache, workers, progress,
+                               device, precision, shuffle_frames, views)
+        if data is None and split == "test" and out is None and not shuffle_frames:
+            self._report = report
+        return report
+
+    def export(self, path: PathLike | None = None) -> Path:
+        """Export the checkpoint to ONNX, as `lrcn export` does (default: beside it, .onnx):
+        uint8 frames in, the classes' probabilities out; `lrcn.load` takes the file."""
+        return _export(self.checkpoint, path)
+
+    def classifier(self, *, backend: str = "auto", device: str = "auto",
+                   precision: str = "fp32", reject_below: float = 0.0) -> Classifier:
+        """`lrcn.load` of the run's checkpoint."""
+        return load(self.checkpoint, backend=backend, device=device, precision=precision,
+                    reject_below=reject_below)
+
+
+def train(data: PathLike, *, model: str | None = None, out: PathLike | None = None,
+          classes: Sequence[str] | None = None, config: PathLike | None = None,
+          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+          patience: int | None = None, seed: int | None = None, threads: int | None = None,
+          frames: int | None = None, size: Size | None = None,
+          test_fraction: float | None = None, val_fraction: float | None = None,
+          split_seed: int | None = None, scale_jitter: float | None = None,
+          temporal_jitter: bool | None = None, flip: bool | None = None,
+          balance: bool | None = None, batchnorm: bool | None = None,
+          lstm_units: int | None = None, l2: float | None = None, device: str | None = None,
+          precision: str | None = None, ucf_split: int | None = None,
+          lists: PathLike | None = None, cache: PathLike | None = None,
+          workers: int | None = None, evaluate: bool = True, progress: bool = True,
+          log: Log | None = print) -> Run:
+    """Train a model, as `lrcn train` does, calibrate it and evaluate it on the held-out test
+    groups; return the Run. A setting left at None takes the config file's value, else the
+    model's default (the seed tutorial's: 70 epochs, patience 15, batch 4, Adam 1e-3).
+
+    data: a folder per class (<data>/<Class>/*.avi), or a CSV/text list of path,label lines.
+    model: a registered model (`lrcn models`): lrcn (default), lrcn-bn, convlstm,
+        effnet-lstm, effnet-lrcn.
+    out: the run folder (default runs/run-DATE-TIME).
+    classes: a subset of the classes (default: the seed's four if present, else all).
+    config: a JSON settings file with sections frames, model, split, train.
+    epochs, batch_size, lr, patience, seed, threads: the training loop (threads: PyTorch's;
+        default all cores).
+    frames, size: frames per clip (20) and their size, 64 or (width, height) (64x64).
+    test_fraction, val_fraction, split_seed: the group-aware split (clips of one group
+        are never on two sides).
+    scale_jitter, temporal_jitter, flip: augmentation (off for the seed's model).
+    balance: weight the loss by inverse class frequency.
+    batchnorm, lstm_units, l2: the lrcn model's options.
+    device, precision: where to train ("auto", "cpu", "cuda:N", "mps") and "fp32",
+        "bf16" or "fp16".
+    ucf_split, lists: the official UCF101 split N and the folder of its lists.
+    cache: the frame cache folder (default $LRCN_CACHE_DIR or ~/.cache/lrcn).
+    workers: decoding processes (default one per core; 0: in this process).
+    evaluate: evaluate on the test split after training (Run.report).
+    progress, log: progress bars, and where messages go (None: nowhere).
+    """
+    width, height = _size(size)
+    settings = _resolve_settings(
+        config, model,
+        frames={"num_frames": frames, "height": height, "width": width},
+        split={"test_fraction": test_fraction, "val_fraction": val_fraction,
+               "seed": split_seed},
+        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+               "seed": seed, "num_threads": threads, "device": device,
+               "precision": precision, "scale_jitter": scale_jitter,
+               "temporal_jitter": temporal_jitter, "flip": flip, "balance": balance},
+        model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2})
+    folder = Path(out) if out is not None else default_run_folder()
+    report = _train_and_evaluate(data, folder, classes, settings, cache, workers, progress,
+                                 log or _quiet, ucf_split, lists, evaluate)
+    return Run(folder, report)
+
+
+def default_run_folder() -> Path:
+    """runs/run-DATE-TIME, under the working folder."""
+    return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def synth(out: PathLike, *, classes: Sequence[str] | None = None, groups: int | None = None,
+          clips_per_group: int | None = None, width: int | None = None,
+          height: int | None = None, min_seconds: float | None = None,
+          max_seconds: float | None = None, seed: int | None = None,
+          workers: int | None = None, progress: bool = True) -> Path:
+    """Write the built-in synthetic action data set into `out`, as `lrcn synth` does: a folder
+    per class of real video files in UCF's naming, and manifest.csv; returns `out`.
+    Settings left at None keep data.synth.SynthConfig's defaults (6 classes, 8 groups of 4
+    clips, 320x240, 2-10 s, seed 0).
+
+    classes: a subset of SlideRight, SlideLeft, Grow, Shrink, Bounce, Spin.
+    groups, clips_per_group: groups per class (a group's clips share one setting, as UCF
+        clips cut from one video do) and clips per group.
+    width, height, min_seconds, max_seconds: frame size and clip length range.
+    """
+    given = {"classes": tuple(classes) if classes is not None else None, "groups": groups,
+             "clips_per_group": clips_per_group, "width": width, "height": height,
+             "min_seconds": min_seconds, "max_seconds": max_seconds, "seed": seed}
+    return _make_dataset(out, {k: v for k, v in given.items() if v is not None}, workers,
+                         progress)
+
+
+def check(data: PathLike, *, classes: Sequence[str] | None = None,
+          config: PathLike | None = None, frames: int | None = None, size: Size | None = None,
+          ucf_split: int | None = None, lists: PathLike | None = None,
+          cache: PathLike | None = None, workers: int | None = None,
+          progress: bool = True) -> dict:
+    """Scan a data set, as `lrcn check` does: per class the clip and group counts and the
+    ranges of duration and frame count, and every file that is unreadable, missing, too short
+    or suspicious (report["problems"]). The frame settings are those `train` would use with
+    the same `config`, `frames` and `size`."""
+    width, height = _size(size)
+    frame_config = _frame_settings(config, {"num_frames": frames, "height": height,
+                                            "width": width})
+    return _check_dataset(data, classes, frame_config, ucf_split, lists, cache, workers,
+                          progress)
+
+
+def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "effnet-lstm"),
+            repeats: int = 3, protocol: str = "group", out: PathLike | None = None,
+            classes: Sequence[str] | None = None, epochs: int | None = None,
+            batch_size: int | None = None, lr: float | None = None,
+            patience: int | None = None, seed: int | None = None,
+            test_fraction: float | None = None, val_fraction: float | None = None,
+            split_seed: int | None = None, device: str | None = None,
+            cache: PathLike | None = None, workers: int | None = None,
+            log: Log | None = print) -> list[dict]:
+    """Train and test several models on the same splits, `repeats` times, as `lrcn compare`
+    does; write compare.json/.csv/.md/.png into `out` (default runs/compare-DATE-TIME) and
+    return the table's rows (accuracy mean and spread, frame-shuffled accuracy, calibration,
+    parameters, speed).
+
+    protocol: "group" (clips of one group on one side: honest), "random" (the tutorial's
+        leaking split) or "both".
+    The training settings apply to every model, over each model's own defaults."""
+    folder = Path(out) if out is not None else \
+        Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    split = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed}
+    train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                      "patience": patience, "seed": seed, "device": device}
+    return _compare(data, folder, models, repeats, protocol, classes, split, train_settings,
+                    cache, workers, log or _quiet)
+
+
+# Each library entry point used here is called from exactly one function below, so that a
+# change of its signature is one edit here.
+
+def _resolve_settings(config: PathLike | None, model: str | None, frames: dict, split: dict,
+                      train: dict, model_options: dict) -> RunSettings:
+    """The CLI's layers (config.resolve_settings) over the chosen model's defaults."""
+    from ..config import load_config_file, resolve_settings
+    from ..models.registry import DEFAULT_MODEL, get_spec
+    file = load_config_file(config)
+    spec = get_spec(model or file.get("model", {}).get("name") or DEFAULT_MODEL)
+    return resolve_settings(file, defaults=spec.defaults, frames=frames, split=split,
+                            train=train, model={"name": spec.name, **model_options})
+
+
+def _frame_settings(config: PathLike | None, frames: dict) -> FrameConfig:
+    from ..config import FrameConfig, layered, load_config_file
+    return layered(FrameConfig, load_config_file(config).get("frames", {}), frames)
+
+
+def _train_and_evaluate(data: PathLike, folder: Path, classes, settings: RunSettings,
+                        cache, workers, progress: bool, log: Log, ucf_split, lists,
+                        evaluate: bool) -> dict | None:
+    from ..training.runs import train_and_evaluate
+    result = train_and_evaluate(
+        data, folder, classes=classes, frames=settings.frames, model_options=settings.model,
+        split=settings.split, config=settings.train, cache_dir=Path(cache) if cache else None,
+        workers=workers, progress=progress, log=log, ucf_split=ucf_split,
+        lists=Path(lists) if lists else None, evaluate_test=evaluate)
+    return result.report
+
+
+def _evaluate_run(checkpoint: Path, data, out, part: str, cache, workers, progress: bool,
+                  device: str, precision: str, shuffle_frames: bool, views: int) -> dict:
+    from ..training.evaluate import evaluate_run
+    return evaluate_run(checkpoint, data, out, part=part,
+                        cache_dir=Path(cache) if cache else None, workers=workers,
+                        progress=progress, device=device, precision=precision,
+                        shuffle_frames=shuffle_frames, views=views).report
+
+
+def _export(checkpoint: Path, path: PathLike | None) -> Path:
+    from ..inference.export import export_onnx
+    from ..models.checkpoint import load_checkpoint
+    return export_onnx(load_checkpoint(checkpoint),
+                       Path(path) if path is not None else checkpoint.with_suffix(".onnx"))
+
+
+def _checkpoint_path(folder: Path) -> Path:
+    from ..models.checkpoint import resolve_checkpoint_path
+    return resolve_checkpoint_path(folder)
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    from ..training.history import read_history
+    if not path.exists():
+        raise LrcnError("no training history (history.csv) in the run folder", path.parent,
+                        kind=ErrorKind.NOT_FOUND)
+    return read_history(path)
+
+
+def _read_split(path: Path) -> dict[str, list[Sample]]:
+    from ..data.dataset import read_split
+    if not path.exists():
+        raise LrcnError("no split (split.json) in the run folder", path.parent,
+                        kind=ErrorKind.NOT_FOUND)
+    return read_split(path)
+
+
+def _make_dataset(out: PathLike, settings: dict, workers: int | None, progress: bool) -> Path:
+    from ..data.synth import SynthConfig, make_dataset
+    try:
+        config = SynthConfig(**settings)
+    except ValueError as exc:
+        raise LrcnError(str(exc), kind=ErrorKind.SETTING) from None
+    return make_dataset(out, config, workers=workers, progress=progress)
+
+
+def _check_dataset(data, classes, frames: FrameConfig, ucf_split, lists, cache, workers,
+                   progress: bool) -> dict:
+    from ..data.check import check_dataset
+    return check_dataset(data, classes, frames=frames, ucf_split=ucf_split,
+                         lists=Path(lists) if lists else None,
+                         cache_dir=Path(cache) if cache else None, workers=workers,
+                         progress=progress)
+
+
+def _compare(data, folder: Path, models, repeats: int, protocol: str, classes, split: dict,
+             train: dict, cache, workers, log: Log) -> list[dict]:
+    from ..config import SplitConfig, layered
+    from ..training.compare import compare as compare_models
+    return compare_models(data, folder, list(models), repeats=repeats, protocol=protocol,
+                          classes=classes, split=layered(SplitConfig, {}, split), train=train,
+                          cache_dir=Path(cache) if cache else None, workers=workers,
+                          progress=False, log=log)
+
+
+__all__ = ["Run", "train", "synth", "check", "compare", "default_run_folder"]

@@ -1,0 +1,229 @@
+"""The Python API (lrcn.load, lrcn.train, ...) on real videos made here: a tiny synthetic data
+set, a model trained on it for two epochs, and its predictions on a file, on the file's
+decoded frames (an array, an iterable, a cv2.VideoCapture) and over a longer video."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+import lrcn
+from lrcn import ErrorKind, LrcnError
+
+CLASSES = ["SlideRight", "SlideLeft", "Grow", "Bounce"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run, data folder, cache folder): lrcn.synth then lrcn.train, 2 epochs."""
+    root = tmp_path_factory.mktemp("api")
+    data = lrcn.synth(root / "data", classes=CLASSES, groups=3, clips_per_group=2, width=96,
+                      height=72, min_seconds=1.0, max_seconds=2.0, seed=1, workers=2,
+                      progress=False)
+    run = lrcn.train(data, out=root / "run", epochs=2, lr=0.005, cache=root / "cache",
+                     workers=2, progress=False, log=None)
+    return run, data, root / "cache"
+
+
+@pytest.fixture(scope="module")
+def clf(trained):
+    return trained[0].classifier(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def test_clip(trained):
+    return trained[0].split["test"][0].path
+
+
+def decoded(path: Path) -> np.ndarray:
+    """Every frame of a file, full size, RGB, in decoding order."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_import_lrcn_imports_nothing_heavy():
+    code = ("import json, sys, lrcn; heavy = ['torch', 'av', 'cv2', 'onnxruntime', 'numpy'];"
+            "print(json.dumps([[m for m in heavy if m in sys.modules], lrcn.__version__,"
+            " sorted(lrcn.__all__), dir(lrcn)]))")
+    loaded, version, public, listed = json.loads(subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert loaded == []
+    assert version == lrcn.__version__ == "0.1.0"
+    assert set(public) <= set(listed)
+    assert {"load", "train", "synth", "check", "compare", "Classifier", "Run"} <= set(public)
+    assert all(getattr(lrcn, name) is not None for name in public)
+    with pytest.raises(AttributeError):
+        lrcn.no_such_name
+
+
+def test_synth_and_train_make_a_run(trained):
+    run, data, _ = trained
+    assert sorted(p.name for p in data.iterdir() if p.is_dir()) == sorted(CLASSES)
+    assert (data / "manifest.csv").exists()
+    report = run.report
+    assert 0 <= report["accuracy"] <= 1
+    assert report["num_clips"] == len(run.split["test"]) > 0
+    assert report == json.loads((run.folder / "report.json").read_text())
+    assert run.checkpoint == run.folder / "model.safetensors"
+    assert [row["epoch"] for row in run.history] == [1.0, 2.0]
+    # settings as `lrcn train` resolves them: the seed model's defaults under the keywords
+    settings = run.settings
+    assert settings["model"]["name"] == "lrcn" and settings["train"]["epochs"] == 2
+    assert settings["train"]["lr"] == 0.005 and settings["train"]["batch_size"] == 4
+    groups = {part: {(s.class_name, s.group) for s in clips}
+              for part, clips in run.split.items()}
+    assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    reopened = lrcn.Run(run.folder)
+    assert reopened.report == report and reopened.checkpoint == run.checkpoint
+
+
+def test_a_checkpoint_a_run_folder_and_an_exported_onnx_agree(trained, clf, test_clip):
+    run = trained[0]
+    onnx = run.export(run.folder / "exported.onnx")
+    assert onnx.exists()
+    expected = clf.predict(test_clip)
+    assert set(expected.probabilities) == set(CLASSES) == set(clf.classes)
+    assert clf.frame_config.num_frames == 20
+    for source in (run.folder, run.checkpoint, onnx):
+        got = lrcn.load(source).predict(test_clip)
+        assert got.label == expected.label, source
+        for name, p in expected.probabilities.items():
+            assert got.probabilities[name] == pytest.approx(p, abs=1e-4), source
+
+
+def test_frames_an_array_and_a_capture_classify_like_the_file(clf, test_clip):
+    from lrcn.api import model_frames
+    from lrcn.media.clip import read_clip
+    by_path = clf.predict(test_clip)
+    rgb = decoded(test_clip)
+    # Not bit-identical to the file: a decoded frame is converted from YUV at the model's
+    # size, an RGB image (converted at full size first) is only resized, so chroma rounds
+    # differently by a few levels.
+    file_frames = read_clip(test_clip, clf.frame_config).frames.astype(int)
+    array_frames = model_frames(rgb, clf.frame_config)[0].astype(int)
+    assert array_frames.shape == file_frames.shape
+    assert np.abs(array_frames - file_frames).mean() < 2.0
+    results = {"array": clf.predict(rgb),
+               "bgr array": clf.predict(np.ascontiguousarray(rgb[..., ::-1]), channels="bgr"),
+               "iterable": clf.predict(iter(list(rgb))),
+               "capture": clf.predict(cv2.VideoCapture(str(test_clip)))}
+    for how, got in results.items():
+        assert got.label == by_path.label, how
+        for name, p in by_path.probabilities.items():
+            assert got.probabilities[name] == pytest.approx(p, abs=0.01), how
+    # the same frames by another route: the same numbers
+    assert results["iterable"].probabilities == results["array"].probabilities
+    assert results["array"].path == "<array>" and results["capture"].path == "<cv2.VideoCapture>"
+    three = clf.predict(rgb, views=3)
+    assert three.label == clf.predict(test_clip, views=3).label
+
+
+def colour_frames(count: int) -> np.ndarray:
+    """Frame j is one flat grey level 10 * j + 5: which frame came back is read off its pixel."""
+    return np.stack([np.full((48, 64, 3), 10 * j + 5, np.uint8) for j in range(count)])
+
+
+@pytest.mark.parametrize("count,expected", [
+    (5, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]),   # padded by repeats
+    (20, list(range(20))),
+    (24, [0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 16, 17, 18, 19, 21, 22, 23]),
+])
+def test_frames_are_sampled_as_read_clip_samples_a_file(clf, count, expected):
+    from lrcn.api import model_frames
+    for video in (colour_frames(count), iter(list(colour_frames(count)))):
+        frames, _ = model_frames(video, clf.frame_config)
+        assert frames.shape == (20, 64, 64, 3)
+        assert [(int(f[0, 0, 0]) - 5) // 10 for f in frames] == expected
+
+
+def test_top_k_and_reject_below(trained, clf, test_clip):
+    full = clf.predict(test_clip)
+    top = clf.predict(test_clip, top_k=2)
+    ranked = sorted(full.probabilities.items(), key=lambda kv: -kv[1])
+    assert list(top.probabilities.items()) == ranked[:2]
+    assert top.label == full.label == ranked[0][0]
+    assert clf.predict(test_clip, top_k=10).probabilities == dict(ranked)
+    doubtful = lrcn.load(trained[0].folder, reject_below=max(full.probabilities.values())
+                         + 1e-3).predict(test_clip)
+    assert doubtful.label == "unknown"
+
+
+def test_timeline_of_a_longer_video(trained, clf, tmp_path):
+    from lrcn.data.synth import make_long_video
+    video = tmp_path / "long.mp4"
+    make_long_video(video, [("SlideRight", 2), ("Bounce", 2)], seed=3, width=96, height=72,
+                    min_seconds=1.0, max_seconds=2.0)
+    timeline = clf.timeline(video, stride=0.5, out=tmp_path / "tl",
+                            annotate=tmp_path / "labelled.mp4")
+    duration = timeline.facts["duration"]
+    assert duration > 4
+    segments = timeline.segments
+    assert segments[0].start == 0 and segments[-1].end == pytest.approx(duration)
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(segments, segments[1:]))
+    assert sum(s.windows for s in segments) == len(timeline.windows) > 4
+    saved = json.loads((tmp_path / "tl" / "timeline.json").read_text())
+    assert len(saved["windows"]) == len(timeline.windows)
+    assert (tmp_path / "tl" / "timeline.png").stat().st_size > 0
+    assert len(decoded(tmp_path / "labelled.mp4")) == timeline.facts["frames"]
+    with pytest.raises(LrcnError) as error:
+        clf.timeline(colour_frames(20))
+    assert error.value.kind is ErrorKind.SETTING
+
+
+def test_predict_many_reports_a_bad_file_and_goes_on(clf, test_clip, tmp_path):
+    missing = tmp_path / "missing.avi"
+    results = clf.predict_many([missing, test_clip, colour_frames(3)])
+    assert results[0].error == f"{missing}: no such file" and results[0].label is None
+    assert results[1].label == clf.predict(test_clip).label
+    assert results[2].path == "<array>"
+
+
+def test_bad_inputs_are_one_line_errors(clf, trained, tmp_path):
+    cases = [(lambda: clf.predict(np.zeros((20, 64, 64, 3), np.float32)), ErrorKind.SETTING,
+              "not float32 (20, 64, 64, 3)"),
+             (lambda: clf.predict(np.zeros((64, 64, 3), np.uint8)), ErrorKind.SETTING,
+              "(T, H, W, 3) uint8"),
+             (lambda: clf.predict([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)]),
+              ErrorKind.SETTING, "frame 1: "),
+             (lambda: clf.predict([]), ErrorKind.SETTING, "no frames"),
+             (lambda: clf.predict(42), ErrorKind.SETTING, "not int"),
+             (lambda: clf.predict(colour_frames(3), channels="yuv"), ErrorKind.SETTING,
+              "channels"),
+             (lambda: clf.predict(colour_frames(3), views=0), ErrorKind.SETTING, "views"),
+             (lambda: clf.predict(colour_frames(3), top_k=0), ErrorKind.SETTING, "top_k"),
+             (lambda: clf.predict(cv2.VideoCapture(str(tmp_path / "none.avi"))),
+              ErrorKind.NOT_FOUND, "not open"),
+             (lambda: lrcn.load(trained[0].folder, reject_below=1.5), ErrorKind.SETTING,
+              "reject_below"),
+             (lambda: lrcn.synth(tmp_path / "s", classes=["Juggle"]), ErrorKind.SETTING,
+              "Juggle"),
+             (lambda: lrcn.train(trained[1], model="resnet", out=tmp_path / "r"), None,
+              "unknown model 'resnet'")]
+    for call, kind, words in cases:
+        with pytest.raises(LrcnError) as error:
+            call()
+        message = str(error.value)
+        assert words in message and "\n" not in message, message
+        assert kind is None or error.value.kind is kind, message
+    for call, named in [(lambda: clf.predict(tmp_path / "missing.avi"), "missing.avi"),
+                        (lambda: lrcn.load(tmp_path / "nothing"), "nothing"),
+                        (lambda: lrcn.load(tmp_path / "nothing.onnx"), "nothing.onnx")]:
+        with pytest.raises(LrcnError) as error:
+            call()
+        assert error.value.path.endswith(named) and str(error.value).startswith(
+            str(tmp_path)), str(error.value)
+
+
+def test_check_scans_the_data_set(trained):
+    _, data, cache = trained
+    report = lrcn.check(data, cache=cache, workers=0, progress=False)
+    assert sorted(row["class"] for row in report["classes"]) == sorted(CLASSES)
+    assert report["clips"] == report["readable"] == 4 * 3 * 2
+    assert all(row["groups"] == 3 for row in report["classes"])
+    assert not [p for p in report["problems"] if p["kind"] in ("unreadable", "missing")]
