@@ -5,6 +5,7 @@ came back, even through a lossy codec."""
 from __future__ import annotations
 
 import os
+import socket
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,13 @@ CODECS = {
     "mpeg2_ts": ("mpegts", "mpeg2video", "yuv420p", ".ts"),
     "mpeg4_mp4": ("mp4", "mpeg4", "yuv420p", ".mp4"),
 }
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers and torchrun)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 BITS = 8  # frame index as 8 black/white stripes: survives any codec and any resize
 

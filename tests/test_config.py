@@ -51,3 +51,19 @@ def test_unknown_or_bad_settings_are_refused_not_dropped():
         layered(TrainConfig, {}, {"epochs": 0})
     with pytest.raises(LrcnError, match="unknown ModelConfig setting 'lstm_unit'"):
         resolve_settings({"model": {"lstm_unit": 8}})
+
+
+def test_precision_is_one_enum_whose_values_are_the_strings_configs_keep():
+    from lrcn.config import Precision, to_dict
+    from lrcn.devices import PRECISIONS, check_precision
+    assert PRECISIONS == ("fp32", "bf16", "fp16") == tuple(p.value for p in Precision)
+    config = TrainConfig(precision="bf16")
+    assert config.precision is Precision.BF16 and f"{config.precision}" == "bf16"
+    assert json.loads(json.dumps(to_dict(config)))["precision"] == "bf16"
+    assert layered(TrainConfig, {"precision": "fp16"}, {}).precision is Precision.FP16
+    with pytest.raises(LrcnError, match="bad TrainConfig setting: precision must be fp32, bf16"):
+        layered(TrainConfig, {"precision": "fp8"}, {})
+    assert check_precision("fp32") is Precision.FP32
+    with pytest.raises(LrcnError, match="unknown precision 'tf32'") as refused:
+        check_precision("tf32")
+    assert refused.value.kind.value == "setting"

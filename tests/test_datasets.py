@@ -223,3 +223,23 @@ def test_a_file_that_stalls_the_decoder_is_reported_and_the_rest_checked(tiny_da
     stalls = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")
               if "stalled_after" in p.read_text()]
     assert [s["stalled_after"] for s in stalls] == [4.0]
+
+
+def test_a_class_asked_for_twice_is_refused_for_folders_and_lists_alike(tiny_dataset, tmp_path):
+    """Folders and path,label lists choose classes through one function: the exact name, else
+    the name in any case, and the same class twice is an error in both (lists took it)."""
+    from lrcn.data.dataset import discover, read_list
+    from lrcn.errors import ErrorKind, LrcnError
+    listing = tmp_path / "mine.csv"
+    rows = ["path,label"] + [f"{tiny_dataset / rel},{rel.split('/')[0]}"
+                             for rel in clips_of(tiny_dataset)]
+    listing.write_text("\n".join(rows) + "\n")
+    assert discover(tiny_dataset, ["grow", "Bounce"])[0] == ["Grow", "Bounce"]
+    assert read_list(listing, ["grow", "Bounce"])[0] == ["Grow", "Bounce"]
+    for choose in (lambda c: discover(tiny_dataset, c), lambda c: read_list(listing, c)):
+        with pytest.raises(LrcnError, match="a class is listed twice") as twice:
+            choose(["Grow", "grow"])
+        assert twice.value.kind is ErrorKind.SETTING
+        with pytest.raises(LrcnError, match="unknown class 'Jump'") as unknown:
+            choose(["Jump", "Grow"])
+        assert unknown.value.kind is ErrorKind.SETTING

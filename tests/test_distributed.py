@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 # Dropout off: with it, every process draws its own masks (by design), so only the gradient
 # arithmetic can be compared to 1e-4.
 COMMON = ["--epochs", "4", "--patience", "10", "--seed", "3", "--batch-size", "4",
           "--no-evaluate", "--quiet", "--workers", "1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def history(run: Path) -> list[dict[str, float]]:

@@ -68,13 +68,40 @@ def test_seed_suggestions_as_options(options, expected):
     assert count_trainable(LRCN(ModelConfig(**{"num_classes": 4, **options}))) == expected
 
 
-def test_l2_regularisation_is_off_by_default_and_counts_conv_and_lstm_weights():
-    assert LRCN(ModelConfig()).regularization_loss().item() == 0
-    model = LRCN(ModelConfig(l2=0.01))
-    weights = [m.weight for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
-    weights += [model.lstm.weight_ih_l0, model.lstm.weight_hh_l0]
-    expected = 0.01 * sum(w.pow(2).sum() for w in weights)
-    assert torch.allclose(model.regularization_loss(), expected)
+# Keras's kernel_regularizer on the seed's model: the four Conv2D kernels (3x3, 3->16->32->64
+# ->64) and the LSTM's kernel and recurrent kernel (64->4*32, 32->4*32); not the biases, not
+# BatchNorm's scale, not the Dense layer (it has no regulariser in the seed).
+KERNEL_WEIGHTS = 3 * 3 * (3 * 16 + 16 * 32 + 32 * 64 + 64 * 64) + 64 * 128 + 32 * 128
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_l2_regularisation_is_off_by_default_and_counts_conv_and_lstm_kernels(batchnorm):
+    assert LRCN(ModelConfig(batchnorm=batchnorm)).regularization_loss().item() == 0
+    model = LRCN(ModelConfig(num_classes=4, l2=0.01, batchnorm=batchnorm))
+    # A value known by hand: every parameter 0.5, so the term is l2 * 0.25 * (kernel weights).
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    assert KERNEL_WEIGHTS == 72_624
+    expected = 0.01 * 0.25 * KERNEL_WEIGHTS                        # 181.56
+    assert model.regularization_loss().item() == pytest.approx(expected, rel=1e-6)
+    # (with the Dense kernel it would be 0.01 * 0.25 * 128 = 0.32 more; with biases more still)
+    # And on random weights, chosen by name and shape, not by the model's own list: conv
+    # kernels are the 4-d weights, the LSTM's are weight_ih/weight_hh.
+    torch.manual_seed(0)
+    model = LRCN(ModelConfig(num_classes=4, l2=0.01, batchnorm=batchnorm))
+    chosen = {name: p for name, p in model.named_parameters()
+              if (name.endswith(".weight") and p.dim() == 4)
+              or name in ("lstm.weight_ih_l0", "lstm.weight_hh_l0")}
+    assert sum(p.numel() for p in chosen.values()) == KERNEL_WEIGHTS
+    expected = 0.01 * sum(p.detach().double().pow(2).sum().item() for p in chosen.values())
+    assert model.regularization_loss().item() == pytest.approx(expected, rel=1e-5)
+    # the term trains the kernels: its gradient reaches them and nothing else
+    model.zero_grad()
+    model.regularization_loss().backward()
+    touched = {name for name, p in model.named_parameters()
+               if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched == set(chosen)
 
 
 def test_too_small_input_is_refused():

@@ -17,19 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import indexed_frame, write_video
+from conftest import free_port, indexed_frame, write_video
 from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.models.lrcn import LRCN
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Served:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import (CODECS, REALCLIPS, decoded_index, indexed_frame, remux, write_h264,
                       write_indexed_video, write_video)
-from lrcn.media.clip import read_clip
+from lrcn.media.clip import read_clip, read_clip_task
 from lrcn.config import FrameConfig
 from lrcn.errors import LrcnError
 from lrcn.media.sampling import sample_indices
@@ -107,13 +107,14 @@ def test_rotation_metadata_is_honoured(tmp_path):
     assert red(clip.frames[0])[:8, -8:].all() and not red(clip.frames[0])[:8, :8].any()
 
 
-@pytest.mark.parametrize("make, cause", [
-    (lambda p: None, "no such file"),
-    (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_text("this is not a video\n" * 50), "not a readable video"),
-    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)), "not a readable video|no video"),
+@pytest.mark.parametrize("make, cause, kind", [
+    (lambda p: None, "no such file", "not_found"),
+    (lambda p: p.write_bytes(b""), "empty file", "bad_input"),
+    (lambda p: p.write_text("this is not a video\n" * 50), "not a readable video", "not_video"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)),
+     "not a readable video|no video", "not_video"),
 ])
-def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, make, cause):
+def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, make, cause, kind):
     path = tmp_path / "bad.avi"
     make(path)
     with pytest.raises(LrcnError) as info:
@@ -121,6 +122,10 @@ def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, make, cause):
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert re.search(cause, message)
+    # the kind says what went wrong (the server's HTTP status follows it), the reason is the
+    # cause without the path: what a worker process sends back
+    assert info.value.kind.value == kind and message == f"{path}: {info.value.reason}"
+    assert read_clip_task((str(path), {})) == {"error": info.value.reason, "kind": kind}
 
 
 def test_audio_only_file_is_refused(tmp_path):

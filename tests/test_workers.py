@@ -30,3 +30,20 @@ def test_crash_stall_and_error_are_reported_and_the_rest_finishes():
 def test_inline_mode():
     results = list(run_tasks(flaky, ["x", "raise"], workers=0))
     assert results[0].value == "X" and "bad input" in results[1].error
+
+
+def test_the_server_pool_fails_a_stall_as_timeout_and_a_crash_as_failed_and_lives_on():
+    import pytest
+    from lrcn.data.workers import WorkerPool
+    from lrcn.errors import ErrorKind, LrcnError
+    pool = WorkerPool(flaky, workers=1, timeout=2)
+    try:
+        with pytest.raises(LrcnError, match="timed out after 2 s") as stalled:
+            pool.submit("stall").result(timeout=30)
+        assert stalled.value.kind is ErrorKind.TIMEOUT
+        with pytest.raises(LrcnError, match=r"crashed \(exit code 3\)") as crashed:
+            pool.submit("crash").result(timeout=30)
+        assert crashed.value.kind is ErrorKind.FAILED
+        assert pool.submit("e").result(timeout=30) == "E"   # the lost processes were replaced
+    finally:
+        pool.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .config import Precision
 from .errors import LrcnError
 
 
@@ -253,7 +254,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .data.check import check_dataset, format_check
     report = check_dataset(args.data, args.classes, frames=_frame_settings(args),
                            ucf_split=args.split, lists=args.lists, cache_dir=args.cache,
-                           workers=args.workers, progress=not args.quiet)
+                           workers=args.workers, progress=not args.quiet,
+                           decode_timeout=args.decode_timeout)
     print(json.dumps(report, indent=1) if args.json else format_check(report))
     return 1 if any(p["kind"] in ("unreadable", "missing") for p in report["problems"]) else 0
 
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", type=_device, default=None if train else "auto",
                        help="where the model runs: auto (CUDA when there is a GPU), cpu, cuda, "
                             "cuda:N or mps (default auto)")
-        p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+        p.add_argument("--precision", choices=[c.value for c in Precision],
                        default=None if train else "fp32",
                        help="fp32 (default), or bf16/fp16 under autocast")
 
@@ -692,9 +694,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "decode_timeout", None) is not None:
-        # Read where the data set's files are decoded (cache.prepare), however deep the call.
-        os.environ["LRCN_DECODE_TIMEOUT"] = str(args.decode_timeout)
     try:
         return args.func(args)
     except LrcnError as exc:

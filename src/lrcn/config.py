@@ -4,15 +4,27 @@ alone (nothing has to be re-typed at prediction time)."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LrcnError
+from .errors import ErrorKind, LrcnError
 
 # The seed tutorial's four UCF50 classes: the default subset when a data set has all four.
 SEED_CLASSES = ("WalkingWithDog", "TaiChi", "Swing", "HorseRace")
+
+
+class Precision(str, enum.Enum):
+    """The precision of a model's maths (devices.autocast). A str, so that configs, checkpoints
+    and JSON reports keep the plain strings "fp32", "bf16", "fp16"."""
+    FP32 = "fp32"   # full fp32, no TF32 (the tutorial's; what a CPU computes)
+    BF16 = "bf16"   # torch's autocast to bfloat16
+    FP16 = "fp16"   # torch's autocast to float16 (training scales the loss)
+
+    def __str__(self) -> str:   # f"{precision}" is "bf16", on every Python
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class TrainConfig:
     seed: int = 27
     num_threads: int = 0             # 0: let PyTorch decide (all cores)
     device: str = "auto"             # auto (CUDA when there is one), cpu, cuda, cuda:N, mps
-    precision: str = "fp32"          # fp32 (the tutorial's), or bf16/fp16 under autocast
+    precision: Precision = Precision.FP32   # fp32 (the tutorial's), or bf16/fp16 (autocast)
     # Augmentation (augment.py), all off for the seed's model so that it trains as the
     # tutorial's does.
     scale_jitter: float = 0.0        # crop a random 1-s..1 of each side (same for all frames)
@@ -101,8 +113,10 @@ class TrainConfig:
             raise ValueError("epochs, batch_size, patience and lr must be positive")
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), not {self.scale_jitter}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.precision not in tuple(Precision):
+            raise ValueError(f"precision must be {', '.join(p.value for p in Precision)}, "
+                             f"not {self.precision!r}")
+        object.__setattr__(self, "precision", Precision(self.precision))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -137,7 +151,7 @@ def load_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise LrcnError("no such config file", path) from None
+        raise LrcnError("no such config file", path, ErrorKind.NOT_FOUND) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LrcnError(f"not a JSON config file ({exc})", path) from None
     if not isinstance(data, dict) or not set(data) <= set(CONFIG_SECTIONS) \
@@ -152,11 +166,11 @@ def layered(cls: type, section: dict[str, Any], flags: dict[str, Any]) -> Any:
     merged = {**section, **{k: v for k, v in flags.items() if v is not None}}
     unknown = sorted(set(merged) - {f.name for f in fields(cls)})
     if unknown:
-        raise LrcnError(f"unknown {cls.__name__} setting {unknown[0]!r}")
+        raise LrcnError(f"unknown {cls.__name__} setting {unknown[0]!r}", kind=ErrorKind.SETTING)
     try:
         return from_dict(cls, merged)
     except (TypeError, ValueError) as exc:
-        raise LrcnError(f"bad {cls.__name__} setting: {exc}") from None
+        raise LrcnError(f"bad {cls.__name__} setting: {exc}", kind=ErrorKind.SETTING) from None
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,7 @@ def resolve_settings(file: dict[str, dict[str, Any]], frames: dict[str, Any] | N
         model_options.pop(key, None)
     unknown = sorted(set(model_options) - {f.name for f in fields(ModelConfig)})
     if unknown:
-        raise LrcnError(f"unknown ModelConfig setting {unknown[0]!r}")
+        raise LrcnError(f"unknown ModelConfig setting {unknown[0]!r}", kind=ErrorKind.SETTING)
     return RunSettings(layered(FrameConfig, {**defaults.get("frames", {}),
                                              **file.get("frames", {})}, frames or {}),
                        layered(SplitConfig, file.get("split", {}), split or {}),

@@ -8,19 +8,21 @@ parser can name the choices without loading PyTorch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 
-from .errors import LrcnError
+from .config import Precision
+from .errors import ErrorKind, LrcnError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(p.value for p in Precision)
 
 
 def check_device_name(name: str) -> str:
     """The spelling of a device name (not whether the machine has it)."""
     if name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name):
         return name
-    raise LrcnError(f"unknown device {name!r} ({DEVICE_CHOICES})")
+    raise LrcnError(f"unknown device {name!r} ({DEVICE_CHOICES})", kind=ErrorKind.SETTING)
 
 
 def resolve_device(name: str = "auto"):
@@ -35,42 +37,60 @@ def resolve_device(name: str = "auto"):
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise LrcnError("--device mps: this machine has no Apple GPU (MPS) that PyTorch "
-                            "can use")
+                            "can use", kind=ErrorKind.SETTING)
         return torch.device("mps")
     if not torch.cuda.is_available():
         raise LrcnError(f"--device {name}: this machine has no CUDA GPU that PyTorch can use "
                         f"(torch {torch.__version__}, CUDA build: "
-                        f"{'yes' if torch.version.cuda else 'no'})")
+                        f"{'yes' if torch.version.cuda else 'no'})", kind=ErrorKind.SETTING)
     index = int(name.split(":")[1]) if ":" in name else 0
     if index >= torch.cuda.device_count():
         raise LrcnError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
-                        f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+                        f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})",
+                        kind=ErrorKind.SETTING)
     return torch.device(f"cuda:{index}")
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise LrcnError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
-    return precision
+def check_precision(precision: str) -> Precision:
+    try:
+        return Precision(precision)
+    except ValueError:
+        raise LrcnError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})",
+                        kind=ErrorKind.SETTING) from None
 
 
-def autocast(device, precision: str = "fp32"):
-    """The precision of the maths on `device`. fp32 (the default, the tutorial's) is full fp32:
-    on a CUDA GPU, PyTorch would otherwise run convolutions in TF32 (cuDNN's default), about
-    1e-3 off, and a model trained or run there would not predict what it predicts on a CPU.
-    bf16 and fp16 are torch's autocast (matrix products and convolutions in the low precision,
-    reductions and the loss in fp32)."""
+@functools.cache
+def no_tf32() -> None:
+    """Full fp32 matrix products and convolutions on CUDA, for the rest of the process: PyTorch
+    would otherwise run convolutions in TF32 (cuDNN's default), about 1e-3 off, and a model
+    trained or run there would not predict what it predicts on a CPU. Process-wide flags, so
+    set once (the first fp32 model on a GPU), never per call: the server runs models from
+    several threads, and flags saved and restored per call would race."""
     import torch
-    if check_precision(precision) == "fp32":
-        return full_fp32() if device.type == "cuda" else contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def autocast(device, precision: str = Precision.FP32):
+    """The precision of the maths on `device`. fp32 (the default, the tutorial's) is full fp32
+    (no TF32: no_tf32, once per process). bf16 and fp16 are torch's autocast (matrix products
+    and convolutions in the low precision, reductions and the loss in fp32)."""
+    import torch
+    precision = check_precision(precision)
+    if precision is Precision.FP32:
+        if device.type == "cuda":
+            no_tf32()
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def full_fp32() -> contextlib.AbstractContextManager:
-    """Full fp32 matrix products and convolutions whatever the hardware: reference
-    computations (tests, parity checks) must not run in TF32 on an Ampere or newer GPU, where
-    PyTorch's and Keras's defaults may differ by ~1e-3."""
+    """Full fp32 matrix products and convolutions inside a block, the flags restored after it:
+    for reference computations in tests and parity checks (one thread), which must not run in
+    TF32 on an Ampere or newer GPU, where PyTorch's and Keras's defaults may differ by ~1e-3.
+    Models use autocast, which sets the flags once (no_tf32)."""
     import torch
 
     @contextlib.contextmanager
@@ -90,5 +110,5 @@ def full_fp32() -> contextlib.AbstractContextManager:
     return scope()
 
 
-__all__ = ["DEVICE_CHOICES", "PRECISIONS", "check_device_name", "resolve_device",
-           "check_precision", "autocast", "full_fp32"]
+__all__ = ["DEVICE_CHOICES", "PRECISIONS", "Precision", "check_device_name", "resolve_device",
+           "check_precision", "no_tf32", "autocast", "full_fp32"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import LrcnError
+from .errors import ErrorKind, LrcnError
 
 # Seconds a collective may wait for the slowest rank. The cache fill ends in one (ranks wait
 # for each other's decoding), so it is generous; $LRCN_DIST_TIMEOUT sets another.
@@ -39,6 +39,12 @@ class World:
         return self.rank == 0
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed `seed` for process `rank`: rank 0 keeps it (so one process draws what a run
+    without torchrun draws), the others get streams of their own, a large prime apart."""
+    return seed + 1_000_003 * rank
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher that sets the same)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -54,8 +60,8 @@ def setup(device_type: str) -> World:
         try:
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
         except (RuntimeError, ValueError) as exc:
-            raise LrcnError(f"could not join the training group ({str(exc).splitlines()[0]})"
-                            ) from None
+            raise LrcnError(f"could not join the training group ({str(exc).splitlines()[0]})",
+                            kind=ErrorKind.FAILED) from None
     return World(dist.get_rank(), dist.get_world_size(),
                  int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -99,5 +105,5 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["World", "launched", "setup", "broadcast", "gather", "barrier", "sum_over_ranks",
-           "teardown", "DEFAULT_TIMEOUT_S"]
+__all__ = ["World", "rank_seed", "launched", "setup", "broadcast", "gather", "barrier",
+           "sum_over_ranks", "teardown", "DEFAULT_TIMEOUT_S"]

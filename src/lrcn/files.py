@@ -1,16 +1,58 @@
-"""Atomic file writes: a reader (or a rerun after Ctrl-C) never sees half a file."""
+"""Atomic file writes: a reader (or a rerun after Ctrl-C) never sees half a file.
+
+Every file lrcn writes goes through `atomic_path`: the content is written to a hidden
+temporary sibling (same folder, so the final rename stays on one file system and is atomic),
+which replaces the target only when the write succeeded; a failed write removes the temporary
+and leaves the old file as it was. A kill (SIGKILL, power loss) can leave a temporary behind,
+never a half target; temporaries start with "." so that data set listings skip them.
+"""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import threading
 from pathlib import Path
+from typing import Iterator
+
+_counter = itertools.count()
+_counter_lock = threading.Lock()
+
+
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A name beside `path` that no other writer uses (this process's id and a counter, so
+    threads and processes writing the same target do not share one). It keeps the target's
+    suffix, because some writers choose the format by it (np.save adds ".npy" to any other
+    name, matplotlib and PyAV pick PNG or MP4 by it)."""
+    path = Path(path)
+    with _counter_lock:
+        n = next(_counter)
+    return path.with_name(f".{path.stem}.{os.getpid()}-{n}.tmp{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s new content to (for libraries that write files
+    themselves: np.save, safetensors, onnx.save, savefig, PyAV); on leaving the block without
+    an exception the temporary replaces `path`, on an exception it is removed and `path` is
+    untouched. The folder must exist."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:   # Ctrl-C too: never a temporary left by an orderly exit
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]

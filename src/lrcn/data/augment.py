@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import TrainConfig, candidate_frames
+from ..distributed import rank_seed
 from ..models.base import clips_to_input
 
 CANDIDATES = 3     # cached frames per segment for temporal jitter (odd: the middle is the eval one)
@@ -32,7 +33,7 @@ class Augmenter:
     def __init__(self, config: TrainConfig, candidates: int, rank: int = 0):
         self.scale_jitter, self.flip = config.scale_jitter, config.flip
         self.candidates = candidates
-        self.seed = config.seed * 7919 + 1_000_003 * rank
+        self.seed = rank_seed(config.seed * 7919, rank)
         self.generator = torch.Generator()
 
     @property

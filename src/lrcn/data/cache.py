@@ -7,6 +7,7 @@ function runs in freshly spawned worker processes that should start in a blink.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,19 +22,30 @@ from tqdm import tqdm
 from ..media.clip import read_clip
 from ..config import FrameConfig, to_dict
 from .dataset import Sample
-from ..errors import LrcnError
-from ..files import atomic_write_text
+from ..errors import ErrorKind, LrcnError
+from ..files import atomic_path, atomic_write_text
 from .workers import run_tasks
 
 CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
 DECODE_TIMEOUT_S = 120.0   # a clip that takes longer is reported as stalled and skipped
 
 
-def decode_timeout() -> float:
-    """Seconds one file may take to decode: $LRCN_DECODE_TIMEOUT (set by --decode-timeout),
-    else DECODE_TIMEOUT_S."""
+@functools.cache
+def default_decode_timeout() -> float:
+    """Seconds one file may take to decode when the caller gives no `timeout` (the CLI's
+    --decode-timeout, ServeConfig.decode_timeout): $LRCN_DECODE_TIMEOUT, read once per process
+    and never written, else DECODE_TIMEOUT_S."""
     env = os.environ.get("LRCN_DECODE_TIMEOUT")
-    return float(env) if env else DECODE_TIMEOUT_S
+    if not env:
+        return DECODE_TIMEOUT_S
+    try:
+        seconds = float(env)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise LrcnError(f"$LRCN_DECODE_TIMEOUT={env!r}: not a positive number of seconds",
+                        kind=ErrorKind.SETTING)
+    return seconds
 
 
 def default_cache_dir() -> Path:
@@ -82,11 +94,10 @@ def _decode_into_cache(task: tuple[str, str, str, dict]) -> dict:
     try:
         clip = read_clip(path, frames, threads=1)
     except LrcnError as exc:
-        meta = {"error": str(exc).removeprefix(f"{path}: ")}
+        meta = {"error": exc.reason}
     else:
-        tmp = frames_path.with_name(f".{frames_path.stem}.{os.getpid()}.npy")
-        np.save(tmp, clip.frames)
-        os.replace(tmp, frames_path)
+        with atomic_path(frames_path) as tmp:
+            np.save(tmp, clip.frames)
         meta = {"num_frames": clip.num_frames, "fps": clip.fps, "width": clip.width,
                 "height": clip.height, "indices": list(clip.indices),
                 "header_frames": clip.header_frames, "timing": clip.timing,
@@ -103,14 +114,15 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
 
     Only files missing from the cache are decoded, in `workers` processes (default: one per
     core) so that an interrupted run resumes where it stopped. A file that takes longer than
-    `timeout` seconds (default: decode_timeout()) has its process killed and is reported.
+    `timeout` seconds (default: default_decode_timeout()) has its process killed and is
+    reported.
     """
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
     if workers is None:
         workers = os.cpu_count() or 1
     if timeout is None:
-        timeout = decode_timeout()
+        timeout = default_decode_timeout()
     metas: dict[Path, dict] = {}
     keys: dict[Path, str] = {}
     todo: list[Sample] = []

@@ -44,11 +44,14 @@ def suspicions(clip: CachedClip, frames: FrameConfig) -> list[str]:
 def check_dataset(data: str | Path, classes: Sequence[str] | None = None,
                   frames: FrameConfig = FrameConfig(), ucf_split: int | None = None,
                   lists: Path | None = None, cache_dir: Path | None = None,
-                  workers: int | None = None, progress: bool = True) -> dict:
+                  workers: int | None = None, progress: bool = True,
+                  decode_timeout: float | None = None) -> dict:
+    """`decode_timeout`: seconds a file may take to decode (None: the default of
+    cache.default_decode_timeout)."""
     data = Path(data)
     names, samples, missing = _samples(data, classes, ucf_split, lists)
     clips, failures = prepare(samples, frames, cache_dir=cache_dir, workers=workers,
-                              progress=progress)
+                              progress=progress, timeout=decode_timeout)
     problems = [{"path": path, "class": None, "kind": "missing", "cause": cause}
                 for path, cause in missing]
     problems += [{"path": str(s.path), "class": s.class_name, "kind": "unreadable",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import SEED_CLASSES, SplitConfig
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.sampling import parse_group
 from ..media.video import VIDEO_EXTENSIONS
@@ -44,23 +44,15 @@ def resolve_classes(root: Path, requested: Sequence[str] | None) -> list[str]:
     folders exist, else every class folder."""
     root = Path(root)
     if not root.is_dir():
-        raise LrcnError("no such data folder" if not root.exists() else "not a folder", root)
+        if not root.exists():
+            raise LrcnError("no such data folder", root, ErrorKind.NOT_FOUND)
+        raise LrcnError("not a folder", root, ErrorKind.SETTING)
     available = list_class_folders(root)
     if not available:
         raise LrcnError("no class folders in the data folder (expected <root>/<Class>/*.avi)",
                         root)
     if requested:
-        lookup = {name.lower(): name for name in available}
-        chosen = []
-        for name in requested:
-            match = name if name in available else lookup.get(name.lower())
-            if match is None:
-                raise LrcnError(f"unknown class {name!r} (folders: {', '.join(available[:12])}"
-                                f"{', ...' if len(available) > 12 else ''})", root)
-            chosen.append(match)
-        if len(set(chosen)) != len(chosen):
-            raise LrcnError("a class is listed twice in --classes", root)
-        return chosen
+        return _class_subset(available, requested, root, "folders")
     if all(name in available for name in SEED_CLASSES):
         return list(SEED_CLASSES)
     return available
@@ -86,19 +78,24 @@ def discover(root: str | os.PathLike, classes: Sequence[str] | None = None,
     return class_names, samples
 
 
-def _class_subset(available: Sequence[str], requested: Sequence[str] | None, where: Path
-                  ) -> list[str]:
-    """The requested classes (case-insensitive) among the available ones, or all of them."""
+def _class_subset(available: Sequence[str], requested: Sequence[str] | None, where: Path,
+                  listed_as: str = "listed") -> list[str]:
+    """The requested classes among the available ones (the exact name, else case-insensitive),
+    in the order asked, or all of them; `listed_as` says in the error where the available ones
+    were found. The same class asked for twice is refused, for folders and lists alike."""
     if not requested:
         return list(available)
     lookup = {name.lower(): name for name in available}
     chosen = []
     for name in requested:
-        match = lookup.get(name.lower())
+        match = name if name in available else lookup.get(name.lower())
         if match is None:
-            raise LrcnError(f"unknown class {name!r} (listed: {', '.join(list(available)[:12])}"
-                            f"{', ...' if len(available) > 12 else ''})", where)
+            raise LrcnError(f"unknown class {name!r} ({listed_as}: "
+                            f"{', '.join(list(available)[:12])}"
+                            f"{', ...' if len(available) > 12 else ''})", where, ErrorKind.SETTING)
         chosen.append(match)
+    if len(set(chosen)) != len(chosen):
+        raise LrcnError("a class is listed twice in --classes", where, ErrorKind.SETTING)
     return chosen
 
 
@@ -114,7 +111,7 @@ def read_list(list_path: str | os.PathLike, classes: Sequence[str] | None = None
     appearance order, the samples, and the listed files that are missing, with the cause."""
     list_path = Path(list_path)
     if not list_path.is_file():
-        raise LrcnError("no such list file", list_path)
+        raise LrcnError("no such list file", list_path, ErrorKind.NOT_FOUND)
     base = list_path.parent
     rows: list[tuple[Path, str, str | None]] = []
     text = list_path.read_text(encoding="utf-8-sig", errors="replace")
@@ -153,7 +150,7 @@ def read_list(list_path: str | os.PathLike, classes: Sequence[str] | None = None
 def _read_lines(path: Path) -> list[str]:
     """Lines of a list file; Windows line endings and a BOM are fine."""
     if not path.is_file():
-        raise LrcnError("no such split list", path)
+        raise LrcnError("no such split list", path, ErrorKind.NOT_FOUND)
     text = path.read_text(encoding="utf-8-sig", errors="replace")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -165,7 +162,7 @@ def find_split_lists(root: Path, lists: Path | None) -> Path:
         if folder is not None and (Path(folder) / "classInd.txt").is_file():
             return Path(folder)
     raise LrcnError("no classInd.txt here or in ucfTrainTestlist/ (pass --lists DIR)",
-                    lists or root)
+                    lists or root, ErrorKind.NOT_FOUND)
 
 
 def read_ucf101_split(root: str | os.PathLike, split: int, lists: str | os.PathLike | None,
@@ -177,7 +174,7 @@ def read_ucf101_split(root: str | os.PathLike, split: int, lists: str | os.PathL
     classInd order, {"train": [...], "test": [...]}, and the listed files that are missing."""
     root = Path(root)
     if not root.is_dir():
-        raise LrcnError("no such data folder", root)
+        raise LrcnError("no such data folder", root, ErrorKind.NOT_FOUND)
     folder = find_split_lists(root, Path(lists) if lists else None)
     ind = []
     for line in _read_lines(folder / "classInd.txt"):

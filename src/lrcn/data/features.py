@@ -10,7 +10,6 @@ its share, then every process reads them all (as the frame cache is filled).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from .cache import CachedClip
 from ..distributed import World, barrier
+from ..files import atomic_path
 from ..models.base import clips_to_input
 
 FEATURE_FOLDER = "features"
@@ -63,9 +63,8 @@ def cached_features(model, clips: Sequence[CachedClip], device: torch.device,
 
 def _save(path: Path, features: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-    np.save(tmp, features.astype(np.float32))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, features.astype(np.float32))
 
 
 __all__ = ["cached_features", "feature_paths"]

@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from .cache import CachedClip
 
 PACK_FOLDER = "packs"
@@ -94,12 +95,11 @@ class FrameStore:
             if mapped.shape == self.shape and mapped.dtype == self.dtype:
                 return mapped
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=self.shape)
-        _read_entries(paths, out)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=self.shape)
+            _read_entries(paths, out)
+            out.flush()
+            del out
         return np.load(path, mmap_mode="r")
 
     def gather(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:

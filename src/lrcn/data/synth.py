@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from ..files import atomic_write_text
+from ..media.writer import VideoWriter
 from .workers import run_tasks
 
 # class name -> (motion family, reversed in time)
@@ -206,24 +205,11 @@ def render_clip(class_name: str, setting: dict, rng: np.random.Generator, width:
 
 
 def write_frames(path: Path, frames, fps: float, width: int, height: int) -> None:
-    """Encode frames as XviD-style MPEG-4 Part 2 in AVI (as UCF ships) or H.264 in MP4."""
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    with av.open(str(tmp), mode="w", format="avi" if path.suffix == ".avi" else "mp4") as out:
-        rate = Fraction(fps).limit_denominator(1001)
-        if path.suffix == ".avi":
-            stream = out.add_stream("mpeg4", rate=rate)
-            stream.codec_context.codec_tag = "XVID"
-            stream.bit_rate = 1_200_000
-        else:
-            stream = out.add_stream("libx264", rate=rate)
-            stream.options = {"crf": "20", "preset": "veryfast"}
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    """Encode frames as XviD-style MPEG-4 Part 2 in AVI (as UCF ships) or H.264 in MP4, by the
+    suffix."""
+    with VideoWriter(path, width, height, fps, crf=20) as out:
         for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    os.replace(tmp, path)
+            out.write(image)
 
 
 def _make_group(task: tuple) -> list[dict]:

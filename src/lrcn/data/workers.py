@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Iterator
 
+from ..errors import ErrorKind, LrcnError
+
 
 @dataclass
 class TaskResult:
@@ -61,6 +63,29 @@ class _Worker:
         self.conn.close()
 
 
+def _finished(worker: _Worker, ready, timeout: float | None
+              ) -> tuple[TaskResult, bool] | None:
+    """A busy worker's task, if it has finished: (its result, whether the process is lost:
+    dead or stalled, to be replaced); None while it is still running within its time."""
+    if worker.conn in ready:
+        try:
+            status, value = worker.conn.recv()
+        except (EOFError, OSError):
+            status = None  # the pipe closed: the process died
+        if status == "ok":
+            return TaskResult(worker.item, value), False
+        if status == "error":
+            return TaskResult(worker.item, error=value), False
+    if worker.conn in ready or worker.process.sentinel in ready:
+        worker.process.join(timeout=5)
+        return TaskResult(worker.item, error=f"decoder process crashed (exit code "
+                                             f"{worker.process.exitcode})"), True
+    if timeout is not None and time.monotonic() - worker.started >= timeout:
+        return TaskResult(worker.item, timed_out=True,
+                          error=f"timed out after {timeout:g} s (decoder stalled)"), True
+    return None
+
+
 def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
               timeout: float | None = None) -> Iterator[TaskResult]:
     """Run `fn(item)` for every item in `workers` processes; yield results as they finish.
@@ -95,28 +120,10 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
             for index, worker in enumerate(pool):
                 if not worker.busy:
                     continue
-                result: TaskResult | None = None
-                status, lost = None, False  # lost: the process is dead or stalled
-                if worker.conn in ready:
-                    try:
-                        status, value = worker.conn.recv()
-                    except (EOFError, OSError):
-                        status = None  # the pipe closed: the process died
-                if status == "ok":
-                    result = TaskResult(worker.item, value)
-                elif status == "error":
-                    result = TaskResult(worker.item, error=value)
-                elif worker.conn in ready or worker.process.sentinel in ready:
-                    worker.process.join(timeout=5)
-                    code, lost = worker.process.exitcode, True
-                    result = TaskResult(worker.item,
-                                        error=f"decoder process crashed (exit code {code})")
-                elif timeout is not None and time.monotonic() - worker.started >= timeout:
-                    result = TaskResult(worker.item, timed_out=True,
-                                        error=f"timed out after {timeout:g} s (decoder stalled)")
-                    lost = True
-                if result is None:
+                finished = _finished(worker, ready, timeout)
+                if finished is None:
                     continue
+                result, lost = finished
                 worker.busy = False
                 if lost:
                     worker.stop(kill=True)  # replace the dead or stalled process
@@ -129,9 +136,10 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
 
 class WorkerPool:
     """A long-lived pool of the same kind, for a server: `submit(item)` returns a Future of
-    `fn(item)` run in one of `workers` processes. A task whose process dies or overruns
-    `timeout` seconds fails with a RuntimeError saying so, and the process is replaced; the
-    pool lives on. `close()` stops the processes."""
+    `fn(item)` run in one of `workers` processes. A task whose process overruns `timeout`
+    seconds fails with an LrcnError of kind TIMEOUT, one whose process dies (or whose `fn`
+    raises) with kind FAILED, saying so; a lost process is replaced and the pool lives on.
+    `close()` stops the processes."""
 
     def __init__(self, fn: Callable[[Any], Any], workers: int, timeout: float | None = None):
         import collections
@@ -180,38 +188,21 @@ class WorkerPool:
                 while self._wake_read.poll():
                     self._wake_read.recv()
             for index, worker in busy:
-                outcome = self._outcome(worker, ready)
-                if outcome is None:
+                finished = _finished(worker, ready, self.timeout)
+                if finished is None:
                     continue
-                ok, value, lost = outcome
+                result, lost = finished
                 worker.busy = False
                 future = self._futures.pop(index)
                 if lost:
                     worker.stop(kill=True)
                     with self._lock:
                         self._pool[index] = _Worker(self._ctx, self.fn)
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(RuntimeError(value))
-
-    def _outcome(self, worker: _Worker, ready) -> tuple[bool, Any, bool] | None:
-        """(succeeded, value or error text, process lost) for a finished task, else None."""
-        if worker.conn in ready:
-            try:
-                status, value = worker.conn.recv()
-            except (EOFError, OSError):
-                status = None
-            if status == "ok":
-                return True, value, False
-            if status == "error":
-                return False, value, False
-        if worker.conn in ready or worker.process.sentinel in ready:
-            worker.process.join(timeout=5)
-            return False, f"decoder process crashed (exit code {worker.process.exitcode})", True
-        if self.timeout is not None and time.monotonic() - worker.started >= self.timeout:
-            return False, f"timed out after {self.timeout:g} s (decoder stalled)", True
-        return None
+                if result.error is None:
+                    future.set_result(result.value)
+                else:   # a stall is a TIMEOUT; a crash or the task's own exception FAILED
+                    future.set_exception(LrcnError(result.error, kind=ErrorKind.TIMEOUT
+                                                   if result.timed_out else ErrorKind.FAILED))
 
     def close(self) -> None:
         with self._lock:
@@ -226,4 +217,4 @@ class WorkerPool:
             worker.stop(kill=worker.busy)
             future = self._futures.pop(index, None)
             if future is not None and not future.done():
-                future.set_exception(RuntimeError("the server is stopping"))
+                future.set_exception(LrcnError("the server is stopping", kind=ErrorKind.FAILED))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..config import to_dict
 from ..errors import LrcnError
+from ..files import atomic_path
 
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
@@ -108,9 +109,8 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
     return out
 
 

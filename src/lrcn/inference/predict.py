@@ -128,19 +128,6 @@ class Predictor:
         return results
 
 
-def decode_task(task: tuple[str, dict]) -> dict:
-    """For a decoder process (data.workers.WorkerPool, the server): (path, FrameConfig as a
-    dict) -> the clip's frames and facts, or {"error": the cause without the path, "kind": the
-    ErrorKind's value} for a file that is not a usable video."""
-    path, frames = task
-    try:
-        clip = read_clip(path, FrameConfig(**frames), threads=1)
-    except LrcnError as exc:
-        return {"error": exc.reason, "kind": exc.kind.value}
-    return {"frames": clip.frames, "indices": list(clip.indices), "num_frames": clip.num_frames,
-            "fps": clip.fps, "width": clip.width, "height": clip.height, "timing": clip.timing}
-
-
 def format_prediction(prediction: Prediction) -> str:
     if prediction.error:
         return f"{prediction.error}"
@@ -157,5 +144,4 @@ def annotate(video: str | os.PathLike, prediction: Prediction, out: str | os.Pat
     return annotate_video(video, out, lambda t: shown)
 
 
-__all__ = ["Prediction", "Predictor", "prediction_of", "decode_task", "format_prediction",
-           "annotate"]
+__all__ = ["Prediction", "Predictor", "prediction_of", "format_prediction", "annotate"]

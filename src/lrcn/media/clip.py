@@ -137,12 +137,13 @@ def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
 
 def read_clip_task(task: tuple[str, dict]) -> dict:
     """For a worker process (workers.WorkerPool): (path, FrameConfig as a dict) -> the clip's
-    frames and facts, or {"error": the one-line cause} for a file that is not a usable video."""
+    frames and facts, or {"error": the one-line cause, "kind": its ErrorKind's value} for a
+    file that is not a usable video."""
     path, frames = task
     try:
         clip = read_clip(path, FrameConfig(**frames), threads=1)
     except LrcnError as exc:
-        return {"error": str(exc).removeprefix(f"{path}: ")}
+        return {"error": exc.reason, "kind": exc.kind.value}
     return {"frames": clip.frames, "indices": list(clip.indices), "num_frames": clip.num_frames,
             "fps": clip.fps, "width": clip.width, "height": clip.height, "timing": clip.timing}
 

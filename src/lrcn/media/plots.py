@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import atomic_path
+
 
 def _pyplot():
     import matplotlib
@@ -103,10 +105,11 @@ def plot_compare(rows: list[dict], path: Path) -> None:
 def _save_figure(fig, path: Path, dpi: int | None = None) -> None:
     """Written atomically: a reader never sees half a PNG."""
     plt = _pyplot()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def plot_timeline(timeline, path: Path) -> None:

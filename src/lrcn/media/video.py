@@ -10,6 +10,8 @@ UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames
 """
 from __future__ import annotations
 
+import functools
+import io
 import os
 import sys
 import threading
@@ -37,12 +39,14 @@ TIMED_FORMATS = ("mov", "mp4", "m4a", "3gp", "matroska", "webm", "mpegts", "flv"
 _INTERPOLATION = {"area": "AREA", "bilinear": "BILINEAR"}
 
 
-def _probe_threads_argument() -> dict:
-    """PyAV >= 17 scales through sws_scale_frame, which by default starts a thread pool per
-    call (threads=0: one per core). For a 64x64 output that is 3-4x slower than one thread
-    (0.45 vs 0.11 ms per 320x240 frame here) and fights the worker processes for the cores;
-    the output is the same. Older PyAV has no `threads` argument and scales on one thread
-    anyway. Found by trying the argument, not by reading version numbers."""
+@functools.cache
+def one_thread() -> dict:
+    """The reformat argument for one scaling thread, decided once, on first use. PyAV >= 17
+    scales through sws_scale_frame, which by default starts a thread pool per call (threads=0:
+    one per core). For a 64x64 output that is 3-4x slower than one thread (0.45 vs 0.11 ms per
+    320x240 frame here) and fights the worker processes for the cores; the output is the same.
+    Older PyAV has no `threads` argument and scales on one thread anyway. Found by trying the
+    argument, not by reading version numbers."""
     frame = av.VideoFrame(16, 16, "yuv420p")
     try:
         VideoReformatter().reformat(frame, width=8, height=8, format="rgb24", threads=1)
@@ -51,24 +55,22 @@ def _probe_threads_argument() -> dict:
     return {"threads": 1}
 
 
-ONE_THREAD = _probe_threads_argument()
-
-# PyAV up to 18 decodes container metadata strictly unless told to ignore bad bytes (real
-# files carry titles in odd encodings); PyAV 19 dropped the option and always tolerates them.
-_open_options: dict = {"metadata_errors": "ignore"}
+@functools.cache
+def _open_options() -> dict:
+    """av.open's argument for tolerating bad metadata bytes, decided once, on first use. PyAV up
+    to 18 decodes container metadata strictly unless told to ignore bad bytes (real files carry
+    titles in odd encodings); PyAV 19 dropped the option (a TypeError) and always tolerates
+    them. Tried on an in-memory output container, which reads and writes nothing."""
+    try:
+        av.open(io.BytesIO(), mode="w", format="mp4", metadata_errors="ignore").close()
+    except TypeError:
+        return {}
+    return {"metadata_errors": "ignore"}
 
 
 def _av_open(target, **kwargs):
-    """av.open with the metadata option where this PyAV has it (checked by trying it)."""
-    global _open_options
-    if _open_options:
-        try:
-            return av.open(target, **_open_options, **kwargs)
-        except TypeError as exc:
-            if "metadata_errors" not in str(exc):
-                raise
-            _open_options = {}
-    return av.open(target, **kwargs)
+    """av.open with the metadata option where this PyAV has it."""
+    return av.open(target, **_open_options(), **kwargs)
 
 
 def error_cause(exc: BaseException) -> str:
@@ -80,9 +82,9 @@ def error_cause(exc: BaseException) -> str:
 def check_file(path: Path) -> None:
     """One-line errors for what is not a video file at all."""
     if not path.exists():
-        raise LrcnError("no such file", path)
+        raise LrcnError("no such file", path, ErrorKind.NOT_FOUND)
     if path.is_dir():
-        raise LrcnError("is a folder, not a video file", path)
+        raise LrcnError("is a folder, not a video file", path, ErrorKind.NOT_VIDEO)
     if path.stat().st_size == 0:
         raise LrcnError("empty file (0 bytes)", path)
 
@@ -94,10 +96,11 @@ def open_video(path: str | os.PathLike) -> av.container.InputContainer:
     try:
         container = _av_open(str(path))
     except av.error.FFmpegError as exc:
-        raise LrcnError(f"not a readable video ({error_cause(exc)})", path) from None
+        raise LrcnError(f"not a readable video ({error_cause(exc)})", path,
+                        ErrorKind.NOT_VIDEO) from None
     if not container.streams.video:
         container.close()
-        raise LrcnError("no video stream in the file", path)
+        raise LrcnError("no video stream in the file", path, ErrorKind.NOT_VIDEO)
     return container
 
 
@@ -120,15 +123,16 @@ def open_source(source: str) -> tuple[av.container.InputContainer, bool]:
         else:
             path = Path(source)
             if not path.is_file():
-                raise LrcnError("no such file, camera or URL", source)
+                raise LrcnError("no such file, camera or URL", source, ErrorKind.NOT_FOUND)
             if path.stat().st_size == 0:
                 raise LrcnError("empty file (0 bytes)", source)
             container, live = _av_open(str(path)), False
     except av.error.FFmpegError as exc:
-        raise LrcnError(f"cannot open the source ({error_cause(exc)})", source) from None
+        raise LrcnError(f"cannot open the source ({error_cause(exc)})", source,
+                        ErrorKind.NOT_VIDEO) from None
     if not container.streams.video:
         container.close()
-        raise LrcnError("no video stream in the source", source)
+        raise LrcnError("no video stream in the source", source, ErrorKind.NOT_VIDEO)
     return container, live
 
 
@@ -195,7 +199,7 @@ def to_model_frame(frame: av.VideoFrame, frames: FrameConfig,
     image = (reformatter or thread_reformatter()).reformat(
         frame, width=width, height=height,
         format="rgb24" if frames.channel_order == "rgb" else "bgr24",
-        interpolation=_INTERPOLATION[frames.interpolation], **ONE_THREAD).to_ndarray()
+        interpolation=_INTERPOLATION[frames.interpolation], **one_thread()).to_ndarray()
     if quarter_turns:
         image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
     return image
@@ -222,7 +226,7 @@ def image_to_model_frame(image: np.ndarray, frames: FrameConfig, channels: str =
 
 def upright_image(frame: av.VideoFrame, fmt: str = "rgb24") -> np.ndarray:
     """A decoded frame at full size as (H, W, 3) uint8, turned upright (rotation metadata)."""
-    image = frame.reformat(format=fmt, **ONE_THREAD).to_ndarray()
+    image = frame.reformat(format=fmt, **one_thread()).to_ndarray()
     turns = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
@@ -327,7 +331,7 @@ def _median(counts: Counter[float]) -> float:
     return below if below is not None else 0.0
 
 
-__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "ONE_THREAD", "FrameSource",
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "one_thread", "FrameSource",
            "TimedFrame", "check_file", "configure", "decoded", "error_cause",
            "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
            "to_model_frame", "image_to_model_frame", "upright_image"]

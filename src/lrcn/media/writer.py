@@ -1,7 +1,9 @@
-"""The H.264 writer: annotated videos that play in every web browser, with the source's audio.
-PyAV's wheels carry libx264, so no system FFmpeg is needed."""
+"""The video writer: annotated H.264 MP4s that play in every web browser, with the source's
+audio, and the synthetic data set's XviD AVIs (UCF's codec). PyAV's wheels carry libx264, so
+no system FFmpeg is needed."""
 from __future__ import annotations
 
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -9,30 +11,47 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..files import atomic_path
+
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 
 
 class VideoWriter:
-    """H.264 (yuv420p, +faststart) MP4 writer: plays in every web browser. PyAV's wheels carry
-    libx264, so no system FFmpeg is needed."""
+    """By the file's suffix: H.264 (yuv420p, +faststart) MP4, which plays in every web browser,
+    or for ".avi" XviD-tagged MPEG-4 Part 2 at `bit_rate` (as UCF ships its videos). Written to
+    a temporary sibling that replaces `path` on close (files.atomic_path), so a reader never
+    sees half a video; on an exception inside a `with` block the temporary is removed."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
-                 crf: int = 23, audio=None):
+                 crf: int = 23, audio=None, preset: str = "veryfast",
+                 bit_rate: int = 1_200_000):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # H.264 in yuv420p needs even dimensions; frames are padded by one pixel if needed.
+        # yuv420p needs even dimensions; frames are padded by one pixel if needed.
         self.width, self.height = width + width % 2, height + height % 2
-        self._tmp = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
-        self._container = av.open(str(self._tmp), mode="w", format="mp4",
-                                  options={"movflags": "+faststart"})
+        self._target = contextlib.ExitStack()
+        self._tmp = self._target.enter_context(atomic_path(self.path))
+        avi = self.path.suffix.lower() == ".avi"
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self._stream = self._container.add_stream("libx264", rate=rate)
-        self._stream.width, self._stream.height = self.width, self.height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
-        self._audio, self._audio_copy = None, False
-        if audio is not None:
-            self._add_audio(audio)
+        try:
+            if avi:
+                self._container = av.open(str(self._tmp), mode="w", format="avi")
+                self._stream = self._container.add_stream("mpeg4", rate=rate)
+                self._stream.codec_context.codec_tag = "XVID"
+                self._stream.bit_rate = bit_rate
+            else:
+                self._container = av.open(str(self._tmp), mode="w", format="mp4",
+                                          options={"movflags": "+faststart"})
+                self._stream = self._container.add_stream("libx264", rate=rate)
+                self._stream.options = {"crf": str(crf), "preset": preset}
+            self._stream.width, self._stream.height = self.width, self.height
+            self._stream.pix_fmt = "yuv420p"
+            self._audio, self._audio_copy = None, False
+            if audio is not None:
+                self._add_audio(audio)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
 
     def _add_audio(self, source) -> None:
         """Keep a source's audio track: copied as is when MP4 can hold its codec, else
@@ -74,24 +93,35 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> Path:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        if self._audio is not None and not self._audio_copy:
-            for packet in self._audio.encode():
+        try:
+            for packet in self._stream.encode():
                 self._container.mux(packet)
-        self._container.close()
-        os.replace(self._tmp, self.path)  # a reader never sees a half-written video
+            if self._audio is not None and not self._audio_copy:
+                for packet in self._audio.encode():
+                    self._container.mux(packet)
+            self._container.close()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        self._target.close()   # the finished file replaces the target
         return self.path
+
+    def _abort(self, exc: BaseException) -> None:
+        """Close what is open and remove the temporary; the target stays as it was."""
+        container = getattr(self, "_container", None)
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+        self._target.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
+        if exc is None:
             self.close()
         else:
-            self._container.close()
-            self._tmp.unlink(missing_ok=True)
+            self._abort(exc)
 
 
 __all__ = ["VideoWriter"]

@@ -22,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import FrameConfig, ModelConfig, from_dict, to_dict
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
+from ..files import atomic_path
 from .base import count_trainable
 from .registry import build_model, get_spec
 
@@ -68,10 +69,9 @@ def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
               "normalisation": get_spec(model.config.name).normalisation}
     tensors = {name: tensor.detach().to("cpu").contiguous()
                for name, tensor in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
-                                           "lrcn": json.dumps(header)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
+                                               "lrcn": json.dumps(header)})
     return path
 
 
@@ -81,7 +81,7 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
-        raise LrcnError("no such checkpoint file or run folder", path)
+        raise LrcnError("no such checkpoint file or run folder", path, ErrorKind.NOT_FOUND)
     return path
 
 

@@ -44,10 +44,11 @@ from prometheus_client import generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..data.cache import decode_timeout
+from ..data.cache import default_decode_timeout
+from ..media.clip import read_clip_task
 from ..config import to_dict
 from ..inference.engine import is_onnx_file, load_engine
-from ..inference.predict import Predictor, decode_task
+from ..inference.predict import Predictor
 from ..inference.stream import CameraWindow
 from ..errors import ErrorKind, LrcnError
 from .jobs import JobRunner
@@ -58,10 +59,11 @@ from ..data.workers import WorkerPool
 WEB = Path(__file__).parent / "web"
 CHUNK = 1 << 16
 # The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
-# lrcn can read is 415; a damaged video, one whose decoder stalled or crashed, or a bad value
-# is 422; a missing job 404; work that went wrong on our side 500.
+# lrcn can read is 415; a damaged video, a bad value, or a decoder that stalled (TIMEOUT) or
+# crashed (FAILED: the only work that fails here is decoding the client's file) is 422; a
+# missing job 404. (Exceptions that are not LrcnErrors are bugs: 500.)
 STATUS_OF_KIND = {ErrorKind.NOT_VIDEO: 415, ErrorKind.BAD_INPUT: 422, ErrorKind.TIMEOUT: 422,
-                  ErrorKind.SETTING: 422, ErrorKind.NOT_FOUND: 404, ErrorKind.FAILED: 500}
+                  ErrorKind.SETTING: 422, ErrorKind.NOT_FOUND: 404, ErrorKind.FAILED: 422}
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class Server:
                                   precision=config.precision)
         self.predictor = Predictor(self.engine, config.window.reject_below, config.views)
         self.names = list(self.engine.names)
-        self.timeout = config.decode_timeout or decode_timeout()
+        self.timeout = config.decode_timeout or default_decode_timeout()
         self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
         self.limit = int(config.max_upload_mb * 1024 * 1024)
         self.active = 0                     # predict requests admitted and not finished
@@ -172,7 +174,7 @@ class Server:
             lambda: self.active + (self.runner.waiting() if self.runner else 0))
 
     def start(self) -> None:
-        self.pool = WorkerPool(decode_task, self.config.jobs, timeout=self.timeout)
+        self.pool = WorkerPool(read_clip_task, self.config.jobs, timeout=self.timeout)
         self.runner = JobRunner(self.config.checkpoint, self.config.device,
                                 self.config.precision,
                                 to_dict(self.config.window), self.work / "jobs",
@@ -225,8 +227,8 @@ class Server:
         future = self.pool.submit((str(path), to_dict(self.predictor.decode_frames)))
         try:
             result = await asyncio.wrap_future(future)
-        except RuntimeError as exc:          # the decoder process stalled or crashed
-            return self.decode_failed(LrcnError(str(exc), kind=ErrorKind.BAD_INPUT))
+        except LrcnError as exc:     # the decoder stalled (TIMEOUT) or crashed (FAILED)
+            return self.decode_failed(exc)
         if "error" in result:
             return self.decode_failed(LrcnError(result["error"],
                                                 kind=ErrorKind(result["kind"])))

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ..config import FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict, to_dict
 from ..data.dataset import read_split
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
+from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
 
 STATE_NAME = "state.safetensors"
@@ -56,9 +57,8 @@ def save_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
             tensors[f"rng.dropout.{i}.{device}"] = generator.get_state()
     header = {"progress": progress, "param_groups": optim["param_groups"],
               "dropout": dropout_by_rank or [dropout_states(model)]}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
 
 
 def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.optim.Optimizer,
@@ -114,7 +114,8 @@ def resume_settings(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
-        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir)
+        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir,
+                        ErrorKind.NOT_FOUND)
     try:
         saved = json.loads(path.read_text())
         model = to_dict(from_dict(ModelConfig, saved["model"]))

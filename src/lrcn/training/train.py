@@ -31,7 +31,7 @@ from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
 from ..devices import resolve_device
-from ..distributed import World, barrier, broadcast, gather, setup, teardown
+from ..distributed import World, barrier, broadcast, gather, rank_seed, setup, teardown
 from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
@@ -330,7 +330,7 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         seed_everything(config.seed)
         model = build_model(model_config, pretrained=True)
         # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
-        model.seed_dropout(config.seed + 1_000_003 * world.rank)
+        model.seed_dropout(rank_seed(config.seed, world.rank))
         model.to(device)
         data = training_inputs(data, model, frames, config, cache_dir, workers, device,
                                progress, log, world)
