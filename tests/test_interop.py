@@ -17,7 +17,8 @@ from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.devices import full_fp32
-from lrcn.inference.engine import OrtEngine, make_engine
+from lrcn.inference.calibrate import softmax
+from lrcn.inference.engine import Backend, OrtEngine, TorchEngine, make_engine
 from lrcn.errors import LrcnError
 from lrcn.models.lrcn import LRCN
 from lrcn.inference.predict import Predictor
@@ -200,10 +201,11 @@ ours = Predictor.load({str(onnx_path)!r}).probabilities(x)
 session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 [inp], [out] = session.get_inputs(), session.get_outputs()
-probs = session.run(None, {{"frames": x}})[0]
+logits = session.run(None, {{"frames": x}})[0]
 print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
                   "classes": json.loads(meta["classes"]), "frames": json.loads(meta["frames"]),
-                  "version": meta["lrcn_format_version"], "probs": probs.tolist(),
+                  "version": meta["lrcn_format_version"], "logits": logits.tolist(),
+                  "temperature": json.loads(meta["temperature"]),
                   "ours": ours.tolist(), "torch": "torch" in sys.modules and
                   sys.modules["torch"] is not None}}))
 """
@@ -211,17 +213,22 @@ print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["input"] == ["frames", ["batch", 20, 64, 64, 3], "tensor(uint8)"]
-    assert data["output"] == "probabilities" and data["classes"] == list("abcde")
+    assert data["output"] == "logits" and data["classes"] == list("abcde")
     assert data["frames"]["channel_order"] == "rgb" and data["frames"]["num_frames"] == 20
-    assert data["version"] == "2" and data["torch"] is False
+    assert data["version"] == "3" and data["torch"] is False
+    torch_engine = TorchEngine(load_checkpoint(checkpoint))
+    np.testing.assert_allclose(np.array(data["logits"]), torch_engine.logits(clips), atol=1e-5,
+                               rtol=0)
     expected = Predictor.load(checkpoint, "torch").probabilities(clips)
-    np.testing.assert_allclose(np.array(data["probs"]), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(softmax(np.array(data["logits"]), data["temperature"]),
+                               expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.array(data["ours"]), expected, atol=1e-5, rtol=0)
 
 
-def _float_format_file(checkpoint_path, out):
-    """An ONNX file as `lrcn export` wrote them before format version 2: float32 frames in
-    [0, 1], lrcn metadata without a version entry."""
+def _old_format_file(checkpoint_path, out, version: int):
+    """An ONNX file as `lrcn export` wrote them before format version 3: probabilities out.
+    Version 1: float32 frames in [0, 1], lrcn metadata without a version entry; version 2:
+    uint8 frames, scaled inside the graph."""
     import onnx
     checkpoint = load_checkpoint(checkpoint_path)
 
@@ -231,34 +238,49 @@ def _float_format_file(checkpoint_path, out):
             self.model = model
 
         def forward(self, frames):
+            if frames.dtype == torch.uint8:
+                frames = frames.to(torch.float32) / 255
             return torch.softmax(self.model(frames), dim=1)
 
+    example = torch.rand(2, 20, 64, 64, 3) if version == 1 else \
+        torch.randint(0, 256, (2, 20, 64, 64, 3), dtype=torch.uint8)
     with warnings.catch_warnings():   # the legacy exporter's notes, as lrcn's own export
         warnings.simplefilter("ignore")
         torch.onnx.export(Probabilities(checkpoint.build_model()).eval(),
-                          (torch.rand(2, 20, 64, 64, 3),), str(out), dynamo=False,
+                          (example,), str(out), dynamo=False,
                           opset_version=17, input_names=["frames"],
                           output_names=["probabilities"],
                           dynamic_axes={"frames": {0: "batch"}, "probabilities": {0: "batch"}})
     model = onnx.load(str(out))
-    for key, value in {"lrcn_format": "lrcn-onnx", "classes": json.dumps(list("abcde")),
-                       "frames": json.dumps({"num_frames": 20, "height": 64, "width": 64,
-                                             "channel_order": "rgb", "interpolation": "area"}),
-                       "info": json.dumps({"clip_seconds": 3.0})}.items():
+    metadata = {"lrcn_format": "lrcn-onnx", "classes": json.dumps(list("abcde")),
+                "frames": json.dumps({"num_frames": 20, "height": 64, "width": 64,
+                                      "channel_order": "rgb", "interpolation": "area"}),
+                "info": json.dumps({"clip_seconds": 3.0})}
+    if version > 1:
+        metadata["lrcn_format_version"] = str(version)
+    for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(out))
     return out
 
 
-def test_onnx_files_of_the_float_format_still_predict_the_same(exported, clips, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_onnx_files_of_older_formats_still_predict_the_same(exported, clips, tmp_path,
+                                                           version):
+    """Files that output probabilities (before format 3): the log of their output is a logit
+    up to a constant, so they give the same probabilities, under a temperature too."""
     checkpoint, _ = exported
-    old = _float_format_file(checkpoint, tmp_path / "old.onnx")
+    old = _old_format_file(checkpoint, tmp_path / "old.onnx", version)
     engine = OrtEngine.from_file(old)
     assert engine.clip_seconds == 3.0
-    np.testing.assert_allclose(engine.probabilities(clips),
-                               Predictor.load(checkpoint, "torch").probabilities(clips),
+    reference = TorchEngine(load_checkpoint(checkpoint))
+    np.testing.assert_allclose(engine.probabilities(clips), reference.probabilities(clips),
                                atol=1e-5, rtol=0)
+    engine.temperature = reference.temperature = 2.5
+    np.testing.assert_allclose(engine.probabilities(clips), reference.probabilities(clips),
+                               atol=1e-5, rtol=0)
+    assert np.abs(engine.probabilities(clips) - softmax(reference.logits(clips))).max() > 1e-3
 
 
 def test_onnx_model_errors_are_one_line(exported, tmp_path, clips):
@@ -320,7 +342,7 @@ print(json.dumps({{"backend": engine.backend, "reason": engine.fallback_reason,
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["backend"] == "torch" and "ONNX Runtime is not installed" in data["reason"]
+    assert data["backend"] == Backend.TORCH and "ONNX Runtime is not installed" in data["reason"]
     assert "running on PyTorch, not ONNX Runtime (ONNX Runtime is not installed" in \
         result.stderr
     assert data["refused"].startswith("--backend onnx failed: ONNX Runtime is not installed")
@@ -347,3 +369,25 @@ def test_predict_cli_onnx_backend_agrees_with_torch(exported, tmp_path):
         assert b["probabilities"][name] == pytest.approx(c["probabilities"][name], abs=1e-5)
     bad = run(onnx_path, video, "--backend", "torch")
     assert bad.returncode == 2 and "runs on ONNX Runtime only" in bad.stderr
+
+
+def test_only_the_expected_onnx_failures_fall_back(exported, monkeypatch):
+    """make_engine falls back to PyTorch when ONNX Runtime is missing or the exporter or ORT
+    refuse the model; any other exception is a bug, and surfaces."""
+    import lrcn.inference.engine as engine_module
+    checkpoint = load_checkpoint(exported[0])
+
+    def refused(_):
+        raise torch.onnx.OnnxExporterError("an operator the exporter does not know")
+    monkeypatch.setattr(engine_module, "feature_graph", refused)
+    engine = make_engine(checkpoint, warn=None)
+    assert engine.backend is Backend.TORCH
+    assert engine.fallback_reason == "OnnxExporterError: an operator the exporter does not know"
+
+    def bug(_):
+        raise ZeroDivisionError("a bug in lrcn")
+    monkeypatch.setattr(engine_module, "feature_graph", bug)
+    with pytest.raises(ZeroDivisionError):
+        make_engine(checkpoint, warn=None)
+    with pytest.raises(LrcnError, match="unknown backend 'tensorrt'"):
+        make_engine(checkpoint, "tensorrt")

@@ -15,8 +15,8 @@ import torch
 
 from lrcn.models import effnet
 from lrcn.data.augment import Augmenter
-from lrcn.inference.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
-                            reliability)
+from lrcn.inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
+                                     softmax)
 from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig, TrainConfig, candidate_frames
 from lrcn.data.dataset import Sample, random_split, split_samples
@@ -250,15 +250,23 @@ def test_temperature_scaling_recovers_a_known_temperature():
     calibrated = np.exp(logits / true_t)
     calibrated /= calibrated.sum(1, keepdims=True)
     labels = np.array([rng.choice(5, p=p) for p in calibrated])
-    overconfident = np.exp(logits)
-    overconfident /= overconfident.sum(1, keepdims=True)
-    fitted = fit_temperature(overconfident, labels)
+    overconfident = softmax(logits)
+    fitted = fit_temperature(logits, labels)
     assert abs(fitted - true_t) < 0.25
-    after = apply_temperature(overconfident, fitted)
+    after = softmax(logits, fitted)
     assert (after.argmax(1) == overconfident.argmax(1)).all()    # no prediction changes
     assert expected_calibration_error(after, labels) < 0.03 < \
         expected_calibration_error(overconfident, labels)
     assert sum(b["count"] for b in reliability(after, labels)) == 4000
+
+
+def test_softmax_is_stable_and_takes_the_temperature():
+    logits = np.array([[1000.0, 999.0, -1000.0], [0.0, 0.0, 0.0]])
+    got = softmax(logits, 2.0)
+    e = np.exp(-0.5)
+    np.testing.assert_allclose(got[0], [1 / (1 + e), e / (1 + e), 0], atol=1e-7)
+    np.testing.assert_allclose(got[1], [1 / 3] * 3, atol=1e-7)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
 
 
 def test_random_split_leaks_groups_and_the_group_split_does_not():

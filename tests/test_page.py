@@ -3,13 +3,16 @@
 either is missing. Screenshots go to the test's folder, or to $LRCN_SCREENSHOTS."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from test_serve import TOKEN, lrcn_predict, start_server, stop_server
+from test_serve import TOKEN, lrcn_predict, start_server, stop_server, webcam_expected
 from test_serve import checkpoint, clip, long_video  # noqa: F401 (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,6 +59,7 @@ def test_the_page_labels_a_clip_and_draws_a_long_videos_timeline(
         page.wait_for_selector("#result:not([hidden])", timeout=60_000)
         expected = lrcn_predict(checkpoint, clip)
         assert page.inner_text("#label") == expected["label"]
+        assert page.inner_text("#probability") == f"{100 * expected['probability']:.1f}%"
         assert page.locator("#bars .prob").count() == 3
         assert page.eval_on_selector("#upload-bar", "e => e.value") == 1
         page.screenshot(path=str(shots(tmp_path) / "page-clip.png"), full_page=True)
@@ -83,14 +87,41 @@ def test_the_page_labels_a_clip_and_draws_a_long_videos_timeline(
         page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 20)
         page.screenshot(path=str(shots(tmp_path) / "page-timeline.png"), full_page=True)
 
-        # The webcam (Chromium's fake camera): labels arrive over the socket, lag shown.
+        # The webcam (Chromium's fake camera): labels arrive over the socket, lag shown. The
+        # JPEGs the page sends and the replies it gets are recorded: the replies are what the
+        # classify path gives for those JPEGs, and the page shows the last one.
+        sent, received = [], []
+
+        def on_socket(ws):
+            ws.on("framesent", lambda payload: sent.append(payload)
+                  if isinstance(payload, bytes) else None)
+            ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
+        page.on("websocket", on_socket)
         page.click("#camera-button")
         page.wait_for_function(
             "['wave', 'jump', 'spin'].includes("
             "document.getElementById('camera-label').textContent)", timeout=60_000)
         assert page.inner_text("#lag").startswith("lag ")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            last = received[-1]
+            shown = (page.inner_text("#camera-label"), page.inner_text("#camera-probability"))
+            if "label" in last and shown == (last["label"],
+                                             f"{100 * last['probability']:.0f}%"):
+                break
+            page.wait_for_timeout(50)
+        assert "label" in last and shown == (last["label"], f"{100 * last['probability']:.0f}%")
         page.screenshot(path=str(shots(tmp_path) / "page-webcam.png"), full_page=True)
         page.click("#camera-button")
+        replies = list(received)
+        labelled = [r for r in replies if "label" in r]
+        assert [r.get("warming") for r in replies[:19]] == list(range(1, 20))
+        expected = webcam_expected(checkpoint, [m[8:] for m in sent[:len(replies)]])
+        assert len(labelled) == len(expected) > 0
+        for got, want in zip(labelled, expected):
+            assert got["label"] == want["label"]
+            np.testing.assert_allclose(list(got["probabilities"].values()),
+                                       list(want["probabilities"].values()), atol=1e-5)
         page.close()
     finally:
         assert stop_server(served) == 0

@@ -115,7 +115,7 @@ def test_predict_equals_lrcn_predict(server, checkpoint, clip):
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["label"] == expected["label"]
-        assert body["probability"] == expected["confidence"]
+        assert body["probability"] == expected["probability"]
         assert body["probabilities"] == expected["probabilities"]     # exactly
         assert body["frames"] == [int(((2 * i + 1) * 45) // 40) for i in range(20)]
         assert body["decoded_frames"] == 45 and body["seconds"] > 0
@@ -282,20 +282,46 @@ def test_the_token_is_enforced(server, clip):
     assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/predict"]
 
 
-def test_the_webcam_socket_labels_frames_as_they_come(server):
+def webcam_expected(checkpoint, jpegs: list[bytes], smooth: int = 3) -> list[dict]:
+    """What the webcam socket should answer for these JPEGs, by the classify path in this
+    process: each JPEG decoded as the server decodes it (cv2.imdecode, then the checkpoint's
+    frame settings), each window of num_frames frames through Predictor (the clip path:
+    logits, temperature, one softmax), the trailing average of `smooth` windows."""
+    import cv2
+    from lrcn.inference.engine import load_engine
+    from lrcn.inference.predict import Predictor, prediction_of
+    from lrcn.inference.windows import TrailingAverage
+    from lrcn.media.video import image_to_model_frame
+    predictor = Predictor(load_engine(checkpoint))       # the server's engine: auto
+    config = predictor.frame_config
+    frames = [image_to_model_frame(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR),
+                                   config, channels="bgr") for j in jpegs]
+    average = TrailingAverage(smooth)
+    out = []
+    for k in range(len(frames) - config.num_frames + 1):
+        window = predictor.probabilities(np.stack(frames[k:k + config.num_frames]))
+        out.append(prediction_of(predictor.names, average.add(window)).as_dict())
+    return out
+
+
+def test_the_webcam_socket_answers_what_predictor_gives_for_the_same_frames(server,
+                                                                             checkpoint):
     import asyncio
     import struct
 
     import cv2
     import websockets
+    rng = np.random.default_rng(7)
+    jpegs = [cv2.imencode(".jpg", np.clip(indexed_frame(i, 160, 120).astype(int)
+                                          + rng.integers(-40, 40, (120, 160, 3)), 0, 255)
+                          .astype(np.uint8))[1].tobytes() for i in range(25)]
 
     async def session():
         url = server.url.replace("http", "ws") + f"/v1/stream?token={TOKEN}"
         replies = []
         async with websockets.connect(url) as ws:
-            for i in range(22):
-                ok, jpeg = cv2.imencode(".jpg", indexed_frame(i, 160, 120))
-                await ws.send(struct.pack(">d", 1000.0 + i) + jpeg.tobytes())
+            for i, jpeg in enumerate(jpegs):
+                await ws.send(struct.pack(">d", 1000.0 + i) + jpeg)
                 replies.append(json.loads(await ws.recv()))
             await ws.send(struct.pack(">d", 5.0) + b"not a jpeg")
             replies.append(json.loads(await ws.recv()))
@@ -303,11 +329,42 @@ def test_the_webcam_socket_labels_frames_as_they_come(server):
 
     replies = asyncio.run(session())
     assert [r.get("warming") for r in replies[:19]] == list(range(1, 20))
-    labelled = replies[19:22]
-    assert all(r["label"] in ("wave", "jump", "spin") for r in labelled)
-    assert [r["t"] for r in labelled] == [1019.0, 1020.0, 1021.0]
-    assert sum(labelled[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert replies[22]["error"] == "not a JPEG image"
+    labelled = replies[19:25]
+    assert [r["t"] for r in labelled] == [1019.0 + k for k in range(6)]
+    expected = webcam_expected(checkpoint, jpegs)
+    assert len(expected) == len(labelled) == 6
+    for got, want in zip(labelled, expected):
+        assert got["label"] == want["label"]
+        assert list(got["probabilities"]) == ["wave", "jump", "spin"]
+        np.testing.assert_allclose(list(got["probabilities"].values()),
+                                   list(want["probabilities"].values()), atol=1e-6, rtol=0)
+        assert got["probability"] == pytest.approx(want["probability"], abs=1e-6)
+    # The trailing average is at work: the shown answers are not the windows' own.
+    assert np.abs(np.diff([list(r["probabilities"].values()) for r in labelled], axis=0)
+                  ).max() > 1e-6
+    assert replies[25]["error"] == "not a JPEG image"
+
+
+def test_views_on_the_rest_route_are_those_of_lrcn_predict(checkpoint, clip, tmp_path):
+    """`lrcn serve --views 2` answers what `lrcn predict --views 2` prints (the route used to
+    classify without views)."""
+    served = start_server(checkpoint, tmp_path / "tmp", "--views", "2")
+    try:
+        response = httpx.post(f"{served.url}/v1/predict", content=clip.read_bytes())
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert httpx.get(f"{served.url}/v1/model").json()["views"] == 2
+    finally:
+        assert stop_server(served) == 0
+    result = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(checkpoint),
+                             str(clip), "--json", "--views", "2"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    expected = json.loads(result.stdout)[0]
+    assert body["label"] == expected["label"]
+    assert body["probabilities"] == expected["probabilities"]     # exactly
+    assert body["probabilities"] != lrcn_predict(checkpoint, clip)["probabilities"]
+    assert len(body["frames"]) == 40                  # two views of 20 frames
 
 
 def test_sigterm_lets_a_running_job_finish_then_stops(checkpoint, long_video, tmp_path):

@@ -272,10 +272,14 @@ def test_reject_below_says_unknown_for_clips_timelines_and_streams(checkpoint, l
     gives each of its 3 classes about a third)."""
     clip = lrcn("predict", checkpoint, long_video, "--json", "--reject-below", "0.9")
     [result] = json.loads(clip.stdout)
-    assert result["label"] == "unknown" and result["confidence"] < 0.9
+    assert result["label"] == "unknown" and result["probability"] < 0.9
     assert set(result["probabilities"]) == {"a", "b", "c"}
     plain = json.loads(lrcn("predict", checkpoint, long_video, "--json").stdout)[0]
-    assert plain["label"] in ("a", "b", "c")
+    expected = Predictor.load(checkpoint).predict_file(long_video)   # the same engine: auto
+    assert plain["label"] == expected.label == max(expected.probabilities,
+                                                   key=expected.probabilities.get)
+    assert plain["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert plain["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
     assert plain["probabilities"] == result["probabilities"]
     timeline = lrcn("predict", checkpoint, long_video, "--timeline", "--out", tmp_path / "t",
                     "--reject-below", "0.9")
@@ -288,3 +292,15 @@ def test_reject_below_says_unknown_for_clips_timelines_and_streams(checkpoint, l
     assert changes and all(" unknown (" in line for line in changes)
     bad = lrcn("predict", checkpoint, long_video, "--reject-below", "1.5")
     assert bad.returncode == 2 and "must be in [0, 1)" in bad.stderr
+
+
+def test_top_k_keeps_the_most_probable_classes_in_order(checkpoint, long_video):
+    predictor = Predictor.load(checkpoint)
+    every = predictor.predict_file(long_video)
+    assert list(every.probabilities) == ["a", "b", "c"]          # the classes' order
+    best = predictor.predict_file(long_video, top_k=2)
+    ranked = sorted(every.probabilities, key=every.probabilities.get, reverse=True)
+    assert list(best.probabilities) == ranked[:2]
+    assert best.probabilities == {k: every.probabilities[k] for k in ranked[:2]}
+    assert best.label == every.label == ranked[0]
+    assert best.probability == every.probability == every.probabilities[ranked[0]]

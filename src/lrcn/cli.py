@@ -366,7 +366,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     frames = checkpoint.frame_config
     print(f"ONNX model: {out} (input 'frames' uint8 (batch, {frames.num_frames}, "
           f"{frames.height}, {frames.width}, 3), {frames.channel_order.upper()}, scaled inside; "
-          f"output 'probabilities' (batch, {len(checkpoint.class_names)}))")
+          f"output 'logits' (batch, {len(checkpoint.class_names)}), to divide by the "
+          f"metadata's temperature before a softmax)")
     return 0
 
 
@@ -402,14 +403,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models.checkpoint import resolve_checkpoint_path
     from .server.app import ServeConfig, run_server
-    target = args.checkpoint if str(args.checkpoint).endswith(".onnx") else \
+    from .inference.engine import is_onnx_file
+    target = args.checkpoint if is_onnx_file(args.checkpoint) else \
         str(resolve_checkpoint_path(args.checkpoint))
     if not Path(target).is_file():
         raise LrcnError("no such model file", target)
     run_server(ServeConfig(checkpoint=target, host=args.host, port=args.port,
                            max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
                            token=args.token or os.environ.get("LRCN_TOKEN") or None,
-                           device=args.device, precision=args.precision,
+                           device=args.device, precision=args.precision, views=args.views,
                            decode_timeout=args.decode_timeout,
                            window=_window_config(args)))
     return 0
@@ -674,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "$LRCN_TOKEN; none)")
     p.add_argument("--decode-timeout", type=_positive_float, default=None, metavar="S",
                    help="a decode that takes longer fails its request (default 120)")
+    p.add_argument("--views", type=_positive_int, default=1, metavar="K",
+                   help="/v1/predict averages K temporal offsets of the clip's frames, as "
+                        "predict --views (default 1)")
     device_options(p)
     window_options(p)
     p.set_defaults(func=cmd_serve)

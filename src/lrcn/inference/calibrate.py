@@ -1,4 +1,5 @@
-"""Calibration: temperature scaling (Guo et al., 2017) and the expected calibration error.
+"""Calibration: temperature scaling (Guo et al., 2017) and the expected calibration error, and
+the one softmax that turns an engine's logits into probabilities everywhere in lrcn.
 
 A classifier's top probability should be how often it is right. Small video models trained to
 zero training loss are overconfident: they call a street scene "Bounce" at 86%. One temperature
@@ -6,8 +7,8 @@ T, fitted on the validation clips after training by minimising their negative lo
 divides the logits: softmax(z / T). It changes no prediction (the order of the classes is
 kept), only the confidence, which is what --reject-below and a user read.
 
-Engines return probabilities, not logits; log p = z - logsumexp(z), so softmax(log p / T) is
-softmax(z / T) exactly. Everything here is NumPy (and SciPy's scalar minimiser).
+Engines return logits (engine.py); `softmax(logits, temperature)` is the only place where they
+become probabilities. Everything here is NumPy (and SciPy's scalar minimiser).
 """
 from __future__ import annotations
 
@@ -16,29 +17,35 @@ import numpy as np
 ECE_BINS = 15
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """(..., classes) probabilities -> those of the logits divided by `temperature`."""
-    if temperature == 1.0:
-        return probabilities
-    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    scaled = np.exp(logits)
-    return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(probabilities.dtype)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(..., classes) logits -> float32 probabilities of softmax(logits / temperature), computed
+    in float64 with the largest logit subtracted first (no overflow, whatever the scale)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _nll(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    scaled = apply_temperature(probabilities.astype(np.float64), temperature)
-    return float(-np.log(np.clip(scaled[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(..., classes) logits -> float64 log-probabilities of logits / temperature (stable)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def fit_temperature(probabilities: np.ndarray, labels) -> float:
-    """The temperature that minimises the negative log-likelihood of `labels` (searched over
-    log T in [-3, 3], i.e. T from 0.05 to 20)."""
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    return float(-log_softmax(logits, temperature)[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels) -> float:
+    """The temperature that minimises the negative log-likelihood of `labels` under
+    softmax(logits / T) (searched over log T in [-3, 3], i.e. T from 0.05 to 20)."""
     from scipy.optimize import minimize_scalar   # here: engines import this module too
     labels = np.asarray(labels)
     if len(labels) == 0:
         return 1.0
-    found = minimize_scalar(lambda log_t: _nll(probabilities, labels, float(np.exp(log_t))),
+    logits = np.asarray(logits, dtype=np.float64)
+    found = minimize_scalar(lambda log_t: _nll(logits, labels, float(np.exp(log_t))),
                             bounds=(-3.0, 3.0), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
 
@@ -71,5 +78,5 @@ def expected_calibration_error(probabilities: np.ndarray, labels, bins: int = EC
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / total)
 
 
-__all__ = ["apply_temperature", "fit_temperature", "reliability",
+__all__ = ["softmax", "log_softmax", "fit_temperature", "reliability",
            "expected_calibration_error", "ECE_BINS"]

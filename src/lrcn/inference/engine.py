@@ -11,13 +11,15 @@ clips go through both halves.
 - TorchEngine runs the same model on PyTorch: the fallback, and the reference.
 The two give the same numbers (within 1e-5, tested). Frames go in as uint8 (N, H, W, 3), as
 decoded; the conversion to [0, 1] floats happens inside the engine (inside the ONNX graph for
-ORT), so no float copy of a batch is made in Python.
+ORT), so no float copy of a batch is made in Python. Engines return logits; the checkpoint's
+temperature and the one softmax (calibrate.softmax) make probabilities of them.
 
 This module imports neither torch nor the checkpoint code until a checkpoint is used, so that an
 exported .onnx file predicts on a machine without PyTorch (tested with torch unimportable).
 """
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -26,9 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibrate import apply_temperature
+from .calibrate import softmax
 from ..config import FrameConfig, from_dict
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, feature_graph, sequence_graph
 
 if TYPE_CHECKING:
@@ -37,55 +39,82 @@ if TYPE_CHECKING:
 FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
 
 
+class Backend(str, enum.Enum):
+    """What runs the model: `--backend`'s choices and an engine's `backend`."""
+    AUTO = "auto"       # ONNX Runtime when it can run the model here, else PyTorch
+    ONNX = "onnx"       # ONNX Runtime
+    TORCH = "torch"     # PyTorch
+
+    def __str__(self) -> str:       # the value, in messages and f-strings, on every Python
+        return self.value
+
+    @classmethod
+    def parse(cls, value: "str | Backend") -> "Backend":
+        try:
+            return cls(value)
+        except ValueError:
+            raise LrcnError(f"unknown backend {value!r} (auto, onnx or torch)",
+                            kind=ErrorKind.SETTING) from None
+
+
+def is_onnx_file(path: str | os.PathLike) -> bool:
+    """Whether `path` names an exported ONNX model (else a checkpoint or a run folder): the one
+    place that decides which kind of model file a path is."""
+    return str(path).endswith(".onnx")
+
+
 class Engine:
-    """features(uint8 frames) -> per-frame features; sequence(features) -> probabilities;
-    probabilities(uint8 clips) -> probabilities."""
-    backend: str
+    """features(uint8 frames) -> per-frame features; sequence_logits(features) -> logits;
+    logits(uint8 clips) -> logits. `temperature` is the calibration to divide the logits by
+    before the softmax (calibrate.softmax)."""
+    backend: Backend
     names: list[str]
     frame_config: FrameConfig
     clip_seconds: float = 0.0   # the training clips' typical span, for windows (0: unknown)
     splits: bool = True         # runs the CNN and the LSTM separately (timelines, streams)
     temperature: float = 1.0    # calibration (calibrate.py), fitted after training
+    fallback_reason: str | None = None   # why PyTorch runs where ONNX Runtime was expected
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 frames -> (N, F) float32 CNN features."""
         raise NotImplementedError
 
-    def sequence(self, features: np.ndarray) -> np.ndarray:
-        """(B, T, F) float32 features -> (B, classes) probabilities, calibrated."""
-        return apply_temperature(self._sequence(features), self.temperature)
-
-    def _sequence(self, features: np.ndarray) -> np.ndarray:
+    def sequence_logits(self, features: np.ndarray) -> np.ndarray:
+        """(B, T, F) float32 features -> (B, classes) float32 logits."""
         raise NotImplementedError
 
-    def probabilities(self, clips: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes),
-        calibrated."""
+    def logits(self, clips: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes) logits."""
         single = clips.ndim == 4
         batch = clips[None] if single else clips
-        probs = apply_temperature(self._clip_probabilities(batch), self.temperature)
-        return probs[0] if single else probs
+        logits = self._clip_logits(batch)
+        return logits[0] if single else logits
 
-    def _clip_probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def probabilities(self, clips: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> calibrated probabilities: `logits`
+        through the temperature and the one softmax."""
+        return softmax(self.logits(clips), self.temperature)
+
+    def _clip_logits(self, batch: np.ndarray) -> np.ndarray:
         b, t = batch.shape[:2]
         frames = batch.reshape(b * t, *batch.shape[2:])
         # The CNN in slices of frames: memory stays bounded (the first layer's output is
         # 256 KB per frame) and the activations stay in cache, whatever the batch.
         feats = np.concatenate([self.features(frames[i:i + FRAMES_PER_CALL])
                                 for i in range(0, len(frames), FRAMES_PER_CALL)])
-        return self._sequence(feats.reshape(b, t, -1))
+        return self.sequence_logits(feats.reshape(b, t, -1))
 
 
 class TorchEngine(Engine):
     """The model on PyTorch, on any device (`devices.resolve_device`), in fp32 or under
     autocast in bf16/fp16. Arrays in and out are NumPy on the host."""
-    backend = "torch"
+    backend = Backend.TORCH
 
     def __init__(self, checkpoint: Checkpoint, model=None, device="cpu",
                  precision: str = "fp32"):
         import torch
         from ..devices import check_precision
-        from ..models.base import FrameFeatures, SequenceProbabilities
+        from ..models.base import FrameFeatures, SequenceLogits
         self._torch = torch
         self.device = torch.device(device)
         self.precision = check_precision(precision)
@@ -94,7 +123,7 @@ class TorchEngine(Engine):
         self.frame_config = checkpoint.frame_config
         self.clip_seconds = checkpoint.clip_seconds
         self._features = FrameFeatures(self.model)
-        self._sequence_module = SequenceProbabilities(self.model)
+        self._sequence_module = SequenceLogits(self.model)
         self.temperature = checkpoint.temperature
 
     def _run(self, module, array: np.ndarray) -> np.ndarray:
@@ -107,7 +136,7 @@ class TorchEngine(Engine):
     def features(self, frames: np.ndarray) -> np.ndarray:
         return self._run(self._features, np.ascontiguousarray(frames))
 
-    def _sequence(self, features: np.ndarray) -> np.ndarray:
+    def sequence_logits(self, features: np.ndarray) -> np.ndarray:
         return self._run(self._sequence_module,
                          np.ascontiguousarray(features, dtype=np.float32))
 
@@ -138,17 +167,27 @@ def ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def ort_errors() -> tuple[type[Exception], ...]:
+    """The exception types ONNX Runtime raises (InvalidProtobuf, Fail, NotImplemented, ...: all
+    direct subclasses of Exception, defined by its C++ binding)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    return tuple(value for value in vars(state).values()
+                 if isinstance(value, type) and issubclass(value, Exception))
+
+
 class OrtEngine(Engine):
-    backend = "onnxruntime"
+    backend = Backend.ONNX
 
     def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
                  cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
-                 temperature: float = 1.0):
+                 clip_gives_probabilities: bool = False, temperature: float = 1.0):
         """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
-        from a file: it cannot be split, so it predicts clips only)."""
+        from a file: it cannot be split, so it predicts clips only; files from before format
+        2 take float frames, from before format 3 give probabilities)."""
         self.names, self.frame_config, self.clip_seconds = names, frame_config, clip_seconds
         self._cnn, self._lstm, self._clip = cnn, lstm, clip
         self._clip_takes_float = clip_takes_float
+        self._clip_gives_probabilities = clip_gives_probabilities
         self.splits = cnn is not None and lstm is not None
         self.temperature = temperature
 
@@ -168,11 +207,13 @@ class OrtEngine(Engine):
         if not path.is_file():
             raise LrcnError("no such ONNX model file", path)
         try:
-            session = ort_session(str(path), threads, cuda)
+            errors = ort_errors()
         except ImportError:
             raise LrcnError("an ONNX model needs ONNX Runtime (pip install onnxruntime)",
-                            path) from None
-        except Exception as exc:  # ORT raises its own exception types
+                            path, ErrorKind.SETTING) from None
+        try:
+            session = ort_session(str(path), threads, cuda)
+        except errors as exc:
             raise LrcnError(f"not a loadable ONNX model ({str(exc).splitlines()[0]})",
                             path) from None
         meta = session.get_modelmeta().custom_metadata_map
@@ -195,25 +236,33 @@ class OrtEngine(Engine):
         except (KeyError, TypeError, ValueError) as exc:
             raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
         return cls(names, frames, clip_seconds, clip=session,
-                   clip_takes_float=inputs[0].type == "tensor(float)", temperature=temperature)
+                   clip_takes_float=inputs[0].type == "tensor(float)",
+                   clip_gives_probabilities=version < 3, temperature=temperature)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
         return self._cnn.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)})[0]
 
-    def _sequence(self, features: np.ndarray) -> np.ndarray:
+    def sequence_logits(self, features: np.ndarray) -> np.ndarray:
         self._need_split()
         return self._lstm.run(None, {"features": np.ascontiguousarray(features,
                                                                       dtype=np.float32)})[0]
 
-    def _clip_probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def _clip_logits(self, batch: np.ndarray) -> np.ndarray:
         if self._clip is None:
-            return super()._clip_probabilities(batch)
+            return super()._clip_logits(batch)
         if self._clip_takes_float:   # a file from before format 2
             batch = batch.astype(np.float32) / np.float32(255)
         else:
             batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        return self._clip.run(None, {"frames": batch})[0]
+        out = self._clip.run(None, {"frames": batch})[0]
+        if self._clip_gives_probabilities:
+            # A file from before format 3 outputs probabilities p = softmax(z). log p =
+            # z - logsumexp(z) is z shifted by one constant for every class, which softmax(. / T)
+            # ignores: a valid logit. p can underflow to 0 in float32 for a class far behind; the floor
+            # (the smallest normal float32, log = -87.3) keeps its log finite.
+            out = np.log(np.maximum(out, np.finfo(np.float32).tiny))
+        return out
 
     def _need_split(self) -> None:
         if not self.splits:
@@ -236,20 +285,33 @@ def _ort_device(device: str) -> int | None:
     return int(name.split(":")[1]) if ":" in name else 0
 
 
-def make_engine(checkpoint: Checkpoint, backend: str = "auto", device: str = "auto",
-                precision: str = "fp32", warn=sys.stderr) -> Engine:
+def _expected_ort_failures() -> tuple[type[BaseException], ...]:
+    """What goes wrong, without a bug in lrcn, when a checkpoint is put on ONNX Runtime: it is
+    not installed, the exporter cannot take the model, or ORT cannot load or run the graph.
+    Anything else is a bug, and surfaces."""
+    from torch.onnx import OnnxExporterError
+    failures: list[type[BaseException]] = [ImportError, OnnxExporterError]
+    try:
+        failures += ort_errors()
+    except ImportError:
+        pass
+    return tuple(failures)
+
+
+def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
+                device: str = "auto", precision: str = "fp32", warn=sys.stderr) -> Engine:
     """The engine for a checkpoint on `device` ("auto": CUDA when there is one).
 
-    backend "auto": ONNX Runtime when it is installed, the export works and it can run on the
+    Backend.AUTO: ONNX Runtime when it is installed, the export works and it can run on the
     device (its CUDA provider for a GPU), else PyTorch, saying why on `warn` when ONNX Runtime
-    was expected (the results are the same; only the speed differs). bf16/fp16 run on PyTorch
-    (the ONNX graphs are fp32). "onnx" or "torch": that one, or an LrcnError."""
+    was expected (the results are the same; only the speed differs), and recording it in the
+    engine's `fallback_reason`. bf16/fp16 run on PyTorch (the ONNX graphs are fp32).
+    Backend.ONNX or TORCH: that one, or an LrcnError."""
     from ..devices import check_precision, resolve_device
-    if backend not in ("auto", "onnx", "torch"):
-        raise LrcnError(f"unknown backend {backend!r} (auto, onnx or torch)")
+    backend = Backend.parse(backend)
     target = resolve_device(device)
     check_precision(precision)
-    if backend == "torch":
+    if backend is Backend.TORCH:
         return TorchEngine(checkpoint, device=target, precision=precision)
     cause = None
     if precision != "fp32":
@@ -264,10 +326,10 @@ def make_engine(checkpoint: Checkpoint, backend: str = "auto", device: str = "au
                 checkpoint, cuda=target.index or 0 if target.type == "cuda" else None)
         except ImportError as exc:
             cause = f"ONNX Runtime is not installed ({exc.name or exc})"
-        except Exception as exc:  # an exporter or runtime that cannot take this model
+        except _expected_ort_failures() as exc:   # an exporter or runtime that cannot take it
             cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if backend == "onnx":
-        raise LrcnError(f"--backend onnx failed: {cause}")
+    if backend is Backend.ONNX:
+        raise LrcnError(f"--backend onnx failed: {cause}", kind=ErrorKind.SETTING)
     if warn is not None and target.type == "cpu" and precision == "fp32":
         print(f"lrcn: note: running on PyTorch, not ONNX Runtime ({cause}); the results are "
               "the same, only slower", file=warn)
@@ -276,16 +338,19 @@ def make_engine(checkpoint: Checkpoint, backend: str = "auto", device: str = "au
     return engine
 
 
-def load_engine(path: str | os.PathLike, backend: str = "auto", device: str = "auto",
-                precision: str = "fp32") -> Engine:
+def load_engine(path: str | os.PathLike, backend: Backend | str = Backend.AUTO,
+                device: str = "auto", precision: str = "fp32") -> Engine:
     """An engine for a checkpoint file, a run folder or an exported .onnx file."""
-    if str(path).endswith(".onnx"):
-        if backend == "torch" or precision != "fp32":
+    backend = Backend.parse(backend)
+    if is_onnx_file(path):
+        if backend is Backend.TORCH or precision != "fp32":
             raise LrcnError("an ONNX model runs on ONNX Runtime only, in fp32; for --backend "
-                            "torch or --precision bf16/fp16, pass the checkpoint", path)
+                            "torch or --precision bf16/fp16, pass the checkpoint", path,
+                            ErrorKind.SETTING)
         return OrtEngine.from_file(path, cuda=_ort_device(device))
     from ..models.checkpoint import load_checkpoint
     return make_engine(load_checkpoint(path), backend, device, precision)
 
 
-__all__ = ["Engine", "TorchEngine", "OrtEngine", "make_engine", "load_engine", "ort_session"]
+__all__ = ["Backend", "Engine", "TorchEngine", "OrtEngine", "make_engine", "load_engine",
+           "ort_session", "ort_errors", "is_onnx_file"]

@@ -4,10 +4,12 @@ Runtime engine (the CNN and the LSTM as two graphs, engine.py), and as a file fo
 
 Every graph takes frames as uint8, as decoded, and scales them to [0, 1] inside. The exported
 file is the whole classifier: input `frames`, uint8 (batch, T, H, W, 3) in the channel order the
-checkpoint records (the seed's Keras layout); output `probabilities`, (batch, classes). The
-class names, the preprocessing settings, the clip span and a format version travel in its
-metadata, so the .onnx file alone is enough to predict (`OrtEngine.from_file`). Files written
-before format version 2 take float32 frames in [0, 1]; they still load and predict the same.
+checkpoint records (the seed's Keras layout); output `logits`, (batch, classes): the
+temperature and the softmax are applied by whoever reads them (lrcn's engine: calibrate.softmax
+with the `temperature` of the metadata). The class names, the preprocessing settings, the clip
+span and a format version travel in its metadata, so the .onnx file alone is enough to predict
+(`OrtEngine.from_file`). Older files still load and predict the same: before format version 3
+the output is `probabilities`, and before version 2 the input is float32 frames in [0, 1].
 
 torch is imported when a graph is made, not with this module: the engine reads the format
 constants here on machines without PyTorch.
@@ -31,9 +33,10 @@ if TYPE_CHECKING:
 
 OPSET = 17
 ONNX_FORMAT = "lrcn-onnx"   # metadata marking an lrcn export
-# 2: the file takes uint8 frames and scales them inside the graph. 1 (files without the
-# version entry): float32 frames in [0, 1], scaled by the caller.
-ONNX_FORMAT_VERSION = 2
+# 3: the file outputs logits. 2: it takes uint8 frames and scales them inside the graph, and
+# outputs probabilities. 1 (files without the version entry): float32 frames in [0, 1], scaled
+# by the caller, probabilities out.
+ONNX_FORMAT_VERSION = 3
 
 
 def _graph(wrapper_class, checkpoint: Checkpoint, example, input_name: str, output_name: str,
@@ -68,20 +71,20 @@ def feature_graph(checkpoint: Checkpoint) -> bytes:
 
 
 def sequence_graph(checkpoint: Checkpoint) -> bytes:
-    """features (n, steps, F) -> probabilities (n, classes)."""
+    """features (n, steps, F) -> logits (n, classes)."""
     import torch
-    from ..models.base import SequenceProbabilities
+    from ..models.base import SequenceLogits
     model = checkpoint.build_model()
     example = torch.rand(2, checkpoint.frame_config.num_frames, model.feature_size)
-    return _graph(SequenceProbabilities, checkpoint, example, "features", "out",
+    return _graph(SequenceLogits, checkpoint, example, "features", "out",
                   {0: "n", 1: "steps"})
 
 
 def clip_graph(checkpoint: Checkpoint) -> bytes:
-    """uint8 clips (batch, T, H, W, 3) -> probabilities (batch, classes)."""
-    from ..models.base import ClipProbabilities
+    """uint8 clips (batch, T, H, W, 3) -> logits (batch, classes)."""
+    from ..models.base import ClipLogits
     example = _frames_example(checkpoint, 2, checkpoint.frame_config.num_frames)
-    return _graph(ClipProbabilities, checkpoint, example, "frames", "probabilities",
+    return _graph(ClipLogits, checkpoint, example, "frames", "logits",
                   {0: "batch"})
 
 
@@ -100,7 +103,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
                 "frames": json.dumps(to_dict(checkpoint.frame_config)),
                 "model": json.dumps(to_dict(checkpoint.model_config)),
                 "clip_seconds": json.dumps(checkpoint.clip_seconds),
-                # applied by lrcn's engine to the file's probabilities (calibrate.py)
+                # divides the file's logits before the softmax (calibrate.py)
                 "temperature": json.dumps(checkpoint.temperature),
                 "info": json.dumps(checkpoint.info)}
     for key, value in metadata.items():

@@ -22,7 +22,9 @@ from ..media.annotate import AnnotatedVideo, Label
 from .engine import Engine
 from ..errors import LrcnError
 from ..media.video import FrameSource, open_source
-from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
+from .predict import Prediction, prediction_of
+from .windows import (TrailingAverage, Window, WindowConfig, WindowScorer, clock,
+                      window_probabilities)
 
 
 @dataclass
@@ -96,29 +98,57 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
 
 
 class _Labeller:
-    """Windows -> the current label, by a trailing average (windows.smooth) of the last
-    `smooth` windows, printing each change of label with the stream time at which it was
+    """Windows -> the current label, by the trailing average of the last `smooth` windows (the
+    webcam's too), printing each change of label with the stream time at which it was
     decided."""
 
     def __init__(self, names, smooth_windows: int, result: StreamResult, out,
                  reject_below: float = 0.0):
-        self.names, self.smooth, self.result, self.out = names, smooth_windows, result, out
+        self.names, self.result, self.out = names, result, out
         self.reject_below = reject_below
-        self.recent: list[np.ndarray] = []
+        self.average = TrailingAverage(smooth_windows)
         self.label: str | None = None
 
     def add(self, window: Window) -> Label:
         self.result.windows += 1
-        self.recent = (self.recent + [window.probabilities])[-self.smooth:]
-        probs = smooth(np.stack(self.recent), self.smooth, centred=False)[-1]
-        top = int(probs.argmax())
-        name = name_of(self.names, probs, self.reject_below)
-        if name != self.label:
-            self.label = name
+        shown = prediction_of(self.names, self.average.add(window.probabilities),
+                              self.reject_below)
+        if shown.label != self.label:
+            self.label = shown.label
             self.result.changes += 1
-            print(f"[{clock(window.end)}] {self.label} ({probs[top]:.0%})", file=self.out,
-                  flush=True)
-        return Label(name, float(probs[top]), dict(zip(self.names, map(float, probs))))
+            print(f"[{clock(window.end)}] {self.label} ({shown.probability:.0%})",
+                  file=self.out, flush=True)
+        return shown.as_label()
 
 
-__all__ = ["run_stream", "StreamResult"]
+class CameraWindow:
+    """Model frames that come one per grid step (the server's webcam: the browser sends them
+    at the trained spacing) -> Predictions: each frame's CNN features computed once, the last
+    `num_frames` of them one window (window_probabilities), shown as the trailing average of
+    the last `smooth` windows, as `run_stream` shows a stream."""
+
+    def __init__(self, engine: Engine, smooth: int, reject_below: float = 0.0):
+        if not engine.splits:
+            raise LrcnError("an exported ONNX file cannot label a camera (it cannot be split "
+                            "into per-frame features and the LSTM): pass the checkpoint")
+        self.engine, self.reject_below = engine, reject_below
+        self.size = engine.frame_config.num_frames
+        self.features: list[np.ndarray] = []
+        self.average = TrailingAverage(smooth)
+
+    @property
+    def filled(self) -> int:
+        return len(self.features)
+
+    def add(self, frame: np.ndarray) -> Prediction | None:
+        """One (H, W, 3) uint8 model frame -> the label shown after it (None until the first
+        window is full)."""
+        self.features = (self.features + [self.engine.features(frame[None])[0]])[-self.size:]
+        if len(self.features) < self.size:
+            return None
+        probabilities = window_probabilities(self.engine, np.stack(self.features)[None])[0]
+        return prediction_of(self.engine.names, self.average.add(probabilities),
+                             self.reject_below)
+
+
+__all__ = ["run_stream", "StreamResult", "CameraWindow"]

@@ -22,6 +22,7 @@ from ..errors import LrcnError
 from ..files import atomic_write_text
 from ..media.plots import plot_timeline
 from ..media.video import FrameSource
+from .predict import prediction_of
 from .windows import Window, WindowConfig, WindowScorer, clock, name_of, smooth
 
 
@@ -84,8 +85,8 @@ class Timeline:
 
     def shown_at(self, t: float) -> Label:
         """What an annotated video shows at time t."""
-        label, probs = self.label_at(t)
-        return Label(label, float(probs.max()), dict(zip(self.classes, map(float, probs))))
+        return prediction_of(self.classes, self.smoothed[_slot(self.windows, t)],
+                             self.reject_below).as_label()
 
 
 def _slot_bounds(windows: list[Window], duration: float) -> list[tuple[float, float]]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..media.sampling import frames_at, on_screen_at, segment_instants
 from ..media.video import to_model_frame
+from .calibrate import softmax
 
 DEFAULT_SPAN = 6.0   # seconds; for checkpoints that do not record their training clips' span
 
@@ -148,7 +149,7 @@ class WindowScorer:
             chunk = starts[i:i + self.batch]
             seqs = np.stack([np.stack([self.features[s + t] for t in range(self.steps)])
                              for s in chunk])
-            probs = self.engine.sequence(seqs)
+            probs = window_probabilities(self.engine, seqs)
             windows += [Window(s * self.step, (s + self.steps) * self.step, p)
                         for s, p in zip(chunk, probs)]
         self.next_window = k
@@ -174,6 +175,28 @@ class WindowScorer:
         picks = frames_at(times, segment_instants(times[0], end_time, self.steps))
         clip = np.stack([self.early[i][1] for i in picks])
         return Window(0.0, end_time, self.engine.probabilities(clip))
+
+
+def window_probabilities(engine, sequences: np.ndarray) -> np.ndarray:
+    """(B, num_frames, F) windows of frame features -> (B, classes) calibrated probabilities:
+    the engine's sequence logits through the temperature and the one softmax, as a clip's."""
+    return softmax(engine.sequence_logits(sequences), engine.temperature)
+
+
+class TrailingAverage:
+    """The label of a live source (`lrcn stream`, the server's webcam): the mean of the last
+    `size` windows' probabilities, the window just scored included (a stream has no future)."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError("the trailing average needs at least one window")
+        self.size = size
+        self.recent: list[np.ndarray] = []
+
+    def add(self, probabilities: np.ndarray) -> np.ndarray:
+        """A window's probabilities -> the average shown after it."""
+        self.recent = (self.recent + [probabilities])[-self.size:]
+        return np.stack(self.recent).mean(0)
 
 
 def smooth(probs: np.ndarray, size: int, centred: bool = True) -> np.ndarray:
@@ -205,5 +228,5 @@ def clock(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{s:06.3f}"
 
 
-__all__ = ["DEFAULT_SPAN", "UNKNOWN", "WindowConfig", "Window", "WindowScorer", "smooth",
-           "name_of", "clock"]
+__all__ = ["DEFAULT_SPAN", "UNKNOWN", "WindowConfig", "Window", "WindowScorer",
+           "window_probabilities", "TrailingAverage", "smooth", "name_of", "clock"]

@@ -157,19 +157,20 @@ class FrameFeatures(nn.Module):
         return self.model.frame_features(clips_to_input(frames))
 
 
-class SequenceProbabilities(nn.Module):
-    """(B, T, F) frame features -> (B, classes) probabilities: the second half."""
+class SequenceLogits(nn.Module):
+    """(B, T, F) frame features -> (B, classes) logits: the second half. No softmax here: the
+    temperature and the one softmax are applied to logits by the caller (calibrate.softmax)."""
 
     def __init__(self, model: ClipClassifier):
         super().__init__()
         self.model = model
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model.sequence_logits(features), dim=1)
+        return self.model.sequence_logits(features)
 
 
-class ClipProbabilities(nn.Module):
-    """uint8 (B, T, H, W, C) clips -> (B, classes) probabilities: the whole classifier as it is
+class ClipLogits(nn.Module):
+    """uint8 (B, T, H, W, C) clips -> (B, classes) logits: the whole classifier as it is
     deployed (the exported ONNX file)."""
 
     def __init__(self, model: ClipClassifier):
@@ -177,4 +178,4 @@ class ClipProbabilities(nn.Module):
         self.model = model
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(clips_to_input(clips)), dim=1)
+        return self.model(clips_to_input(clips))

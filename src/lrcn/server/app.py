@@ -10,7 +10,11 @@
 - GET /v1/model, /healthz, /metrics (Prometheus), /docs (OpenAPI), and the page at /.
 Uploads are streamed to a temporary folder (never read whole into memory), with the size limit
 enforced while reading; every temporary file is removed after its request, also when the
-client goes away, and at shutdown. Bad input gets 413, 415 or 422 with a one-line JSON error.
+client goes away, and at shutdown. Bad input gets 413, 415 or 422 with a one-line JSON error;
+the status of a failed decode follows from the error's kind (STATUS_OF_KIND).
+
+Every route classifies through inference/predict.py (frames -> logits -> temperature and one
+softmax -> a Prediction), as `lrcn predict` and `lrcn stream` do.
 
 Why this module is long: the routes, their limits and the upload parsing belong together; the
 job processes live in jobs.py and the page in web/.
@@ -43,18 +47,23 @@ from starlette.requests import ClientDisconnect
 from ..data.cache import default_decode_timeout
 from ..media.clip import read_clip_task
 from ..config import to_dict
-from ..inference.engine import load_engine
-from ..errors import LrcnError
+from ..inference.engine import is_onnx_file, load_engine
+from ..inference.predict import Predictor
+from ..inference.stream import CameraWindow
+from ..errors import ErrorKind, LrcnError
 from .jobs import JobRunner
-from ..media.video import open_video
-from ..inference.windows import DEFAULT_SPAN, WindowConfig, name_of, smooth
+from ..media.video import image_to_model_frame, open_video
+from ..inference.windows import DEFAULT_SPAN, WindowConfig
 from ..data.workers import WorkerPool
 
 WEB = Path(__file__).parent / "web"
 CHUNK = 1 << 16
-# Causes of a failed decode that mean "this is not a video we can read" (415), as opposed to a
-# video that is damaged or does not decode (422).
-_NOT_VIDEO = ("not a readable video", "no video stream")
+# The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
+# lrcn can read is 415; a damaged video, a bad value, or a decoder that stalled (TIMEOUT) or
+# crashed (FAILED: the only work that fails here is decoding the client's file) is 422; a
+# missing job 404. (Exceptions that are not LrcnErrors are bugs: 500.)
+STATUS_OF_KIND = {ErrorKind.NOT_VIDEO: 415, ErrorKind.BAD_INPUT: 422, ErrorKind.TIMEOUT: 422,
+                  ErrorKind.SETTING: 422, ErrorKind.NOT_FOUND: 404, ErrorKind.FAILED: 422}
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class ServeConfig:
     token: str | None = None
     device: str = "auto"
     precision: str = "fp32"
+    views: int = 1                        # /v1/predict: the mean over this many offsets
     decode_timeout: float | None = None   # None: $LRCN_DECODE_TIMEOUT or 120 s
     keep_seconds: float = 3600.0          # finished timeline jobs are removed after this
     shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
@@ -142,6 +152,7 @@ class Server:
         self.config = config
         self.engine = load_engine(config.checkpoint, device=config.device,
                                   precision=config.precision)
+        self.predictor = Predictor(self.engine, config.window.reject_below, config.views)
         self.names = list(self.engine.names)
         self.timeout = config.decode_timeout or default_decode_timeout()
         self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
@@ -185,11 +196,12 @@ class Server:
             request_or_socket.query_params.get("token", "")
         return secrets.compare_digest(given.encode(), token.encode())
 
-    def decode_failed(self, cause: str) -> JSONResponse:
-        """An upload that did not decode: counted, and 415 (not a video we can read) or 422
-        (a damaged video, or a decoder that stalled or crashed), naming the cause."""
+    def decode_failed(self, error: LrcnError) -> JSONResponse:
+        """An upload that did not decode: counted, and the status of its kind (415: not a
+        video we can read; 422: a damaged video, or a decoder that stalled or crashed), with
+        the cause (never the server's path of the upload)."""
         self.decode_failures.inc()
-        return _error(415 if cause.startswith(_NOT_VIDEO) else 422, cause)
+        return _error(STATUS_OF_KIND[error.kind], error.reason)
 
     def _model_info(self) -> dict:
         """GET /v1/model's answer, made once at start (the model does not change)."""
@@ -197,10 +209,11 @@ class Server:
         span = self.engine.clip_seconds or DEFAULT_SPAN
         info = {"classes": self.names, "frames": to_dict(frames),
                 "clip_seconds": self.engine.clip_seconds, "frame_spacing_s": span / frames.num_frames,
-                "backend": self.engine.backend, "max_upload_mb": self.config.max_upload_mb,
+                "backend": str(self.engine.backend), "views": self.config.views,
+                "max_upload_mb": self.config.max_upload_mb,
                 "token_required": bool(self.config.token)}
         checkpoint = Path(self.config.checkpoint)
-        if not str(checkpoint).endswith(".onnx"):
+        if not is_onnx_file(checkpoint):
             from ..models.checkpoint import summary
             about = summary(checkpoint)
             info["test_metrics"] = about["info"].get("test_metrics")
@@ -211,19 +224,19 @@ class Server:
 
     async def predict(self, path: Path) -> JSONResponse:
         started = time.perf_counter()
-        future = self.pool.submit((str(path), to_dict(self.engine.frame_config)))
+        future = self.pool.submit((str(path), to_dict(self.predictor.decode_frames)))
         try:
             result = await asyncio.wrap_future(future)
-        except LrcnError as exc:             # the decoder process stalled or crashed
-            return self.decode_failed(str(exc))
+        except LrcnError as exc:     # the decoder stalled (TIMEOUT) or crashed (FAILED)
+            return self.decode_failed(exc)
         if "error" in result:
-            return self.decode_failed(result["error"])
-        probs = await run_in_threadpool(self.engine.probabilities, result["frames"])
-        top = int(probs.argmax())
+            return self.decode_failed(LrcnError(result["error"],
+                                                kind=ErrorKind(result["kind"])))
+        prediction = await run_in_threadpool(self.predictor.predict_frames, result["frames"])
+        answer = prediction.as_dict()
+        del answer["path"]                   # the server's temporary file: not the client's
         return JSONResponse({
-            "label": name_of(self.names, probs, self.config.window.reject_below),
-            "probability": float(probs[top]),
-            "probabilities": {n: float(p) for n, p in zip(self.names, probs)},
+            **answer,
             "frames": result["indices"], "decoded_frames": result["num_frames"],
             "fps": result["fps"], "timing": result["timing"],
             "seconds": round(time.perf_counter() - started, 4)})
@@ -354,11 +367,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         try:
             await asyncio.wait_for(run_in_threadpool(_probe, folder / "upload"),
                                    server.timeout)
-        except (LrcnError, asyncio.TimeoutError) as exc:
+        except LrcnError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            return server.decode_failed(
-                str(exc).split(": ", 1)[-1] if isinstance(exc, LrcnError) else
-                f"timed out after {server.timeout:g} s reading the file's header")
+            return server.decode_failed(exc)
+        except asyncio.TimeoutError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return server.decode_failed(LrcnError(
+                f"timed out after {server.timeout:g} s reading the file's header",
+                kind=ErrorKind.TIMEOUT))
         server.runner.add(job_id, folder, folder / "upload")
         return JSONResponse({"id": job_id, "state": "queued", "status": f"/v1/jobs/{job_id}"},
                             status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
@@ -407,20 +423,34 @@ def create_app(config: ServeConfig) -> FastAPI:
     return app
 
 
+def _camera_reply(window: CameraWindow, jpeg: bytes) -> dict:
+    """One JPEG -> the socket's reply. Blocking (decoding and the model): run in the thread
+    pool. The JPEG becomes the model's frame as the checkpoint says (size, interpolation,
+    channel order), through the swscale call of decoded video."""
+    import cv2
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return {"error": "not a JPEG image"}
+    shown = window.add(image_to_model_frame(image, window.engine.frame_config, channels="bgr"))
+    if shown is None:
+        return {"warming": window.filled, "of": window.size}
+    return {"label": shown.label, "probability": shown.probability,
+            "probabilities": shown.probabilities}
+
+
 async def _camera_session(server: Server, socket: WebSocket) -> None:
     """Each binary message: an 8-byte big-endian float (the client's clock, ms) and a JPEG,
-    sent once per grid step (GET /v1/model's frame_spacing_s). Each frame's CNN features are
-    computed once; the last `num_frames` of them are one window; the label is the trailing
-    average of the last windows, as `lrcn stream` gives it."""
-    import cv2
-    engine, frames = server.engine, server.engine.frame_config
+    sent once per grid step (GET /v1/model's frame_spacing_s), labelled as `lrcn stream`
+    labels (stream.CameraWindow). The JPEG is decoded and classified in the thread pool, never
+    in the event loop."""
+    engine = server.engine
     if not engine.splits:
         await socket.send_json({"error": "this model file cannot be split into per-frame "
                                          "features and the LSTM: serve the checkpoint"})
         await socket.close()
         return
-    features: list[np.ndarray] = []
-    recent: list[np.ndarray] = []
+    window = CameraWindow(engine, server.config.window.smooth,
+                          server.config.window.reject_below)
     try:
         while True:
             message = await socket.receive_bytes()
@@ -428,28 +458,8 @@ async def _camera_session(server: Server, socket: WebSocket) -> None:
                 await socket.send_json({"error": "expected 8 bytes of time, then a JPEG"})
                 continue
             (client_ms,) = struct.unpack(">d", message[:8])
-            image = cv2.imdecode(np.frombuffer(message[8:], np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                await socket.send_json({"error": "not a JPEG image", "t": client_ms})
-                continue
-            small = cv2.resize(image, (frames.width, frames.height), interpolation=cv2.INTER_AREA)
-            if frames.channel_order == "rgb":
-                small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-            feature = await run_in_threadpool(engine.features, small[None])
-            features = (features + [feature[0]])[-frames.num_frames:]
-            if len(features) < frames.num_frames:
-                await socket.send_json({"warming": len(features), "of": frames.num_frames,
-                                        "t": client_ms})
-                continue
-            probs = await run_in_threadpool(engine.sequence, np.stack(features)[None])
-            recent = (recent + [probs[0]])[-server.config.window.smooth:]
-            shown = smooth(np.stack(recent), len(recent), centred=False)[-1]
-            top = int(shown.argmax())
-            await socket.send_json({"label": name_of(server.names, shown,
-                                                     server.config.window.reject_below),
-                                    "probability": float(shown[top]),
-                                    "probabilities": dict(zip(server.names, map(float, shown))),
-                                    "t": client_ms})
+            reply = await run_in_threadpool(_camera_reply, window, message[8:])
+            await socket.send_json({**reply, "t": client_ms})
     except WebSocketDisconnect:
         return
 
@@ -474,4 +484,4 @@ def run_server(config: ServeConfig) -> None:
         print(f"lrcn serve: stopped ({signal.Signals(stopped[0]).name})", flush=True)
 
 
-__all__ = ["ServeConfig", "create_app", "run_server", "receive_upload"]
+__all__ = ["ServeConfig", "STATUS_OF_KIND", "create_app", "run_server", "receive_upload"]

@@ -3,7 +3,7 @@ stalled or crashing decoder, a cancel or a shutdown stops that job and nothing e
 
 A job's folder holds the upload, `progress.json` (written atomically as the job goes), and at
 the end `timeline.json`, `timeline.png`, `video.mp4` (annotated H.264) or `error.json`. The
-server (serve.py) reads those files; job ids are random tokens, checked before any use, never
+server (app.py) reads those files; job ids are random tokens, checked before any use, never
 paths chosen by a client.
 """
 from __future__ import annotations
@@ -64,8 +64,8 @@ def run_timeline_job(checkpoint: str, device: str, precision: str, video: str, f
                           progress=lambda t: report(0.6 + 0.4 * t / duration, "annotating"))
         report(1.0, "done")
     except LrcnError as exc:
-        atomic_write_text(out / "error.json", json.dumps(
-            {"error": str(exc).removeprefix(f"{video}: ")}))
+        # The cause alone: the path is the server's, not the client's.
+        atomic_write_text(out / "error.json", json.dumps({"error": exc.reason}))
     except Exception as exc:   # reported to the client as a failed job, not a dead server
         atomic_write_text(out / "error.json", json.dumps(
             {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))

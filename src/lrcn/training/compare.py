@@ -35,7 +35,7 @@ from ..models.registry import get_spec
 PROTOCOLS = ("group", "random")
 COLUMNS = ("model", "protocol", "repeats", "accuracy_mean", "accuracy_std", "macro_f1_mean",
            "shuffled_accuracy_mean", "ece_before_mean", "ece_after_mean", "params",
-           "train_seconds", "infer_clips_per_s")
+           "train_seconds", "infer_clips_per_s", "infer_backend")
 
 
 def protocols_of(protocol: str) -> tuple[str, ...]:
@@ -50,15 +50,19 @@ def _std(values: Sequence[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str) -> float:
-    """Clips per second through the engine that predict uses, from the frame cache."""
+def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str
+                     ) -> tuple[float, str, str | None]:
+    """Clips per second through the engine that predict uses, from the frame cache; the
+    engine's backend, and why it is PyTorch where ONNX Runtime was expected (None if not):
+    the speed is that backend's, so the table says which it was."""
     checkpoint = load_checkpoint(checkpoint_path)
     clips, _ = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir, progress=False)
-    engine = make_engine(checkpoint, device=device, warn=None)
+    engine = make_engine(checkpoint, device=device, warn=None)   # the reason is returned
     predict_cached(engine, clips[:2])                       # warm-up
     start = time.perf_counter()
     predict_cached(engine, clips)
-    return len(clips) / max(time.perf_counter() - start, 1e-9)
+    return (len(clips) / max(time.perf_counter() - start, 1e-9), str(engine.backend),
+            engine.fallback_reason)
 
 
 def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: int = 3,
@@ -90,6 +94,11 @@ def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: i
                     cache_dir=cache_dir, workers=workers, progress=progress,
                     log=lambda *a, **k: None, fixed=(names, parts))
                 seconds = time.perf_counter() - start
+                speed, backend, fallback = _inference_speed(result.checkpoint, parts["test"],
+                                                            cache_dir, settings.train.device)
+                if fallback:
+                    log(f"  note: inference speed measured on PyTorch, not ONNX Runtime "
+                        f"({fallback})")
                 checkpoint = load_checkpoint(result.checkpoint)
                 shuffled = evaluate(checkpoint, parts["test"], run_dir / "shuffled-frames",
                                     cache_dir=cache_dir, workers=workers, progress=False,
@@ -100,10 +109,8 @@ def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: i
                        "ece_before": report["calibration"]["ece_before"],
                        "ece_after": report["calibration"]["ece_after"],
                        "params": count_trainable(checkpoint.build_model()),
-                       "train_seconds": seconds,
-                       "infer_clips_per_s": _inference_speed(
-                           result.checkpoint, parts["test"], cache_dir,
-                           settings.train.device)}
+                       "train_seconds": seconds, "infer_clips_per_s": speed,
+                       "infer_backend": backend, "infer_fallback": fallback}
                 log(f"  accuracy {row['accuracy']:.3f} (frames shuffled "
                     f"{row['shuffled_accuracy']:.3f}), {seconds:.0f} s")
                 results.setdefault((spec.name, proto), []).append(row)
@@ -123,6 +130,9 @@ def summarise(model: str, protocol: str, runs: list[dict]) -> dict:
             "params": runs[0]["params"],
             "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
             "infer_clips_per_s": statistics.median(r["infer_clips_per_s"] for r in runs),
+            # the engine(s) the speed was measured on (PyTorch where ONNX Runtime failed: the
+            # runs' infer_fallback says why)
+            "infer_backend": ", ".join(sorted({r.get("infer_backend", "") for r in runs})),
             "runs": runs}
 
 

@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ..data.cache import prepare
-from ..inference.calibrate import (apply_temperature, expected_calibration_error, fit_temperature,
-                        reliability)
+from ..inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
+                                   softmax)
 from ..config import candidate_frames
 from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
 from ..data.dataset import Sample, discover, read_split
@@ -25,13 +25,12 @@ from ..media.sampling import views as split_views
 from ..media.plots import plot_confusion, plot_curves, plot_reliability
 
 
-def predict_cached(engine: Engine, clips, batch_size: int = 64,
-                   shuffle_seed: int | None = None, views: int = 1) -> np.ndarray:
-    """(N, classes) probabilities for cached clips, in order, on predict's engine. One pass,
+def cached_logits(engine: Engine, clips, batch_size: int = 64,
+                  shuffle_seed: int | None = None, views: int = 1) -> np.ndarray:
+    """(N, views, classes) logits for cached clips, in order, on predict's engine. One pass,
     a batch at a time: memory stays flat whatever the number of clips. With `shuffle_seed`,
     each clip's frames are put in a random order first (seeded): the frame-order ablation.
-    `views` > 1: the clips were cached with `views` frames per segment (augment.views); the
-    probabilities are the mean over the views."""
+    `views` > 1: the clips were cached with `views` frames per segment (sampling.views)."""
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
 
     def frames(clip) -> np.ndarray:
@@ -42,8 +41,22 @@ def predict_cached(engine: Engine, clips, batch_size: int = 64,
     for i in range(0, len(clips), batch_size):
         batch = np.stack([frames(c) for c in clips[i:i + batch_size]])
         stacked = np.concatenate(split_views(batch, views))
-        out.append(engine.probabilities(stacked).reshape(views, len(batch), -1).mean(0))
-    return np.concatenate(out) if out else np.zeros((0, len(engine.names)))
+        out.append(engine.logits(stacked).reshape(views, len(batch), -1).transpose(1, 0, 2))
+    return np.concatenate(out) if out else np.zeros((0, views, len(engine.names)), np.float32)
+
+
+def view_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(N, views, classes) logits -> (N, classes) probabilities: each view through the
+    temperature and the one softmax, then the mean over the views (as `lrcn predict --views`)."""
+    return softmax(logits, temperature).mean(1)
+
+
+def predict_cached(engine: Engine, clips, batch_size: int = 64,
+                   shuffle_seed: int | None = None, views: int = 1) -> np.ndarray:
+    """(N, classes) calibrated probabilities for cached clips (`cached_logits`, then
+    `view_probabilities` with the engine's temperature)."""
+    return view_probabilities(cached_logits(engine, clips, batch_size, shuffle_seed, views),
+                              engine.temperature)
 
 
 def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
@@ -109,14 +122,14 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     The calibration figures compare the checkpoint's temperature with none."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw, clips, failures = _raw_probabilities(checkpoint, samples, cache_dir, workers,
-                                              progress, device, precision,
-                                              0 if shuffle_frames else None, views)
+    logits, clips, failures = _logits(checkpoint, samples, cache_dir, workers, progress,
+                                      device, precision, 0 if shuffle_frames else None, views)
     if not clips:
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
     labels = [names.index(c.sample.class_name) for c in clips]
-    probabilities = apply_temperature(raw, checkpoint.temperature)
+    raw = view_probabilities(logits, 1.0)
+    probabilities = view_probabilities(logits, checkpoint.temperature)
     report = metrics(names, labels, probabilities, [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
     report["model"] = checkpoint.model_config.name
@@ -131,7 +144,7 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
     report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
                               "predicted": names[int(y_pred[i])],
-                              "confidence": float(probabilities[i, y_pred[i]])}
+                              "probability": float(probabilities[i, y_pred[i]])}
                              for i, c in enumerate(clips)]
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
     plot_confusion(np.array(report["confusion_matrix"]), names,
@@ -141,19 +154,16 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     return report
 
 
-def _raw_probabilities(checkpoint: Checkpoint, samples: Sequence[Sample],
-                       cache_dir: Path | None, workers: int | None, progress: bool,
-                       device: str, precision: str, shuffle_seed: int | None = None,
-                       views: int = 1):
-    """(uncalibrated probabilities, the clips read, the failures) for `samples`."""
+def _logits(checkpoint: Checkpoint, samples: Sequence[Sample], cache_dir: Path | None,
+            workers: int | None, progress: bool, device: str, precision: str,
+            shuffle_seed: int | None = None, views: int = 1):
+    """((N, views, classes) logits, the clips read, the failures) for `samples`."""
     frames = candidate_frames(checkpoint.frame_config, views) if views > 1 \
         else checkpoint.frame_config
     clips, failures = prepare(samples, frames, cache_dir=cache_dir, workers=workers,
                               progress=progress)
     engine = make_engine(checkpoint, device=device, precision=precision)
-    engine.temperature = 1.0
-    return predict_cached(engine, clips, shuffle_seed=shuffle_seed, views=views), clips, \
-        failures
+    return cached_logits(engine, clips, shuffle_seed=shuffle_seed, views=views), clips, failures
 
 
 def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
@@ -165,13 +175,13 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
     if not samples:
         log("calibration: no validation clips; temperature stays 1")
         return 1.0
-    raw, clips, _ = _raw_probabilities(checkpoint, samples, cache_dir, workers, False, device,
-                                       "fp32")
+    logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device, "fp32")
+    logits = logits[:, 0]
     names = checkpoint.class_names
     labels = [names.index(c.sample.class_name) for c in clips]
-    temperature = fit_temperature(raw, labels)
-    before = expected_calibration_error(raw, labels)
-    after = expected_calibration_error(apply_temperature(raw, temperature), labels)
+    temperature = fit_temperature(logits, labels)
+    before = expected_calibration_error(softmax(logits), labels)
+    after = expected_calibration_error(softmax(logits, temperature), labels)
     update_info(checkpoint_path, temperature=temperature,
                 calibration={"temperature": temperature, "fitted_on": "val",
                              "num_clips": len(clips), "val_ece_before": before,
@@ -246,5 +256,6 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "evaluate_run", "calibrate_checkpoint", "metrics", "record_test_metrics", "format_report",
-           "samples_for", "predict_cached", "Evaluation"]
+__all__ = ["evaluate", "evaluate_run", "calibrate_checkpoint", "metrics", "record_test_metrics",
+           "format_report", "samples_for", "predict_cached", "cached_logits",
+           "view_probabilities", "Evaluation"]
