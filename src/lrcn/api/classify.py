@@ -7,7 +7,6 @@ whole video, a short input padded by repeats) and scaled by the checkpoint's fra
 (`image_to_model_frame`), then classified as a file's frames are."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -73,15 +72,14 @@ class Classifier:
         """
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise _setting(f"views must be a whole number >= 1, not {views!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise _setting(f"top_k must be a whole number >= 1, not {top_k!r}")
         predictor = _predictor_with_views(self._predictor, views)
         if isinstance(video, (str, os.PathLike)):
-            prediction = predictor.predict_file(video)
-        else:
-            from ..config import candidate_frames
-            frames, name = model_frames(video, candidate_frames(self.frame_config, views),
-                                        channels)
-            prediction = _predict_frames(predictor, frames, name)
-        return _top_k(prediction, top_k)
+            return predictor.predict_file(video, top_k)
+        frames, name = model_frames(video, predictor.decode_frames, channels)
+        return predictor.predict_frames(frames, name, top_k)
 
     def predict_many(self, videos: Iterable[PathLike | np.ndarray | Any], *,
                      top_k: int | None = None, views: int = 1, channels: str = "rgb"
@@ -198,15 +196,6 @@ def _scaled(images: Iterable[np.ndarray], frames: FrameConfig, channels: str
     return scaled
 
 
-def _top_k(prediction: Prediction, k: int | None) -> Prediction:
-    if k is None or prediction.error:
-        return prediction
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise _setting(f"top_k must be a whole number >= 1, not {k!r}")
-    ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:k]
-    return dataclasses.replace(prediction, probabilities=dict(ranked))
-
-
 # Each library entry point that prediction uses is called from exactly one function below, so
 # that a change of its signature is one edit here.
 
@@ -220,22 +209,6 @@ def _predictor_with_views(predictor: Predictor, views: int) -> Predictor:
     """The same engine, averaging `views` temporal offsets (no reloading)."""
     from ..inference.predict import Predictor
     return Predictor(predictor.engine, predictor.reject_below, views)
-
-
-def _predict_frames(predictor: Predictor, frames: np.ndarray, name: str) -> Prediction:
-    """Predictor.predict_file's classification, for frames already sampled (T * views)."""
-    from ..inference.predict import Prediction
-    from ..inference.windows import name_of
-    from ..media.sampling import views
-    import numpy as np
-    if predictor.views > 1:
-        probs = predictor.probabilities(np.concatenate(views(frames[None], predictor.views)))
-        probs = probs.mean(0)
-    else:
-        probs = predictor.probabilities(frames)
-    return Prediction(name, name_of(predictor.names, probs, predictor.reject_below),
-                      float(probs.max()),
-                      {name: float(p) for name, p in zip(predictor.names, probs)})
 
 
 def _failed(video: PathLike, exc: LrcnError) -> Prediction:
