@@ -19,14 +19,15 @@ LAYERS = {
                {"models.checkpoint"}, {"models.keras_import"}],
     "data": [{"data.__init__", "data.workers", "data.dataset"}, {"data.synth", "data.cache"},
              {"data.loader", "data.augment", "data.features", "data.check"}],
-    "inference": [{"inference.__init__", "inference.calibrate", "inference.export"},
+    "inference": [{"inference.__init__", "inference.calibrate", "inference.export",
+                   "inference.outputs"},
                   {"inference.engine", "inference.windows"}, {"inference.predict"},
                   {"inference.timeline", "inference.stream"}],
     "training": [{"training.__init__", "training.history", "training.steps",
-                  "training.resume"}, {"training.train", "training.evaluate"},
+                  "training.resume", "training.job"}, {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
     "server": [{"server.__init__", "server.jobs"}, {"server.app"}],
-    "front": [{"cli", "__main__", "__init__"}],
+    "front": [{"argtypes"}, {"arguments", "cli", "__main__", "__init__"}],
 }
 RANK = {}
 for p, package in enumerate(PACKAGES):

@@ -11,15 +11,15 @@ from lrcn.data.dataset import read_split
 from lrcn.training.history import read_history
 from lrcn.data.loader import clip_batches
 from lrcn.training.steps import run_epoch
-from lrcn.training.train import train
+from lrcn.training.train import TrainingJob, train
 
 
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     # A learning rate far too high: validation loss gets worse soon, so training stops early.
     config = TrainConfig(epochs=12, patience=2, lr=0.05, seed=3)
-    result = train(tiny_dataset, run, config=config, cache_dir=tmp_path / "cache",
-                   workers=0, progress=False, log=lambda *a: None)
+    result = train(TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
+                               workers=0, progress=False), log=lambda *a: None)
     history = read_history(run / "history.csv")
     val_losses = [row["val_loss"] for row in history]
     best = min(range(len(val_losses)), key=lambda i: (math.isnan(val_losses[i]), val_losses[i]))
