@@ -27,7 +27,7 @@ CONFLICTS = {
                                                 "{other} does not apply")],
     "evaluate": [("--data", ("--split",), "{other} names a part of the run's split; with "
                                           "{flag} every clip of DATA is evaluated")],
-    "predict": [("--timeline", ("--views",), "{other} averages offsets of one clip; a timeline "
+    "predict": [("--timeline", ("--views",), "{other} averages offsets of one clip; {flag} "
                                              "already slides its windows (use --stride)")],
 }
 # Flags a command would ignore: (flag, why).
