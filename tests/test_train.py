@@ -13,7 +13,7 @@ from lrcn.models.registry import settings_for
 from lrcn.training.history import read_history
 from lrcn.data.loader import clip_batches
 from lrcn.training.steps import run_epoch
-from lrcn.training.job import job_from_run
+from lrcn.training.job import job_from_run, make_job
 from lrcn.training.train import TrainingJob, train
 
 
@@ -81,3 +81,14 @@ def test_settings_come_in_layers():
 def test_a_job_refuses_model_settings_that_follow_from_the_data(tmp_path):
     with pytest.raises(LrcnError, match="'num_classes' follows from the data"):
         TrainingJob(tmp_path, tmp_path / "run", model={"num_classes": 3})
+
+
+def test_make_job_builds_the_job_the_cli_and_the_api_run(tmp_path):
+    job = make_job(tmp_path / "data", tmp_path / "run", model="effnet-lstm", augment=True,
+                   classes=["a", "b"], train={"epochs": 2, "lr": None}, workers=0,
+                   progress=False)
+    assert job.model["name"] == "effnet-lstm" and job.frames.height == 128
+    assert job.train.temporal_jitter and job.train.scale_jitter == 0.0
+    assert (job.train.epochs, job.train.lr) == (2, 1e-3)
+    assert job.classes == ("a", "b") and job.data == tmp_path / "data"
+    assert job.model_config(2).num_frames == job.frames.num_frames

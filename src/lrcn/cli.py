@@ -40,12 +40,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _training_job(args: argparse.Namespace, out: Path):
     """`lrcn train` and `lrcn cv`: the TrainingJob their flags and config file describe."""
     from .config import load_config_file
-    from .models.registry import settings_for
-    from .training.job import TrainingJob
+    from .training.job import make_job
     width, height = args.size if args.size else (None, None)
-    augment = True if args.augment else False if args.no_augment else None
-    settings = settings_for(
-        args.model, load_config_file(args.config), augment=augment,
+    return make_job(
+        args.data, out, model=args.model, config=load_config_file(args.config),
+        augment=True if args.augment else False if args.no_augment else None,
         frames={"num_frames": args.frames, "height": height, "width": width},
         split={"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
                "seed": args.split_seed},
@@ -53,13 +52,10 @@ def _training_job(args: argparse.Namespace, out: Path):
                "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
                "device": args.device, "precision": args.precision,
                "flip": args.flip or None, "balance": args.balance or None},
-        model={"batchnorm": args.batchnorm or None, "lstm_units": args.lstm_units,
-               "l2": args.l2})
-    return TrainingJob(args.data, out, classes=args.classes, frames=settings.frames,
-                       model=settings.model, split=settings.split, train=settings.train,
-                       cache_dir=args.cache, ucf_split=getattr(args, "split", None),
-                       lists=getattr(args, "lists", None), workers=args.workers,
-                       progress=not args.quiet)
+        model_options={"batchnorm": args.batchnorm or None, "lstm_units": args.lstm_units,
+                       "l2": args.l2},
+        classes=args.classes, cache_dir=args.cache, ucf_split=getattr(args, "split", None),
+        lists=getattr(args, "lists", None), workers=args.workers, progress=not args.quiet)
 
 
 def _out(args: argparse.Namespace, kind: str) -> Path:

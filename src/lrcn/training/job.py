@@ -17,6 +17,7 @@ from ..config import (FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_d
                       model_config_for, to_dict)
 from ..data.dataset import Sample, read_split
 from ..errors import LrcnError
+from ..models.registry import settings_for
 
 # The model settings that follow from the data (classes) and the frames (input shape).
 DERIVED_MODEL_SETTINGS = ("num_classes", "num_frames", "height", "width")
@@ -74,6 +75,27 @@ class TrainingJob:
                 "processes": processes}
 
 
+def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
+             config: dict[str, dict[str, Any]] | None = None,
+             frames: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+             train: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None,
+             augment: bool | None = None, classes: Sequence[str] | None = None,
+             cache_dir: str | Path | None = None, ucf_split: int | None = None,
+             lists: str | Path | None = None, workers: int | None = None,
+             progress: bool = True) -> TrainingJob:
+    """A job from settings given in layers (registry.settings_for): the model `model` (None:
+    the config's, else the default), its defaults, then `config` (a settings file's sections,
+    config.load_config_file), then `frames`, `split`, `train` and `model_options` (None
+    values: not given), with `augment` (True, False, None: as the model and config say) over
+    the training settings. `lrcn train`, `lrcn cv` and the Python API build their jobs here."""
+    settings = settings_for(model, config, frames=frames, split=split, train=train,
+                            model=model_options, augment=augment)
+    return TrainingJob(data, out, classes=classes, frames=settings.frames,
+                       model=settings.model, split=settings.split, train=settings.train,
+                       cache_dir=cache_dir, ucf_split=ucf_split, lists=lists, workers=workers,
+                       progress=progress)
+
+
 def job_from_run(run_dir: str | Path, workers: int | None = None,
                  progress: bool = True) -> TrainingJob:
     """The job a run folder's config.json recorded, with its split as it was made (by group,
@@ -98,4 +120,4 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
         raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
 
 
-__all__ = ["TrainingJob", "job_from_run", "DERIVED_MODEL_SETTINGS"]
+__all__ = ["TrainingJob", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]
