@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -165,3 +166,126 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message
 def test_argument_validation():
     result = lrcn("train", "data", "--epochs", "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr
+
+
+# Flags that contradict each other, or a number out of its range: refused before any work (the
+# paths do not exist, so a command that went on would fail differently), in one line naming
+# the flags. (command line, the flags the error must name)
+REFUSED = [
+    (["train", "D", "--augment", "--no-augment"], ["--augment", "--no-augment"]),
+    (["cv", "D", "--no-augment", "--augment"], ["--augment", "--no-augment"]),
+    (["train", "--resume", "R", "--epochs", "3"], ["--resume", "--epochs"]),
+    (["train", "--resume", "R", "--model", "convlstm"], ["--resume", "--model"]),
+    (["train", "--resume", "R", "--augment"], ["--resume", "--augment"]),
+    (["train", "--resume", "R", "--cache", "C"], ["--resume", "--cache"]),
+    (["train", "D", "--resume", "R"], ["--resume", "DATA"]),
+    (["train", "D", "--split", "1", "--test-fraction", "0.1"], ["--split", "--test-fraction"]),
+    (["train", "D", "--lists", "L"], ["--lists", "--split"]),
+    (["check", "D", "--lists", "L"], ["--lists", "--split"]),
+    (["cv", "D", "--test-fraction", "0.1"], ["--test-fraction"]),
+    (["evaluate", "R", "--data", "D", "--split", "val"], ["--data", "--split"]),
+    (["predict", "R", "V", "--timeline", "--views", "2"], ["--timeline", "--views"]),
+    (["predict", "R", "V", "--out", "O"], ["--out", "--timeline"]),
+    (["predict", "R", "V", "--span", "2"], ["--span", "--timeline"]),
+    (["predict", "R", "V", "--stride", "1"], ["--stride", "--timeline"]),
+    (["predict", "R", "V", "--smooth", "2"], ["--smooth", "--timeline"]),
+    (["stream", "R", "V", "--max-lag", "-1"], ["--max-lag", "must be 0 or more"]),
+    (["train", "D", "--l2", "-0.001"], ["--l2", "must be 0 or more"]),
+    (["cv", "D", "--l2", "nan"], ["--l2"]),
+    (["train", "D", "--seed", "-1"], ["--seed", "must be at least 0"]),
+    (["compare", "D", "--seed", "-2"], ["--seed", "must be at least 0"]),
+    (["synth", "O", "--seed", "-3"], ["--seed", "must be at least 0"]),
+    (["train", "D", "--lstm-units", "0"], ["--lstm-units", "must be at least 1"]),
+    (["serve", "R", "--port", "65536"], ["--port", "must be at most 65535"]),
+    (["predict", "R", "V", "--reject-below", "1"], ["--reject-below", "[0, 1)"]),
+]
+
+
+@pytest.mark.parametrize("args, named", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_contradictory_flags_and_numbers_out_of_range_are_refused(tmp_path, args, named):
+    result = lrcn(*[tmp_path / a if a in ("D", "R", "V", "O", "L", "C") else a for a in args],
+                  cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"lrcn {args[0]}: error: ")
+    for flag in named:
+        assert flag in line, line
+    assert list(tmp_path.iterdir()) == []          # nothing started
+
+
+def test_flags_that_go_together_are_not_refused(trained_run, tiny_dataset, tmp_path):
+    """The rules refuse only what contradicts: a timeline with its window flags and --out, and
+    predict's own flags without one, run."""
+    video = sorted((tiny_dataset / "Bounce").iterdir())[0]
+    timeline = lrcn("predict", trained_run, video, "--timeline", "--out", tmp_path / "t",
+                    "--stride", "0.5", "--smooth", "1", "--reject-below", "0.5")
+    assert timeline.returncode == 0, timeline.stderr
+    assert (tmp_path / "t" / "timeline.json").is_file()
+    clip = lrcn("predict", trained_run, video, "--views", "2", "--reject-below", "0.5",
+                "--json")
+    assert clip.returncode == 0, clip.stderr
+    assert json.loads(clip.stdout)[0]["path"] == str(video)
+
+
+def test_timelines_of_several_videos_go_on_past_a_bad_one(trained_run, tiny_dataset, tmp_path):
+    """Several videos: one folder and one annotated video per file under --out and --annotate;
+    a file that fails is reported and the next goes on, and the command exits 1."""
+    good = [sorted((tiny_dataset / c).iterdir())[0] for c in ("Grow", "SlideLeft")]
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("not a video")
+    result = lrcn("predict", trained_run, good[0], bad, good[1], "--timeline",
+                  "--out", tmp_path / "out", "--annotate", tmp_path / "videos")
+    assert result.returncode == 1
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(f"lrcn: error: {bad}: not a readable video")
+    for video in good:
+        folder = tmp_path / "out" / f"{video.stem}.timeline"
+        assert json.loads((folder / "timeline.json").read_text())["windows"]
+        annotated = tmp_path / "videos" / f"{video.stem}.annotated.mp4"
+        with av.open(str(annotated)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+        assert f"annotated video: {annotated}" in result.stdout
+    assert not (tmp_path / "out" / "broken.timeline").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted(f"{v.stem}.timeline" for v in good)
+
+
+def test_output_names_for_one_video_and_for_several():
+    from lrcn.inference.outputs import annotated_path, timeline_folder
+    assert annotated_path("out.mp4", "a/clip.avi", many=False) == Path("out.mp4")
+    assert annotated_path("videos", "a/clip.avi", many=True) == \
+        Path("videos/clip.annotated.mp4")
+    assert timeline_folder("t", "a/clip.avi", many=False) == Path("t")
+    assert timeline_folder("t", "a/clip.avi", many=True) == Path("t/clip.timeline")
+    assert timeline_folder(None, "a/clip.avi", many=False) == Path("clip.timeline")
+    assert timeline_folder(None, "a/clip.avi", many=True) == Path("clip.timeline")
+
+
+def test_a_batch_reports_each_failed_file_and_goes_on(tiny_dataset, tmp_path):
+    from lrcn.errors import LrcnError
+    from lrcn.inference.outputs import Batch
+    from lrcn.media.video import open_video
+
+    def frames(video):                       # real work on real files
+        with open_video(video) as container:
+            return sum(1 for _ in container.decode(video=0))
+
+    good = [str(p) for p in sorted((tiny_dataset / "Grow").iterdir())[:2]]
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    reported = []
+    batch = Batch([good[0], str(empty), str(tmp_path / "missing.avi"), good[1]],
+                  report=lambda video, exc: reported.append((video, exc.reason)))
+    done = list(batch.run(frames))
+    assert [video for video, _ in done] == good and all(n > 10 for _, n in done)
+    assert reported == [(str(empty), "empty file (0 bytes)"),
+                        (str(tmp_path / "missing.avi"), "no such file")]
+    assert [video for video, _ in batch.failed] == [str(empty), str(tmp_path / "missing.avi")]
+    assert batch.many
+    # an error that would be the same for every file stops the batch at once
+    stop = Batch([str(empty), good[0]], report=lambda *a: reported.append(a),
+                 fatal=lambda exc: True)
+    with pytest.raises(LrcnError, match="empty file"):
+        list(stop.run(frames))
+    assert len(reported) == 2 and stop.failed == []

@@ -167,10 +167,11 @@ def test_training_in_bf16_on_the_cpu_records_its_settings(tiny_dataset, tmp_path
 @cuda
 def test_a_checkpoint_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_dataset, tmp_path):
     from lrcn.devices import full_fp32
-    from lrcn.training.train import train
+    from lrcn.training.train import TrainingJob, train
     config = TrainConfig(epochs=3, device="cuda", seed=2)
-    result = train(tiny_dataset, tmp_path / "run", config=config, cache_dir=tmp_path / "cache",
-                   progress=False, log=lambda *a: None)
+    result = train(TrainingJob(tiny_dataset, tmp_path / "run", train=config,
+                               cache_dir=tmp_path / "cache", progress=False),
+                   log=lambda *a: None)
     checkpoint = load_checkpoint(result.checkpoint)
     names, samples = discover(tiny_dataset)
     clips, _ = prepare(samples, FrameConfig(), cache_dir=tmp_path / "cache", progress=False)
@@ -183,13 +184,13 @@ def test_a_checkpoint_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_datas
 
 @cuda
 def test_a_few_epochs_on_the_gpu_reach_the_cpus_accuracy(tiny_dataset, tmp_path):
-    from lrcn.training.runs import train_and_evaluate
+    from lrcn.training.runs import TrainingJob, train_and_evaluate
     accuracy = {}
     for device in ("cpu", "cuda"):
-        result = train_and_evaluate(tiny_dataset, tmp_path / device,
-                                    config=TrainConfig(epochs=15, device=device, seed=4),
-                                    cache_dir=tmp_path / "cache", progress=False,
-                                    log=lambda *a: None)
+        job = TrainingJob(tiny_dataset, tmp_path / device,
+                          train=TrainConfig(epochs=15, device=device, seed=4),
+                          cache_dir=tmp_path / "cache", progress=False)
+        result = train_and_evaluate(job, log=lambda *a: None)
         accuracy[device] = result.report["accuracy"]
     assert accuracy["cuda"] >= accuracy["cpu"] - 0.125    # one clip of eight test clips
 

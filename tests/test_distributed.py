@@ -57,6 +57,32 @@ def same_run(ours: Path, theirs: Path) -> None:
         json.loads((theirs / "split.json").read_text())
 
 
+@pytest.mark.parametrize("argv", [
+    ["train", "D", "--nproc", "2", "--epochs", "3"],
+    ["train", "D", "--nproc=2", "--epochs", "3"],
+    ["train", "D", "--npr", "2", "--epochs", "3"],      # argparse's abbreviation of --nproc
+    ["train", "--npro=2", "D", "--epochs", "3"],
+])
+def test_the_nproc_command_is_the_same_command_under_torchrun(argv):
+    from lrcn.distributed import torchrun_command
+    assert torchrun_command(argv, 2, python="python3") == [
+        "python3", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "lrcn", "train", "D", "--epochs", "3"]
+
+
+def test_nproc_under_torchrun_is_refused(tiny_dataset, tmp_path):
+    """Under torchrun (which sets WORLD_SIZE), --nproc would start processes in processes."""
+    import os
+    result = subprocess.run([sys.executable, "-m", "lrcn", "train", str(tiny_dataset),
+                             "--nproc", "2", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "WORLD_SIZE": "2"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line == "lrcn: error: --nproc is for starting processes; under torchrun, leave it out"
+    assert not (tmp_path / "run").exists()
+
+
 def test_two_processes_train_as_one(tiny_dataset, settings, single, tmp_path):
     out = tmp_path / "run"
     result = run("-m", "lrcn", "train", tiny_dataset, "--out", out, "--config", settings,

@@ -15,7 +15,7 @@ from lrcn.inference.engine import OrtEngine, TorchEngine
 from lrcn.models.lrcn import LRCN
 from lrcn.models.base import MaskDropout
 from lrcn.training.steps import make_optimizer, train_step
-from lrcn.training.train import train
+from lrcn.training.train import TrainingJob, train
 from lrcn.media.clip import read_clip
 
 from conftest import indexed_frame, write_video
@@ -98,8 +98,9 @@ def test_mask_dropout_rate_scale_and_chunk_invariance():
 
 
 def test_fixed_seed_training_is_reproducible(tiny_dataset, tmp_path):
-    runs = [train(tiny_dataset, tmp_path / f"run{i}", config=_short(), progress=False,
-                  log=lambda *a: None, workers=2) for i in range(2)]
+    runs = [train(TrainingJob(tiny_dataset, tmp_path / f"run{i}", train=_short(),
+                              progress=False, workers=2), log=lambda *a: None)
+            for i in range(2)]
     a, b = (r.history for r in runs)
     assert [row["loss"] for row in a] == [row["loss"] for row in b]
     assert [row["val_loss"] for row in a] == [row["val_loss"] for row in b]

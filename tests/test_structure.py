@@ -19,15 +19,16 @@ LAYERS = {
                {"models.checkpoint"}, {"models.keras_import"}],
     "data": [{"data.__init__", "data.workers", "data.dataset"}, {"data.synth", "data.cache"},
              {"data.loader", "data.augment", "data.features", "data.check"}],
-    "inference": [{"inference.__init__", "inference.calibrate", "inference.export"},
+    "inference": [{"inference.__init__", "inference.calibrate", "inference.export",
+                   "inference.outputs"},
                   {"inference.engine", "inference.windows"}, {"inference.predict"},
                   {"inference.timeline", "inference.stream"}],
     "training": [{"training.__init__", "training.history", "training.steps",
-                  "training.resume"}, {"training.train", "training.evaluate"},
+                  "training.resume", "training.job"}, {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
     "server": [{"server.__init__", "server.jobs"}, {"server.app"}],
-    "front": [{"api.classify"}, {"api.runs"}, {"api.__init__"},
-              {"cli", "__main__", "__init__"}],
+    "front": [{"argtypes"}, {"api.classify"}, {"api.runs"}, {"api.__init__"},
+              {"arguments", "cli", "__main__", "__init__"}],
 }
 RANK = {}
 for p, package in enumerate(PACKAGES):
@@ -140,14 +141,18 @@ def test_long_modules_say_why():
 
 
 def test_the_cli_only_parses_and_prints():
-    """cli.py defines the parser, its argument types and one small function per command; the
-    work is done by library functions it imports."""
-    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    """arguments.py defines the parser (its types are argtypes.py) and imports nothing that
+    works; cli.py holds one small function per command, and the work is done by the library
+    functions it imports. The CLI has no excuse for being long."""
+    source = (PACKAGE / "cli.py").read_text()
+    assert source.count("\n") <= 400
+    tree = ast.parse(source)
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("cmd_"):
+        if isinstance(node, ast.FunctionDef):
             statements = sum(isinstance(n, ast.stmt) for n in ast.walk(node))
-            assert statements <= 30, f"{node.name}: {statements} statements"
+            assert statements <= 25, f"{node.name}: {statements} statements"
     assert not any(isinstance(node, ast.ClassDef) for node in tree.body)
+    assert {target for target, _ in imports()["arguments"]} <= {"__init__", "argtypes", "config"}
 
 
 def test_ci_runs_the_ends_of_what_is_declared():

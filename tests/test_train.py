@@ -8,18 +8,22 @@ from lrcn.data.cache import prepare
 from lrcn.models.checkpoint import load_checkpoint
 from lrcn.config import TrainConfig
 from lrcn.data.dataset import read_split
+from lrcn.errors import LrcnError
+from lrcn.models.registry import settings_for
 from lrcn.training.history import read_history
 from lrcn.data.loader import clip_batches
 from lrcn.training.steps import run_epoch
-from lrcn.training.train import train
+from lrcn.training.job import job_from_run, make_job
+from lrcn.training.train import TrainingJob, train
 
 
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     # A learning rate far too high: validation loss gets worse soon, so training stops early.
     config = TrainConfig(epochs=12, patience=2, lr=0.05, seed=3)
-    result = train(tiny_dataset, run, config=config, cache_dir=tmp_path / "cache",
-                   workers=0, progress=False, log=lambda *a: None)
+    job = TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
+                      workers=0, progress=False)
+    result = train(job, log=lambda *a: None)
     history = read_history(run / "history.csv")
     val_losses = [row["val_loss"] for row in history]
     best = min(range(len(val_losses)), key=lambda i: (math.isnan(val_losses[i]), val_losses[i]))
@@ -38,3 +42,53 @@ def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     loss, _ = run_epoch(checkpoint.build_model(), loader)
     assert loss == pytest.approx(val_losses[best], rel=1e-4)
     assert not math.isclose(val_losses[-1], val_losses[best], rel_tol=1e-4)
+    # The run folder holds the job: resuming builds the same one, set to resume.
+    again = job_from_run(run, workers=1, progress=False)
+    assert (again.data, again.out, again.cache_dir) == (tiny_dataset.resolve(), run,
+                                                        tmp_path / "cache")
+    assert (again.frames, again.split, again.train) == (job.frames, job.split, job.train)
+    assert again.model_config(4) == job.model_config(4)
+    assert again.classes == tuple(checkpoint.class_names) and again.resume
+    names, parts = again.fixed
+    assert parts == read_split(run / "split.json") and names == checkpoint.class_names
+
+
+@pytest.mark.parametrize("model, augment, expected", [
+    # (scale_jitter, temporal_jitter): --augment turns on what the model can take
+    ("lrcn", None, (0.0, False)), ("lrcn", True, (0.2, True)), ("lrcn", False, (0.0, False)),
+    ("effnet-lstm", True, (0.0, True)),           # cached features: temporal only
+    ("effnet-lrcn", None, (0.2, True)),           # on by default for the fine-tuned one
+    ("effnet-lrcn", False, (0.0, False)),
+])
+def test_augmentation_follows_the_model(model, augment, expected):
+    train_config = settings_for(model, augment=augment).train
+    assert (train_config.scale_jitter, train_config.temporal_jitter) == expected
+
+
+def test_settings_come_in_layers():
+    """The model's defaults, then the config file, then the flags; the model named by the
+    config file when no flag names one."""
+    file = {"model": {"name": "convlstm"}, "train": {"scale_jitter": 0.1, "epochs": 9},
+            "frames": {"num_frames": 12}}
+    settings = settings_for(None, file, train={"epochs": 3, "lr": None})
+    assert settings.model["name"] == "convlstm" and settings.model["dropout"] == 0.2
+    assert (settings.train.epochs, settings.train.scale_jitter) == (3, 0.1)
+    assert settings.train.lr == 1e-3 and settings.frames.num_frames == 12
+    assert settings_for(None, file, augment=True).train.scale_jitter == 0.2
+    assert settings_for("effnet-lstm", {}).frames.height == 128
+
+
+def test_a_job_refuses_model_settings_that_follow_from_the_data(tmp_path):
+    with pytest.raises(LrcnError, match="'num_classes' follows from the data"):
+        TrainingJob(tmp_path, tmp_path / "run", model={"num_classes": 3})
+
+
+def test_make_job_builds_the_job_the_cli_and_the_api_run(tmp_path):
+    job = make_job(tmp_path / "data", tmp_path / "run", model="effnet-lstm", augment=True,
+                   classes=["a", "b"], train={"epochs": 2, "lr": None}, workers=0,
+                   progress=False)
+    assert job.model["name"] == "effnet-lstm" and job.frames.height == 128
+    assert job.train.temporal_jitter and job.train.scale_jitter == 0.0
+    assert (job.train.epochs, job.train.lr) == (2, 1e-3)
+    assert job.classes == ("a", "b") and job.data == tmp_path / "data"
+    assert job.model_config(2).num_frames == job.frames.num_frames

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -48,6 +49,27 @@ def rank_seed(seed: int, rank: int) -> int:
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher that sets the same)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def torchrun_command(argv: Sequence[str], nproc: int,
+                     python: str = sys.executable) -> list[str]:
+    """`lrcn train --nproc P ...` as the command that runs it under torchrun on this machine:
+    `python -m torch.distributed.run --standalone --nproc-per-node P -m lrcn ...` with the same
+    arguments (`argv`, without the `lrcn`) less --nproc, which each process must not see. An
+    abbreviation argparse accepts (--npr 2, --npro=2) is --nproc too."""
+    if launched():
+        raise LrcnError("--nproc is for starting processes; under torchrun, leave it out")
+    rest, skip = [], False
+    for item in argv:
+        flag = item.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(flag) > 3 and "--nproc".startswith(flag):
+            skip = "=" not in item          # its value is the next item
+        else:
+            rest.append(item)
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            str(nproc), "-m", "lrcn", *rest]
 
 
 def setup(device_type: str) -> World:
@@ -105,5 +127,5 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["World", "rank_seed", "launched", "setup", "broadcast", "gather", "barrier",
-           "sum_over_ranks", "teardown", "DEFAULT_TIMEOUT_S"]
+__all__ = ["World", "rank_seed", "launched", "torchrun_command", "setup", "broadcast", "gather",
+           "barrier", "sum_over_ranks", "teardown", "DEFAULT_TIMEOUT_S"]

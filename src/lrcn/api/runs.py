@@ -17,7 +17,7 @@ from ..errors import ErrorKind, LrcnError
 from .classify import Classifier, load
 
 if TYPE_CHECKING:
-    from ..config import FrameConfig, RunSettings
+    from ..config import FrameConfig
     from ..data.dataset import Sample
 
 PathLike = str | os.PathLike
@@ -116,14 +116,15 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
           patience: int | None = None, seed: int | None = None, threads: int | None = None,
           frames: int | None = None, size: Size | None = None,
           test_fraction: float | None = None, val_fraction: float | None = None,
-          split_seed: int | None = None, scale_jitter: float | None = None,
+          split_seed: int | None = None, augment: bool | None = None,
+          scale_jitter: float | None = None,
           temporal_jitter: bool | None = None, flip: bool | None = None,
           balance: bool | None = None, batchnorm: bool | None = None,
           lstm_units: int | None = None, l2: float | None = None, device: str | None = None,
           precision: str | None = None, ucf_split: int | None = None,
           lists: PathLike | None = None, cache: PathLike | None = None,
-          workers: int | None = None, evaluate: bool = True, progress: bool = True,
-          log: Log | None = print) -> Run:
+          workers: int | None = None, decode_timeout: float | None = None,
+          evaluate: bool = True, progress: bool = True, log: Log | None = print) -> Run:
     """Train a model, as `lrcn train` does, calibrate it and evaluate it on the held-out test
     groups; return the Run. A setting left at None takes the config file's value, else the
     model's default (the seed tutorial's: 70 epochs, patience 15, batch 4, Adam 1e-3).
@@ -139,7 +140,10 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
     frames, size: frames per clip (20) and their size, 64 or (width, height) (64x64).
     test_fraction, val_fraction, split_seed: the group-aware split (clips of one group
         are never on two sides).
-    scale_jitter, temporal_jitter, flip: augmentation (off for the seed's model).
+    augment: True: the augmentation the model can take (`lrcn train --augment`: crop/scale
+        and TSN temporal jitter; temporal only for effnet-lstm); False: none; None: as the
+        model and the config file say (off for the seed's model, on for effnet-lrcn).
+    scale_jitter, temporal_jitter, flip: each augmentation on its own, over `augment`.
     balance: weight the loss by inverse class frequency.
     batchnorm, lstm_units, l2: the lrcn model's options.
     device, precision: where to train ("auto", "cpu", "cuda:N", "mps") and "fp32",
@@ -147,12 +151,15 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
     ucf_split, lists: the official UCF101 split N and the folder of its lists.
     cache: the frame cache folder (default $LRCN_CACHE_DIR or ~/.cache/lrcn).
     workers: decoding processes (default one per core; 0: in this process).
+    decode_timeout: seconds a file may take to decode before it is reported as stalled and
+        skipped (default $LRCN_DECODE_TIMEOUT or 120).
     evaluate: evaluate on the test split after training (Run.report).
     progress, log: progress bars, and where messages go (None: nowhere).
     """
     width, height = _size(size)
-    settings = _resolve_settings(
-        config, model,
+    folder = Path(out) if out is not None else default_run_folder()
+    job = _make_job(
+        data, folder, model=model, config=config, augment=augment,
         frames={"num_frames": frames, "height": height, "width": width},
         split={"test_fraction": test_fraction, "val_fraction": val_fraction,
                "seed": split_seed},
@@ -160,11 +167,10 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
                "seed": seed, "num_threads": threads, "device": device,
                "precision": precision, "scale_jitter": scale_jitter,
                "temporal_jitter": temporal_jitter, "flip": flip, "balance": balance},
-        model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2})
-    folder = Path(out) if out is not None else default_run_folder()
-    report = _train_and_evaluate(data, folder, classes, settings, cache, workers, progress,
-                                 log or _quiet, ucf_split, lists, evaluate)
-    return Run(folder, report)
+        model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2},
+        classes=classes, cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
+        progress=progress, decode_timeout=decode_timeout)
+    return Run(folder, _train_and_evaluate(job, log or _quiet, evaluate))
 
 
 def default_run_folder() -> Path:
@@ -230,8 +236,8 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
     folder = Path(out) if out is not None else \
         Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     split = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed}
-    train_settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                      "patience": patience, "seed": seed, "device": device}
+    train_settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                          seed=seed, device=device)
     return _compare(data, folder, models, repeats, protocol, classes, split, train_settings,
                     cache, workers, log or _quiet)
 
@@ -239,15 +245,12 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
 # Each library entry point used here is called from exactly one function below, so that a
 # change of its signature is one edit here.
 
-def _resolve_settings(config: PathLike | None, model: str | None, frames: dict, split: dict,
-                      train: dict, model_options: dict) -> RunSettings:
-    """The CLI's layers (config.resolve_settings) over the chosen model's defaults."""
-    from ..config import load_config_file, resolve_settings
-    from ..models.registry import DEFAULT_MODEL, get_spec
-    file = load_config_file(config)
-    spec = get_spec(model or file.get("model", {}).get("name") or DEFAULT_MODEL)
-    return resolve_settings(file, defaults=spec.defaults, frames=frames, split=split,
-                            train=train, model={"name": spec.name, **model_options})
+def _make_job(data: PathLike, folder: Path, *, config: PathLike | None, **settings):
+    """The run's TrainingJob, its settings layered as `lrcn train` layers them
+    (training.job.make_job: the model's defaults, the config file, the keywords)."""
+    from ..config import load_config_file
+    from ..training.job import make_job
+    return make_job(data, folder, config=load_config_file(config), **settings)
 
 
 def _frame_settings(config: PathLike | None, frames: dict) -> FrameConfig:
@@ -255,16 +258,9 @@ def _frame_settings(config: PathLike | None, frames: dict) -> FrameConfig:
     return layered(FrameConfig, load_config_file(config).get("frames", {}), frames)
 
 
-def _train_and_evaluate(data: PathLike, folder: Path, classes, settings: RunSettings,
-                        cache, workers, progress: bool, log: Log, ucf_split, lists,
-                        evaluate: bool) -> dict | None:
+def _train_and_evaluate(job, log: Log, evaluate: bool) -> dict | None:
     from ..training.runs import train_and_evaluate
-    result = train_and_evaluate(
-        data, folder, classes=classes, frames=settings.frames, model_options=settings.model,
-        split=settings.split, config=settings.train, cache_dir=Path(cache) if cache else None,
-        workers=workers, progress=progress, log=log, ucf_split=ucf_split,
-        lists=Path(lists) if lists else None, evaluate_test=evaluate)
-    return result.report
+    return train_and_evaluate(job, log=log, evaluate_test=evaluate).report
 
 
 def _evaluate_run(checkpoint: Path, data, out, part: str, cache, workers, progress: bool,
@@ -325,9 +321,10 @@ def _check_dataset(data, classes, frames: FrameConfig, ucf_split, lists, cache, 
 def _compare(data, folder: Path, models, repeats: int, protocol: str, classes, split: dict,
              train: dict, cache, workers, log: Log) -> list[dict]:
     from ..config import SplitConfig, layered
-    from ..training.compare import compare as compare_models
+    from ..training.compare import CompareTraining, compare as compare_models
     return compare_models(data, folder, list(models), repeats=repeats, protocol=protocol,
-                          classes=classes, split=layered(SplitConfig, {}, split), train=train,
+                          classes=classes, split=layered(SplitConfig, {}, split),
+                          train=CompareTraining(**train),
                           cache_dir=Path(cache) if cache else None, workers=workers,
                           progress=False, log=log)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..config import ModelConfig
+from ..config import ModelConfig, RunSettings, resolve_settings
 from ..errors import LrcnError
 
 DEFAULT_MODEL = "lrcn"
@@ -67,6 +67,17 @@ class ModelSpec:
         return {"model": {"name": self.name, **self.model}, "frames": dict(self.frames),
                 "train": dict(self.train)}
 
+    def augmentation(self, augment: bool | None) -> dict[str, Any]:
+        """The TrainConfig settings that `augment` asks of this model: True (--augment) the
+        crop/scale jitter (only where the model sees pixels: a frozen CNN's cached features
+        take temporal jitter alone) and TSN temporal jitter; False (--no-augment) none at
+        all; None: what the model's defaults and the config file say."""
+        if augment is None:
+            return {}
+        if not augment:
+            return {"scale_jitter": 0.0, "temporal_jitter": False}
+        return {"temporal_jitter": True, **({"scale_jitter": 0.2} if self.pixel_augment else {})}
+
 
 _EFFNET_FRAMES = {"height": 128, "width": 160, "channel_order": "rgb"}
 _EFFNET_NORMALISATION = "rgb (x*255 - 127) / 128 (EfficientNet-Lite)"
@@ -101,6 +112,21 @@ def get_spec(name: str) -> ModelSpec:
         raise LrcnError(f"unknown model {name!r} (one of: {', '.join(MODELS)})") from None
 
 
+def settings_for(name: str | None, file: dict[str, dict[str, Any]] | None = None, *,
+                 frames: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+                 train: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+                 augment: bool | None = None) -> RunSettings:
+    """A run's settings for the model `name` (None: the config file's model, else the default
+    one), in layers: the dataclasses' defaults, the model's own (ModelSpec), the config file's
+    sections (config.load_config_file), then the settings given (None: not given), with what
+    `augment` asks of this model (ModelSpec.augmentation) over the training ones."""
+    file = file or {}
+    spec = get_spec(name or file.get("model", {}).get("name") or DEFAULT_MODEL)
+    return resolve_settings(file, defaults=spec.defaults, frames=frames, split=split,
+                            train={**(train or {}), **spec.augmentation(augment)},
+                            model={**(model or {}), "name": spec.name})
+
+
 def check_settings(config: ModelConfig, channel_order: str, train=None) -> ModelSpec:
     """Refuse, in one line, settings that a model cannot honour."""
     spec = get_spec(config.name)
@@ -125,4 +151,5 @@ def build_model(config: ModelConfig, pretrained: bool = False):
     return get_spec(config.name).build(config, pretrained)
 
 
-__all__ = ["ModelSpec", "MODELS", "DEFAULT_MODEL", "get_spec", "check_settings", "build_model"]
+__all__ = ["ModelSpec", "MODELS", "DEFAULT_MODEL", "get_spec", "settings_for", "check_settings",
+           "build_model"]

@@ -15,13 +15,13 @@ import io
 import json
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from ..data.cache import prepare
 from ..models.checkpoint import load_checkpoint
-from ..config import SplitConfig, resolve_settings
+from ..config import SplitConfig
 from ..data.dataset import load_samples, random_split, split_samples
 from ..inference.engine import make_engine
 from ..errors import LrcnError
@@ -29,8 +29,9 @@ from .evaluate import evaluate, predict_cached
 from ..files import atomic_write_text
 from ..models.base import count_trainable
 from ..media.plots import plot_compare
+from .job import TrainingJob
 from .runs import train_and_evaluate
-from ..models.registry import get_spec
+from ..models.registry import get_spec, settings_for
 
 PROTOCOLS = ("group", "random")
 COLUMNS = ("model", "protocol", "repeats", "accuracy_mean", "accuracy_std", "macro_f1_mean",
@@ -65,14 +66,26 @@ def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str
             engine.fallback_reason)
 
 
-def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: int = 3,
+@dataclass(frozen=True)
+class CompareTraining:
+    """The training settings `lrcn compare` gives every model, over each model's own defaults
+    (ModelSpec: an effnet model's frames and augmentation stay its own); None: the model's."""
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    seed: int | None = None
+    device: str | None = None
+
+
+def compare(data: str | Path, out: str | Path, models: Sequence[str], *, repeats: int = 3,
             protocol: str = "group", classes: Sequence[str] | None = None,
-            split: SplitConfig = SplitConfig(), train: dict | None = None,
+            split: SplitConfig = SplitConfig(), train: CompareTraining = CompareTraining(),
             cache_dir: Path | None = None, workers: int | None = None,
-            progress: bool = False, log=print) -> list[dict]:
+            progress: bool = False, log=print, decode_timeout: float | None = None
+            ) -> list[dict]:
     """Train and test every model on the same splits; write and return the table's rows.
-    `train`: TrainConfig settings for every model (epochs, device, ...) over each model's
-    own defaults."""
+    `train`: what every model trains with, over each model's own defaults."""
     out = Path(out)
     specs = [get_spec(name) for name in models]
     names, samples, missing = load_samples(data, classes)
@@ -84,15 +97,15 @@ def compare(data: str | Path, out: str | Path, models: Sequence[str], repeats: i
             cfg = replace(split, seed=split.seed + repeat)
             parts = (split_samples if proto == "group" else random_split)(samples, cfg)
             for spec in specs:
-                settings = resolve_settings({}, train=train, defaults=spec.defaults)
+                settings = settings_for(spec.name, train=asdict(train))
                 run_dir = out / proto / spec.name / f"r{repeat + 1}"
                 log(f"compare: {spec.name}, {proto} split, repeat {repeat + 1}/{repeats}")
                 start = time.perf_counter()
-                result = train_and_evaluate(
-                    data, run_dir, classes=names, frames=settings.frames,
-                    model_options=settings.model, split=cfg, config=settings.train,
-                    cache_dir=cache_dir, workers=workers, progress=progress,
-                    log=lambda *a, **k: None, fixed=(names, parts))
+                job = TrainingJob(data, run_dir, classes=names, frames=settings.frames,
+                                  model=settings.model, split=cfg, train=settings.train,
+                                  cache_dir=cache_dir, fixed=(names, parts), workers=workers,
+                                  progress=progress, decode_timeout=decode_timeout)
+                result = train_and_evaluate(job, log=lambda *a, **k: None)
                 seconds = time.perf_counter() - start
                 speed, backend, fallback = _inference_speed(result.checkpoint, parts["test"],
                                                             cache_dir, settings.train.device)
@@ -161,4 +174,4 @@ def write_table(rows: list[dict], out: Path) -> None:
     plot_compare(rows, out / "compare.png")
 
 
-__all__ = ["compare", "markdown", "summarise", "protocols_of", "PROTOCOLS", "COLUMNS"]
+__all__ = ["compare", "CompareTraining", "markdown", "summarise", "protocols_of", "PROTOCOLS", "COLUMNS"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 
-from ..config import FrameConfig, SplitConfig, TrainConfig
 from ..data.dataset import group_number, load_samples, split_train_val
 from ..errors import LrcnError
 from ..files import atomic_write_text
+from .job import TrainingJob
 from .runs import train_and_evaluate
 from .train import report_skipped
 
@@ -37,26 +37,23 @@ def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
-def cross_validate(data: str | Path, out: str | Path, classes: Sequence[str] | None = None,
-                   folds: Sequence[str] | None = None, frames: FrameConfig = FrameConfig(),
-                   model_options: dict | None = None, split: SplitConfig = SplitConfig(),
-                   config: TrainConfig = TrainConfig(), cache_dir: Path | None = None,
-                   workers: int | None = None, progress: bool = True, log=print) -> dict:
-    data, out = Path(data), Path(out)
-    names, samples, missing = load_samples(data, classes)
+def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
+                   log=print) -> dict:
+    """Leave-one-group-out over `job.data` (each of `folds`, or every group): fold k is the
+    job run in `job.out`/fold-gNN on the other groups (split into train and validation as
+    `job.split` says) and tested on group k. Writes cv.json and cv.csv into `job.out`."""
+    data, out = job.data, job.out
+    names, samples, missing = load_samples(data, job.classes)
     report_skipped(missing)
     tags = folds_of(samples, folds)
     rows = []
     for k, tag in enumerate(tags, 1):
         test = [s for s in samples if group_number(s) == tag]
         rest = [s for s in samples if group_number(s) != tag]
-        parts = {**split_train_val(rest, split), "test": test}
+        parts = {**split_train_val(rest, job.split), "test": test}
         log(f"fold {k}/{len(tags)}: test group {tag} ({len(test)} clips)")
         run = out / f"fold-{tag}"
-        result = train_and_evaluate(data, run, frames=frames, model_options=model_options,
-                                    split=split, config=config, cache_dir=cache_dir,
-                                    workers=workers, progress=progress, log=log,
-                                    fixed=(names, parts))
+        result = train_and_evaluate(replace(job, out=run, fixed=(names, parts)), log)
         report = result.report
         rows.append({"fold": tag, "test_clips": report["num_clips"],
                      "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from ..models.checkpoint import load_checkpoint
-from ..config import FrameConfig, SplitConfig, TrainConfig
+from ..config import TrainConfig
 from ..inference.engine import make_engine
 from .evaluate import format_report
 from ..inference.predict import Predictor, annotate, format_prediction
+from .job import TrainingJob
 from .runs import train_and_evaluate
 from ..data.synth import SynthConfig, make_dataset
 
@@ -39,9 +40,8 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
           f"[{time.perf_counter() - start:.0f} s]")
     run = out / "run"
     log = (lambda *a, **k: None) if quiet else print
-    result = train_and_evaluate(data, run, frames=FrameConfig(), split=SplitConfig(),
-                                config=DEMO_TRAIN, cache_dir=cache, workers=workers,
-                                progress=not quiet, log=log)
+    result = train_and_evaluate(TrainingJob(data, run, train=DEMO_TRAIN, cache_dir=cache,
+                                            workers=workers, progress=not quiet), log)
     report = result.report
     print(f"[3/4] evaluated on the held-out test groups [{time.perf_counter() - start:.0f} s]")
     print(format_report(report))

@@ -113,7 +113,8 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
 def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
              progress: bool = True, history: Path | None = None, device: str = "auto",
-             precision: str = "fp32", shuffle_frames: bool = False, views: int = 1) -> dict:
+             precision: str = "fp32", shuffle_frames: bool = False, views: int = 1,
+             decode_timeout: float | None = None) -> dict:
     """Evaluate on `samples`; write report.json, confusion_matrix.png, reliability.png (and
     curves.png when a training history is given) into out_dir; return the report.
     `shuffle_frames`: the frame-order ablation, each clip's frames in a random order (seed
@@ -123,7 +124,8 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     logits, clips, failures = _logits(checkpoint, samples, cache_dir, workers, progress,
-                                      device, precision, 0 if shuffle_frames else None, views)
+                                      device, precision, 0 if shuffle_frames else None, views,
+                                      decode_timeout)
     if not clips:
         raise LrcnError("none of the evaluation videos could be read", out_dir)
     names = checkpoint.class_names
@@ -156,12 +158,13 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
 
 def _logits(checkpoint: Checkpoint, samples: Sequence[Sample], cache_dir: Path | None,
             workers: int | None, progress: bool, device: str, precision: str,
-            shuffle_seed: int | None = None, views: int = 1):
+            shuffle_seed: int | None = None, views: int = 1,
+            decode_timeout: float | None = None):
     """((N, views, classes) logits, the clips read, the failures) for `samples`."""
     frames = candidate_frames(checkpoint.frame_config, views) if views > 1 \
         else checkpoint.frame_config
     clips, failures = prepare(samples, frames, cache_dir=cache_dir, workers=workers,
-                              progress=progress)
+                              progress=progress, timeout=decode_timeout)
     engine = make_engine(checkpoint, device=device, precision=precision)
     return cached_logits(engine, clips, shuffle_seed=shuffle_seed, views=views), clips, failures
 
@@ -202,7 +205,7 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
                  cache_dir: Path | None = None, workers: int | None = None,
                  progress: bool = True, device: str = "auto",
                  precision: str = "fp32", shuffle_frames: bool = False,
-                 views: int = 1) -> Evaluation:
+                 views: int = 1, decode_timeout: float | None = None) -> Evaluation:
     """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
     clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
     headline figures are recorded in the checkpoint."""
@@ -215,7 +218,8 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
     out_dir = Path(out) if out else (default / "shuffled-frames" if shuffle_frames else default)
     report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
                       progress=progress, history=run_dir / "history.csv", device=device,
-                      precision=precision, shuffle_frames=shuffle_frames, views=views)
+                      precision=precision, shuffle_frames=shuffle_frames, views=views,
+                      decode_timeout=decode_timeout)
     if data is None and part == "test" and not shuffle_frames:
         record_test_metrics(checkpoint_path, report)
     written = [out_dir / "report.json", out_dir / "confusion_matrix.png",

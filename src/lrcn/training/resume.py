@@ -20,8 +20,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..config import FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict, to_dict
-from ..data.dataset import read_split
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
@@ -108,29 +106,4 @@ def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
 
 
 
-def resume_settings(run_dir: str | Path) -> dict[str, Any]:
-    """The keyword arguments of `train` that a run folder's config.json recorded, for
-    `lrcn train --resume RUN`."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir,
-                        ErrorKind.NOT_FOUND)
-    try:
-        saved = json.loads(path.read_text())
-        model = to_dict(from_dict(ModelConfig, saved["model"]))
-        return {"data_root": saved["data"], "run_dir": run_dir, "classes": saved["classes"],
-                "frames": from_dict(FrameConfig, saved["frames"]),
-                "model_options": {k: v for k, v in model.items() if k not in
-                                  ("num_classes", "num_frames", "height", "width")},
-                "split": from_dict(SplitConfig, saved["split"]),
-                "config": from_dict(TrainConfig, saved["train"]),
-                "cache_dir": Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
-                # the split as it was made (by group, from official lists or a fold)
-                "fixed": (saved["classes"], read_split(run_dir / "split.json")),
-                "resume": True}
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
-
-
-__all__ = ["STATE_NAME", "save_state", "load_state", "resume_settings"]
+__all__ = ["STATE_NAME", "save_state", "load_state"]

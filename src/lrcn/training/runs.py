@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 from ..models.checkpoint import load_checkpoint
-from ..config import FrameConfig, SplitConfig, TrainConfig
-from ..data.dataset import Sample
 from ..errors import LrcnError
 from .evaluate import calibrate_checkpoint, evaluate, record_test_metrics
+from .job import TrainingJob
 from .train import TrainResult, train
 
 
@@ -24,26 +22,15 @@ class RunResult:
         return self.training.checkpoint
 
 
-def train_and_evaluate(data: str | Path, run_dir: str | Path,
-                       classes: Sequence[str] | None = None,
-                       frames: FrameConfig = FrameConfig(),
-                       model_options: dict[str, Any] | None = None,
-                       split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
-                       cache_dir: Path | None = None, workers: int | None = None,
-                       progress: bool = True, log=print, ucf_split: int | None = None,
-                       lists: Path | None = None,
-                       fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
-                       evaluate_test: bool = True, resume: bool = False) -> RunResult:
-    """Train (train.train), fit the checkpoint's calibration temperature on the validation
-    clips, then evaluate the checkpoint on the run's test part, writing report.json,
-    confusion_matrix.png, reliability.png and curves.png into the run folder, and record the
-    test figures in the checkpoint (for `lrcn info`). Files that cannot be read were reported
-    while training prepared the data."""
-    run_dir = Path(run_dir)
-    result = train(data, run_dir, classes=classes, frames=frames, model_options=model_options,
-                   split=split, config=config, cache_dir=cache_dir, workers=workers,
-                   progress=progress, log=log, ucf_split=ucf_split, lists=lists, fixed=fixed,
-                   resume=resume)
+def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) -> RunResult:
+    """Train as `job` says (train.train), fit the checkpoint's calibration temperature on the
+    validation clips, then evaluate the checkpoint on the run's test part, writing report.json,
+    confusion_matrix.png, reliability.png and curves.png into the run folder (`job.out`), and
+    record the test figures in the checkpoint (for `lrcn info`). Files that cannot be read
+    were reported while training prepared the data."""
+    run_dir, config = job.out, job.train
+    cache_dir, workers, progress = job.cache_dir, job.workers, job.progress
+    result = train(job, log)
     if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
         return RunResult(result, None)
     calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
@@ -61,4 +48,4 @@ def train_and_evaluate(data: str | Path, run_dir: str | Path,
     return RunResult(result, report)
 
 
-__all__ = ["RunResult", "train_and_evaluate"]
+__all__ = ["RunResult", "TrainingJob", "train_and_evaluate"]

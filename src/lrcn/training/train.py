@@ -17,15 +17,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..data.cache import CachedClip, prepare
 from ..models.checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
-from ..config import (FrameConfig, SplitConfig, TrainConfig, candidate_frames,
-                     model_config_for, to_dict)
+from ..config import FrameConfig, TrainConfig, candidate_frames
 from ..data.dataset import Sample, load_parts, write_split
 from ..errors import LrcnError
 from ..files import atomic_write_text
@@ -36,6 +35,7 @@ from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
+from .job import TrainingJob
 from .resume import STATE_NAME, dropout_states, load_state, save_state
 from .steps import make_optimizer, run_epoch
 from ..models.registry import build_model, check_settings, get_spec
@@ -82,44 +82,41 @@ class TrainingData:
     candidates: int = 1            # frames per segment in inputs["train"]
 
 
-def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | None,
-                   workers: int | None, progress: bool, world: World):
-    """prepare() with several processes: each decodes its share (`rank::size`) into the shared
-    cache, then, after a barrier, every one reads every entry (an entry is complete once its
-    JSON is there, so no other coordination is needed). (clips, failures) as prepare's."""
+def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, job: TrainingJob,
+                   world: World):
+    """prepare() with the job's cache, workers and decode timeout, in several processes: each
+    decodes its share (`rank::size`) into the shared cache, then, after a barrier, every one
+    reads every entry (an entry is complete once its JSON is there, so no other coordination is
+    needed). (clips, failures) as prepare's."""
+    options = {"cache_dir": job.cache_dir, "workers": job.workers,
+               "timeout": job.decode_timeout}
     if world.distributed:
-        prepare(samples[world.rank::world.size], frames, cache_dir=cache_dir, workers=workers,
-                progress=progress and world.main)
+        prepare(samples[world.rank::world.size], frames, progress=job.progress and world.main,
+                **options)
         barrier(world)
-    return prepare(samples, frames, cache_dir=cache_dir, workers=workers,
-                   progress=progress and not world.distributed)
+    return prepare(samples, frames, progress=job.progress and not world.distributed, **options)
 
 
-def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | None = None,
-                 frames: FrameConfig = FrameConfig(), split: SplitConfig = SplitConfig(),
-                 cache_dir: Path | None = None, workers: int | None = None,
-                 progress: bool = True, log=print, ucf_split: int | None = None,
-                 lists: Path | None = None,
-                 fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
-                 on_split=None, world: World = World()) -> TrainingData:
-    """Find the clips, split them (or take the `fixed` split: cross-validation folds), write
-    split.json into the run folder, call `on_split(class names)`, and decode every clip into
-    the frame cache (the test clips too, so evaluation finds them there). Unreadable files
-    are reported and skipped.
+def prepare_data(job: TrainingJob, log=print, on_split=None,
+                 world: World = World()) -> TrainingData:
+    """Find the job's clips, split them (or take `job.fixed`: cross-validation's folds, a
+    resumed run's split), write split.json into the run folder, call `on_split(class names)`,
+    and decode every clip into the frame cache (the test clips too, so evaluation finds them
+    there). Unreadable files are reported and skipped.
 
     With several processes, rank 0 alone finds and splits the data and every rank receives
     the same split; each rank decodes its share of the clips (`rank::size`) into the shared
     cache, and after a barrier reads every entry (an entry is complete once its JSON is there,
     so ranks need no other coordination). Only rank 0 writes into the run folder."""
-    data_root = Path(data_root)
+    data_root, run_dir = job.data, job.out
     missing: list[tuple[str, str]] = []
-    if fixed is not None:
-        (class_names, parts), how = fixed, "given folds"
+    if job.fixed is not None:
+        (class_names, parts), how = job.fixed, "given folds"
     else:
         found: tuple | str | None = None
         if world.main:
             try:
-                found = load_parts(data_root, classes, split, ucf_split, lists)
+                found = load_parts(data_root, job.classes, job.split, job.ucf_split, job.lists)
             except LrcnError as exc:
                 found = str(exc)       # said on every rank, not only on rank 0
         found = broadcast(found, world)
@@ -139,7 +136,7 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
 
     everything = parts["train"] + parts["val"] + parts["test"]
     started = time.perf_counter()
-    clips, failures = prepare_shared(everything, frames, cache_dir, workers, progress, world)
+    clips, failures = prepare_shared(everything, job.frames, job, world)
     seconds = time.perf_counter() - started
     log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
         f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
@@ -156,19 +153,18 @@ def prepare_data(data_root: str | Path, run_dir: Path, classes: Sequence[str] | 
     return TrainingData(data_root, class_names, parts, by_part, skipped)
 
 
-def training_inputs(data: TrainingData, model, frames: FrameConfig, config: TrainConfig,
-                    cache_dir: Path | None, workers: int | None, device: torch.device,
-                    progress: bool, log, world: World) -> TrainingData:
+def training_inputs(data: TrainingData, model, job: TrainingJob, device: torch.device, log,
+                    world: World) -> TrainingData:
     """What the training and validation loaders read: with temporal jitter, the training
     clips' candidate frames (CANDIDATES per segment, decoded into the frame cache like any
     other setting); for a model with a frozen CNN, the cached features of those frames."""
     train = data.clips["train"]
+    progress = job.progress
     candidates = 1
-    if config.temporal_jitter:
+    if job.train.temporal_jitter:
         candidates = CANDIDATES
         decoded, failures = prepare_shared([c.sample for c in train],
-                                           candidate_frames(frames, CANDIDATES), cache_dir,
-                                           workers, progress, world)
+                                           candidate_frames(job.frames, CANDIDATES), job, world)
         if failures:   # the file decoded at the plain setting: report, do not drop silently
             raise LrcnError(f"decoding {CANDIDATES}x frames for temporal jitter failed "
                             f"({failures[0][1]})", failures[0][0].path)
@@ -286,22 +282,16 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
     return FitResult(best_epoch, best, monitor, history)
 
 
-def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | None = None,
-          frames: FrameConfig = FrameConfig(), model_options: dict[str, Any] | None = None,
-          split: SplitConfig = SplitConfig(), config: TrainConfig = TrainConfig(),
-          cache_dir: Path | None = None, workers: int | None = None, progress: bool = True,
-          log=print, ucf_split: int | None = None, lists: Path | None = None,
-          fixed: tuple[list[str], dict[str, list[Sample]]] | None = None,
-          resume: bool = False) -> TrainResult:
-    """Train on `data_root`: a folder per class, a `path,label` list file, or (with ucf_split)
-    a folder with the official UCF101 split lists. `fixed` = (classes, parts) bypasses the
-    split (cross-validation folds). The checkpoint holds the best epoch's weights
-    (restore_best_weights=True). `resume`: continue from the run folder's training state,
-    if it has one (see resume.py, whose `resume_settings` reads a run's settings back)."""
-    run_dir = Path(run_dir)
+def train(job: TrainingJob, log=print) -> TrainResult:
+    """Train as `job` says, on `job.data`: a folder per class, a `path,label` list file, or
+    (with job.ucf_split) a folder with the official UCF101 split lists; `job.fixed` =
+    (classes, parts) bypasses the split (cross-validation folds). The run folder is `job.out`;
+    its checkpoint holds the best epoch's weights (restore_best_weights=True). `job.resume`:
+    continue from the run folder's training state, if it has one (resume.py; job.job_from_run
+    reads a run's job back)."""
+    run_dir, frames, config = job.out, job.frames, job.train
     # settings a model cannot honour, and a device that is not there: before any decoding
-    check_settings(model_config_for(frames, 2, **(model_options or {})), frames.channel_order,
-                   config)
+    check_settings(job.model_config(2), frames.channel_order, config)
     device = resolve_device(config.device)
     world = setup(device.type)                # torchrun's process group, or a world of one
     if world.distributed and device.type == "cuda":
@@ -312,19 +302,12 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
 
     def write_settings(class_names: list[str]) -> None:
         """config.json, before any decoding: a run killed in its cache fill can resume."""
-        model_config = model_config_for(frames, len(class_names), **(model_options or {}))
-        settings = {"data": str(Path(data_root).resolve()), "classes": class_names,
-                    "frames": to_dict(frames), "model": to_dict(model_config),
-                    "split": to_dict(split), "train": to_dict(config),
-                    "cache_dir": str(cache_dir) if cache_dir else None,
-                    "processes": world.size}
-        atomic_write_text(run_dir / "config.json", json.dumps(settings, indent=2))
+        atomic_write_text(run_dir / "config.json",
+                          json.dumps(job.saved_settings(class_names, world.size), indent=2))
 
     try:
-        data = prepare_data(data_root, run_dir, classes, frames, split, cache_dir, workers,
-                            progress, log, ucf_split, lists, fixed, on_split=write_settings,
-                            world=world)
-        model_config = model_config_for(frames, len(data.class_names), **(model_options or {}))
+        data = prepare_data(job, log, on_split=write_settings, world=world)
+        model_config = job.model_config(len(data.class_names))
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         seed_everything(config.seed)
@@ -332,13 +315,12 @@ def train(data_root: str | Path, run_dir: str | Path, classes: Sequence[str] | N
         # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
         model.seed_dropout(rank_seed(config.seed, world.rank))
         model.to(device)
-        data = training_inputs(data, model, frames, config, cache_dir, workers, device,
-                               progress, log, world)
+        data = training_inputs(data, model, job, device, log, world)
         log(f"model: {model_config.name}, {count_trainable(model):,} trainable parameters, "
             f"on {device}"
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
-        return _train_model(model, data, config, run_dir, frames, progress, log, resume,
+        return _train_model(model, data, config, run_dir, frames, job.progress, log, job.resume,
                             world)
     finally:
         teardown()
@@ -382,4 +364,5 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
     return round(statistics.median(durations), 3) if durations else 0.0
 
 
-__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "report_skipped"]
+__all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "TrainingJob",
+           "report_skipped"]

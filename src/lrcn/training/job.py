@@ -1,0 +1,125 @@
+"""One training run's settings in one object, `TrainingJob`: what `lrcn train`, `lrcn cv` (each
+fold), `lrcn compare` (each model and repeat), `lrcn demo`, `lrcn train --resume` and the Python
+API hand to runs.train_and_evaluate, which hands it to train.train and train.prepare_data.
+
+A run folder's config.json holds the job's saved settings (`saved_settings`); `job_from_run`
+reads them back, so a resumed run is the job that was started. The format is the one runs have
+always written: data, classes, frames, model, split, train, cache_dir, processes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import (FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict,
+                      model_config_for, to_dict)
+from ..data.dataset import Sample, read_split
+from ..errors import ErrorKind, LrcnError
+from ..models.registry import settings_for
+
+# The model settings that follow from the data (classes) and the frames (input shape).
+DERIVED_MODEL_SETTINGS = ("num_classes", "num_frames", "height", "width")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything one training run is configured by. Built once (by the CLI from its flags and
+    config file, by `job_from_run` from a run folder, by cv and compare per run) and passed
+    down whole."""
+    data: Path                  # a folder per class, a `path,label` list, or the UCF101 folder
+    out: Path                   # the run folder (cv and compare: the folder of their runs)
+    classes: tuple[str, ...] | None = None   # a subset; None: the seed's four if there, else all
+    frames: FrameConfig = FrameConfig()
+    # ModelConfig options (name, lstm_units, l2, ...); the rest follows from data and frames
+    model: dict[str, Any] = field(default_factory=dict)
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    cache_dir: Path | None = None            # None: $LRCN_CACHE_DIR or ~/.cache/lrcn
+    ucf_split: int | None = None             # the official UCF101 split N (its lists)
+    lists: Path | None = None                # where those lists are (default: in data)
+    # classes and parts given instead of a split made here: cross-validation's folds, a
+    # resumed run's split as it was made
+    fixed: tuple[list[str], dict[str, list[Sample]]] | None = None
+    resume: bool = False                     # continue from the run folder's training state
+    # how to run, not what: neither is saved with the run
+    workers: int | None = None               # decoding processes (None: one per core)
+    progress: bool = True                    # progress bars
+    decode_timeout: float | None = None      # seconds per file (None: cache's default)
+
+    def __post_init__(self) -> None:
+        # paths and names as given by a caller (str, list) in the types the fields declare
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        if self.lists is not None:
+            object.__setattr__(self, "lists", Path(self.lists))
+        derived = sorted(set(self.model) & set(DERIVED_MODEL_SETTINGS))
+        if derived:
+            raise LrcnError(f"model setting {derived[0]!r} follows from the data and the frames")
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        """The model's settings for `num_classes` classes and this job's frames."""
+        return model_config_for(self.frames, num_classes, **self.model)
+
+    def saved_settings(self, class_names: Sequence[str], processes: int = 1) -> dict[str, Any]:
+        """What config.json records (and `job_from_run` reads back)."""
+        return {"data": str(self.data.resolve()), "classes": list(class_names),
+                "frames": to_dict(self.frames),
+                "model": to_dict(self.model_config(len(class_names))),
+                "split": to_dict(self.split), "train": to_dict(self.train),
+                "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+                "processes": processes}
+
+
+def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
+             config: dict[str, dict[str, Any]] | None = None,
+             frames: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+             train: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None,
+             augment: bool | None = None, classes: Sequence[str] | None = None,
+             cache_dir: str | Path | None = None, ucf_split: int | None = None,
+             lists: str | Path | None = None, workers: int | None = None,
+             progress: bool = True, decode_timeout: float | None = None) -> TrainingJob:
+    """A job from settings given in layers (registry.settings_for): the model `model` (None:
+    the config's, else the default), its defaults, then `config` (a settings file's sections,
+    config.load_config_file), then `frames`, `split`, `train` and `model_options` (None
+    values: not given), with `augment` (True, False, None: as the model and config say) over
+    the training settings. `lrcn train`, `lrcn cv` and the Python API build their jobs here."""
+    settings = settings_for(model, config, frames=frames, split=split, train=train,
+                            model=model_options, augment=augment)
+    return TrainingJob(data, out, classes=classes, frames=settings.frames,
+                       model=settings.model, split=settings.split, train=settings.train,
+                       cache_dir=cache_dir, ucf_split=ucf_split, lists=lists, workers=workers,
+                       progress=progress, decode_timeout=decode_timeout)
+
+
+def job_from_run(run_dir: str | Path, workers: int | None = None,
+                 progress: bool = True, decode_timeout: float | None = None) -> TrainingJob:
+    """The job a run folder's config.json recorded, with its split as it was made (by group,
+    from official lists or a fold), set to resume: `lrcn train --resume RUN`."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir,
+                        ErrorKind.NOT_FOUND)
+    try:
+        saved = json.loads(path.read_text())
+        model = to_dict(from_dict(ModelConfig, saved["model"]))
+        return TrainingJob(
+            data=Path(saved["data"]), out=run_dir, classes=saved["classes"],
+            frames=from_dict(FrameConfig, saved["frames"]),
+            model={k: v for k, v in model.items() if k not in DERIVED_MODEL_SETTINGS},
+            split=from_dict(SplitConfig, saved["split"]),
+            train=from_dict(TrainConfig, saved["train"]),
+            cache_dir=Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
+            fixed=(saved["classes"], read_split(run_dir / "split.json")), resume=True,
+            workers=workers, progress=progress, decode_timeout=decode_timeout)
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
+
+
+__all__ = ["TrainingJob", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]
