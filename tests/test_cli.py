@@ -111,6 +111,16 @@ def test_predict_json_and_annotated_h264_video(trained_run, tiny_dataset, tmp_pa
             sum(1 for _ in source.decode(video=0))
     text = lrcn("predict", trained_run, video)
     assert text.returncode == 0 and text.stdout.startswith(f"{video}: {prediction['label']}")
+    # --top-k: the k most probable classes, most probable first, the same numbers
+    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    top = lrcn("predict", trained_run, video, "--json", "--top-k", "2")
+    assert top.returncode == 0, top.stderr
+    [trimmed] = json.loads(top.stdout)
+    assert list(trimmed["probabilities"]) == [name for name, _ in ranked[:2]]
+    assert trimmed["probabilities"] == pytest.approx(dict(ranked[:2]), abs=1e-6)
+    assert trimmed["probability"] == pytest.approx(ranked[0][1], abs=1e-6)
+    lines = lrcn("predict", trained_run, video, "--top-k", "1").stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[1].split()[0] == ranked[0][0]
 
 
 def test_predict_reports_a_bad_file_and_still_predicts_the_good_one(trained_run, tiny_dataset,
@@ -185,6 +195,8 @@ REFUSED = [
     (["cv", "D", "--test-fraction", "0.1"], ["--test-fraction"]),
     (["evaluate", "R", "--data", "D", "--split", "val"], ["--data", "--split"]),
     (["predict", "R", "V", "--timeline", "--views", "2"], ["--timeline", "--views"]),
+    (["predict", "R", "V", "--timeline", "--top-k", "2"], ["--timeline", "--top-k"]),
+    (["predict", "R", "V", "--top-k", "0"], ["--top-k", "must be at least 1"]),
     (["predict", "R", "V", "--out", "O"], ["--out", "--timeline"]),
     (["predict", "R", "V", "--span", "2"], ["--span", "--timeline"]),
     (["predict", "R", "V", "--stride", "1"], ["--stride", "--timeline"]),

@@ -29,7 +29,9 @@ CONFLICTS = {
     "evaluate": [("--data", ("--split",), "{other} names a part of the run's split; with "
                                           "{flag} every clip of DATA is evaluated")],
     "predict": [("--timeline", ("--views",), "{other} averages offsets of one clip; {flag} "
-                                             "already slides its windows (use --stride)")],
+                                             "already slides its windows (use --stride)"),
+                ("--timeline", ("--top-k",), "{other} trims a clip's classes; {flag} writes "
+                                             "every class per window")],
 }
 # Flags a command would ignore: (flag, why).
 UNUSED = {"cv": [("--test-fraction", "each fold tests on its held-out group")]}
@@ -238,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify videos")
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="print only the K most probable classes (default: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None,
                    help="onnx (ONNX Runtime, the default when installed) or torch")
@@ -314,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
     p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="a whole repeat of the demo: another data set, split and training "
+                        "seed (default 0)")
     common(p, cache=False)
     for p in [parser, *sub.choices.values()]:
         _one_line_errors(p)

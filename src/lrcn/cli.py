@@ -158,13 +158,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load
     from .inference.outputs import annotated_path
-    from .inference.predict import Predictor, annotate, format_prediction
-    predictor = Predictor.load(args.checkpoint, args.backend or "auto", args.device,
-                               args.precision, args.reject_below or 0.0, args.views or 1)
+    from .inference.predict import annotate, format_prediction
+    classifier = load(args.checkpoint, backend=args.backend or "auto", device=args.device,
+                      precision=args.precision, reject_below=args.reject_below or 0.0)
     if args.timeline:
-        return _predict_timelines(predictor.engine, args)
-    results = predictor.predict_files(args.videos)
+        return _predict_timelines(classifier, args)
+    results = classifier.predict_many(args.videos, top_k=args.top_k, views=args.views or 1)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     else:
@@ -186,27 +187,27 @@ def _window_config(args: argparse.Namespace):
     return WindowConfig(**{k: v for k, v in given.items() if v is not None})
 
 
-def _predict_timelines(engine, args: argparse.Namespace) -> int:
+def _predict_timelines(classifier, args: argparse.Namespace) -> int:
     from .inference.outputs import Batch, annotated_path, timeline_folder
-    from .inference.timeline import format_timeline, timeline_outputs
-    config = _window_config(args)
+    from .inference.timeline import format_timeline
     # a model that cannot run split fails the same way on every video: said once
     batch = Batch(args.videos, report=lambda video, exc: print(f"lrcn: error: {exc}",
                                                                file=sys.stderr),
-                  fatal=lambda exc: not engine.splits)
+                  fatal=lambda exc: not classifier.engine.splits)
     annotated = (lambda video: annotated_path(args.annotate, video, batch.many)
                  if args.annotate else None)
-    for video, (timeline, paths) in batch.run(lambda video: timeline_outputs(
-            engine, video, config, timeline_folder(args.out, video, batch.many),
-            annotated(video))):
+    for video, timeline in batch.run(lambda video: classifier.timeline(
+            video, span=args.span, stride=args.stride, smooth=args.smooth,
+            out=timeline_folder(args.out, video, batch.many), annotate=annotated(video))):
+        files = timeline.files
         if args.json:
-            print(paths["json"].read_text())
+            print(files["json"].read_text())
         else:
             print(format_timeline(timeline))
-            print(f"timeline: {paths['json']}, {paths['segments']}, {paths['windows']}, "
-                  f"{paths['plot']}")
+            print(f"timeline: {files['json']}, {files['segments']}, {files['windows']}, "
+                  f"{files['plot']}")
         if args.annotate:
-            print(f"annotated video: {annotated(video)}",
+            print(f"annotated video: {files['video']}",
                   file=sys.stderr if args.json else sys.stdout)
     return 1 if batch.failed else 0
 
@@ -295,7 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .training.demo import run_demo
-    return run_demo(Path(args.out), workers=args.workers, quiet=args.quiet)
+    return run_demo(Path(args.out), workers=args.workers, quiet=args.quiet, seed=args.seed)
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "cv": cmd_cv, "compare": cmd_compare,

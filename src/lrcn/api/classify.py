@@ -47,6 +47,12 @@ class Classifier:
         return self._predictor.frame_config
 
     @property
+    def engine(self):
+        """The inference engine underneath (engine.Engine: logits from frames or features),
+        for lower-level use; `engine.splits` says whether it can run timelines and streams."""
+        return self._predictor.engine
+
+    @property
     def backend(self) -> str:
         """What runs the model: the engine's backend (ONNX Runtime or PyTorch)."""
         return self._predictor.engine.backend
@@ -98,15 +104,18 @@ class Classifier:
                 results.append(_failed(video, exc))
         return results
 
-    def timeline(self, video: PathLike, *, span: float = 0.0, stride: float = 0.0,
-                 smooth: int = 3, out: PathLike | None = None,
-                 annotate: PathLike | None = None) -> Timeline:
+    def timeline(self, video: PathLike, *, span: float | None = None,
+                 stride: float | None = None, smooth: int | None = None,
+                 out: PathLike | None = None, annotate: PathLike | None = None) -> Timeline:
         """Label a long video over time, as `lrcn predict --timeline` does: windows of `span`
         seconds (default: the checkpoint's typical training clip) every `stride` seconds
-        (default: a quarter span), averaged over `smooth` windows, merged into segments.
+        (default: a quarter span), averaged over `smooth` windows (default 3), merged into
+        segments.
 
         out: a folder for timeline.json, segments.csv, windows.csv and timeline.png.
         annotate: an H.264 MP4 to write with the label drawn on every frame.
+        The files written are in the timeline's `files` (keys json, segments, windows, plot,
+        video).
         Needs a video file (a timeline places frames by their timestamps) and a checkpoint
         (an exported .onnx file cannot be split into per-frame features and the LSTM)."""
         if not isinstance(video, (str, os.PathLike)):
@@ -114,7 +123,8 @@ class Classifier:
                            "timestamps")
         from ..inference.windows import WindowConfig
         try:
-            config = WindowConfig(span=span, stride=stride, smooth=smooth,
+            given = {"span": span, "stride": stride, "smooth": smooth}
+            config = WindowConfig(**{k: v for k, v in given.items() if v is not None},
                                   reject_below=self.reject_below)
         except ValueError as exc:
             raise _setting(str(exc)) from None
@@ -221,9 +231,9 @@ def _timeline(engine, video: PathLike, config, out: PathLike | None,
     from ..inference.timeline import annotate_timeline, timeline_for_video, write_timeline
     timeline = timeline_for_video(engine, video, config)
     if out is not None:
-        write_timeline(timeline, out)
+        timeline.files.update(write_timeline(timeline, out))
     if annotate is not None:
-        annotate_timeline(video, timeline, annotate)
+        timeline.files["video"] = annotate_timeline(video, timeline, annotate)
     return timeline
 
 

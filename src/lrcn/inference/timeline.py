@@ -76,6 +76,7 @@ class Timeline:
     segments: list[Segment]
     facts: dict = field(default_factory=dict)
     reject_below: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)   # what was written, by kind
 
     def label_at(self, t: float) -> tuple[str, np.ndarray]:
         """The label and smoothed probabilities shown at time t (the window whose slot it is)."""

@@ -24,7 +24,7 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
                  crf: int = 23, audio=None, preset: str = "veryfast",
-                 bit_rate: int = 1_200_000):
+                 bit_rate: int = 1_200_000, threads: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # yuv420p needs even dimensions; frames are padded by one pixel if needed.
@@ -46,6 +46,11 @@ class VideoWriter:
                 self._stream.options = {"crf": str(crf), "preset": preset}
             self._stream.width, self._stream.height = self.width, self.height
             self._stream.pix_fmt = "yuv420p"
+            if threads:
+                # One encoder thread makes the bytes a function of the frames alone: x264's
+                # frame threads were seen to change a few files' bytes from run to run under
+                # load (issue 20), which a data set that must repeat cannot have.
+                self._stream.codec_context.thread_count = threads
             self._audio, self._audio_copy = None, False
             if audio is not None:
                 self._add_audio(audio)

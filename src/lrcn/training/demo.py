@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..models.checkpoint import load_checkpoint
-from ..config import TrainConfig
+from ..config import SplitConfig, TrainConfig
+from ..files import atomic_write_text
 from ..inference.engine import make_engine
 from .evaluate import format_report
 from ..inference.predict import Predictor, annotate, format_prediction
@@ -21,27 +23,38 @@ from .job import TrainingJob
 from .runs import train_and_evaluate
 from ..data.synth import SynthConfig, make_dataset
 
-DEMO_SYNTH = {"groups": 20, "clips_per_group": 4, "seed": 0}
+DEMO_SYNTH = {"groups": 20, "clips_per_group": 4}
 # The tutorial's own training settings (70 epochs, patience 15, batch 4): fast enough now.
 DEMO_TRAIN = TrainConfig()
 
 
-def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
+def demo_settings(seed: int = 0) -> tuple[SynthConfig, SplitConfig, TrainConfig]:
+    """The demo's data, split and training for `seed` (0: the default demo). The seed sets the
+    data set's and moves the split's and training's seeds with it, so that seeds are whole
+    repeats of the demo (bench/demo_seeds.py)."""
+    return (SynthConfig(**DEMO_SYNTH, seed=seed),
+            replace(SplitConfig(), seed=SplitConfig().seed + seed),
+            replace(DEMO_TRAIN, seed=DEMO_TRAIN.seed + seed))
+
+
+def run_demo(out: Path, workers: int | None = None, quiet: bool = False, seed: int = 0) -> int:
     start = time.perf_counter()
     out = Path(out)
-    data = out / "data"
+    synth, split, train = demo_settings(seed)
+    data = out / ("data" if seed == 0 else f"data-seed{seed}")
     cache = out / "cache"
     if (data / "manifest.csv").exists():
         print(f"[1/4] synthetic data set already at {data}")
     else:
         print(f"[1/4] writing the synthetic data set to {data} ...")
-        make_dataset(data, SynthConfig(**DEMO_SYNTH), workers=workers, progress=not quiet)
+        make_dataset(data, synth, workers=workers, progress=not quiet)
     print(f"[2/4] training the seed's LRCN (group-aware split), then evaluating ... "
           f"[{time.perf_counter() - start:.0f} s]")
     run = out / "run"
     log = (lambda *a, **k: None) if quiet else print
-    result = train_and_evaluate(TrainingJob(data, run, train=DEMO_TRAIN, cache_dir=cache,
-                                            workers=workers, progress=not quiet), log)
+    result = train_and_evaluate(TrainingJob(data, run, split=split, train=train,
+                                            cache_dir=cache, workers=workers,
+                                            progress=not quiet), log)
     report = result.report
     print(f"[3/4] evaluated on the held-out test groups [{time.perf_counter() - start:.0f} s]")
     print(format_report(report))
@@ -54,13 +67,13 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> int:
     print(f"true class: {clip.class_name}")
     print(format_prediction(prediction))
     annotated = annotate(clip.path, prediction, out / "prediction.mp4")
-    summary = {"seconds": round(time.perf_counter() - start, 1),
+    summary = {"seconds": round(time.perf_counter() - start, 1), "seed": seed,
                "test_accuracy": report["accuracy"], "data": str(data), "run": str(run),
                "checkpoint": str(result.checkpoint), "report": str(run / "report.json"),
                "confusion_matrix": str(run / "confusion_matrix.png"),
                "curves": str(run / "curves.png"), "history": str(run / "history.csv"),
                "annotated_video": str(annotated)}
-    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=1))
     print(f"\ndone in {summary['seconds']:.0f} s; test accuracy {report['accuracy']:.1%}")
     for key in ("data", "checkpoint", "report", "confusion_matrix", "curves", "history",
                 "annotated_video"):
