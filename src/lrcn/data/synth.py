@@ -206,9 +206,9 @@ def render_clip(class_name: str, setting: dict, rng: np.random.Generator, width:
 
 def write_frames(path: Path, frames, fps: float, width: int, height: int) -> None:
     """Encode frames as XviD-style MPEG-4 Part 2 in AVI (as UCF ships) or H.264 in MP4, by the
-    suffix, on one encoder thread (the synth runs a process per core anyway)."""
-    # threads=1: the same seed writes the same bytes, whatever the load (the demo repeats)
-    with VideoWriter(path, width, height, fps, crf=20, threads=1) as out:
+    suffix, repeatably (media.writer: one encoder thread, no macroblock tree)."""
+    # repeatable: the same seed writes the same bytes, whatever the load (the demo repeats)
+    with VideoWriter(path, width, height, fps, crf=20, repeatable=True) as out:
         for image in frames:
             out.write(image)
 

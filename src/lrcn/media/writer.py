@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from ..files import atomic_path
+from .video import one_thread
 
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 
@@ -20,11 +21,12 @@ class VideoWriter:
     """By the file's suffix: H.264 (yuv420p, +faststart) MP4, which plays in every web browser,
     or for ".avi" XviD-tagged MPEG-4 Part 2 at `bit_rate` (as UCF ships its videos). Written to
     a temporary sibling that replaces `path` on close (files.atomic_path), so a reader never
-    sees half a video; on an exception inside a `with` block the temporary is removed."""
+    sees half a video; on an exception inside a `with` block the temporary is removed.
+    `repeatable`: H.264 whose bytes depend on the frames alone (the synthetic data set)."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
                  crf: int = 23, audio=None, preset: str = "veryfast",
-                 bit_rate: int = 1_200_000, threads: int = 0):
+                 bit_rate: int = 1_200_000, repeatable: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # yuv420p needs even dimensions; frames are padded by one pixel if needed.
@@ -46,11 +48,14 @@ class VideoWriter:
                 self._stream.options = {"crf": str(crf), "preset": preset}
             self._stream.width, self._stream.height = self.width, self.height
             self._stream.pix_fmt = "yuv420p"
-            if threads:
-                # One encoder thread makes the bytes a function of the frames alone: x264's
-                # frame threads were seen to change a few files' bytes from run to run under
-                # load (issue 20), which a data set that must repeat cannot have.
-                self._stream.codec_context.thread_count = threads
+            if repeatable and not avi:
+                # The same frames, the same bytes (a data set that must repeat: issue 20).
+                # libx264's macroblock-tree rate control reads memory it has not written:
+                # 10 encodes of the same frames in one process gave 5 different files (96x72,
+                # crf 20, one thread), and with mbtree=0 one. One thread besides, so that
+                # nothing depends on scheduling.
+                self._stream.options = {**self._stream.options, "threads": "1",
+                                        "x264-params": "mbtree=0:threads=1"}
             self._audio, self._audio_copy = None, False
             if audio is not None:
                 self._add_audio(audio)
@@ -93,7 +98,11 @@ class VideoWriter:
             padded = np.zeros((self.height, self.width, 3), np.uint8)
             padded[:image.shape[0], :image.shape[1]] = image[:self.height, :self.width]
             image = padded
+        # The colour conversion here, on one thread, not inside encode(): PyAV's own runs
+        # swscale with a thread per core, and its output was seen to differ between runs of
+        # the same frames (issue 20); one thread is also faster at these sizes.
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame = frame.reformat(format="yuv420p", **one_thread())
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
