@@ -15,6 +15,7 @@ import pytest
 
 import lrcn
 from lrcn import ErrorKind, LrcnError
+from lrcn.media.clip import read_clip
 
 CLASSES = ["SlideRight", "SlideLeft", "Grow", "Bounce"]
 
@@ -154,13 +155,25 @@ def test_top_k_and_reject_below(trained, clf, test_clip):
     assert doubtful.label == "unknown"
 
 
-def test_timeline_of_a_longer_video(trained, clf, tmp_path):
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
     from lrcn.data.synth import make_long_video
-    video = tmp_path / "long.mp4"
+    video = tmp_path_factory.mktemp("long") / "long.mp4"
     make_long_video(video, [("SlideRight", 2), ("Bounce", 2)], seed=3, width=96, height=72,
                     min_seconds=1.0, max_seconds=2.0)
+    return video
+
+
+def test_timeline_of_a_longer_video(trained, clf, long_video, tmp_path):
+    video = long_video
     timeline = clf.timeline(video, stride=0.5, out=tmp_path / "tl",
                             annotate=tmp_path / "labelled.mp4")
+    assert timeline.files == {"json": tmp_path / "tl" / "timeline.json",
+                              "segments": tmp_path / "tl" / "segments.csv",
+                              "windows": tmp_path / "tl" / "windows.csv",
+                              "plot": tmp_path / "tl" / "timeline.png",
+                              "video": tmp_path / "labelled.mp4"}
+    assert all(path.is_file() and path.stat().st_size > 0 for path in timeline.files.values())
     duration = timeline.facts["duration"]
     assert duration > 4
     segments = timeline.segments
@@ -176,10 +189,40 @@ def test_timeline_of_a_longer_video(trained, clf, tmp_path):
     assert error.value.kind is ErrorKind.SETTING
 
 
+def test_timeline_defaults_are_window_configs_and_out_none_writes_nothing(
+        clf, long_video, tmp_path, monkeypatch):
+    from lrcn.inference.timeline import timeline_for_video
+    from lrcn.inference.windows import WindowConfig
+    monkeypatch.chdir(tmp_path)
+    before = sorted(long_video.parent.iterdir())
+    timeline = clf.timeline(long_video)             # span, stride, smooth, out: left out
+    assert timeline.files == {}
+    assert list(tmp_path.iterdir()) == [] and sorted(long_video.parent.iterdir()) == before
+    explicit = timeline_for_video(clf.engine, long_video,
+                                  WindowConfig(reject_below=clf.reject_below))
+    defaults = WindowConfig()
+    assert timeline.facts["smoothing"] == defaults.smooth == 3
+    step, stride = defaults.resolve(clf.engine.clip_seconds, clf.frame_config.num_frames)
+    assert timeline.facts["span"] == pytest.approx(explicit.facts["span"])
+    assert timeline.facts["stride"] == explicit.facts["stride"] == pytest.approx(stride * step)
+    assert [(w.start, w.end) for w in timeline.windows] == \
+        [(w.start, w.end) for w in explicit.windows]
+    np.testing.assert_allclose(timeline.smoothed, explicit.smoothed, atol=1e-6)
+    assert [(s.label, s.start, s.end) for s in timeline.segments] == \
+        [(s.label, s.start, s.end) for s in explicit.segments]
+    # a setting given is used: a longer stride gives fewer windows
+    assert len(clf.timeline(long_video, stride=2 * explicit.facts["stride"]).windows) < \
+        len(explicit.windows)
+
+
 def test_predict_many_reports_a_bad_file_and_goes_on(clf, test_clip, tmp_path):
     missing = tmp_path / "missing.avi"
     results = clf.predict_many([missing, test_clip, colour_frames(3)])
     assert results[0].error == f"{missing}: no such file" and results[0].label is None
+    assert results[0].error_kind == "not_found"
+    assert results[0].as_dict() == {"path": str(missing), "error": f"{missing}: no such file",
+                                    "error_kind": "not_found"}
+    assert results[1].error_kind is None and "error_kind" not in results[1].as_dict()
     assert results[1].label == clf.predict(test_clip).label
     assert results[2].path == "<array>"
 
@@ -218,6 +261,72 @@ def test_bad_inputs_are_one_line_errors(clf, trained, tmp_path):
             call()
         assert error.value.path.endswith(named) and str(error.value).startswith(
             str(tmp_path)), str(error.value)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The trained run's classifier as an exported .onnx file (whole: it cannot be split)."""
+    return lrcn.load(trained[0].export(tmp_path_factory.mktemp("onnx") / "model.onnx"))
+
+
+def _cli(*argv: str):
+    """`lrcn ARGV`'s command, called as main() calls it, so that its LrcnError is seen."""
+    from lrcn.arguments import build_parser
+    from lrcn.cli import COMMANDS
+    args = build_parser().parse_args(argv)
+    args.argv = list(argv)
+    return COMMANDS[args.command](args)
+
+
+def _stream(onnx, clip, tmp):
+    from lrcn.inference.stream import run_stream
+    from lrcn.inference.windows import WindowConfig
+    return run_stream(onnx.engine, str(clip), WindowConfig())
+
+
+def _camera(onnx, clip, tmp):
+    from lrcn.inference.stream import CameraWindow
+    return CameraWindow(onnx.engine, 3)
+
+
+def _views(onnx, clip, tmp):
+    from lrcn.inference.predict import Predictor
+    return Predictor(onnx.engine, views=0)
+
+
+def _top_k(onnx, clip, tmp):
+    from lrcn.inference.predict import prediction_of
+    return prediction_of(["a", "b"], np.array([0.4, 0.6]), top_k=0)
+
+
+# Each refusal's kind: a file that is not there is NOT_FOUND wherever it is named; what cannot
+# be done with the settings given (an ONNX file that cannot be split, a device ONNX Runtime
+# cannot use, a value out of range) is SETTING.
+@pytest.mark.parametrize("call, kind", [
+    (lambda onnx, clip, tmp: read_clip(tmp / "missing.avi", onnx.frame_config),
+     ErrorKind.NOT_FOUND),
+    (lambda onnx, clip, tmp: lrcn.load(tmp / "run"), ErrorKind.NOT_FOUND),
+    (lambda onnx, clip, tmp: lrcn.load(tmp / "model.onnx"), ErrorKind.NOT_FOUND),
+    (lambda onnx, clip, tmp: _cli("serve", str(tmp / "model.onnx")), ErrorKind.NOT_FOUND),
+    (lambda onnx, clip, tmp: lrcn.load(tmp / "model.onnx", device="mps"), ErrorKind.SETTING),
+    (lambda onnx, clip, tmp: onnx.timeline(clip), ErrorKind.SETTING),
+    (_stream, ErrorKind.SETTING),
+    (_camera, ErrorKind.SETTING),
+    (lambda onnx, clip, tmp: onnx.engine.features(np.zeros((1, 64, 64, 3), np.uint8)),
+     ErrorKind.SETTING),
+    (_views, ErrorKind.SETTING),
+    (_top_k, ErrorKind.SETTING),
+    (lambda onnx, clip, tmp: _cli("synth", str(tmp / "s"), "--classes", "Juggle"),
+     ErrorKind.SETTING),
+    (lambda onnx, clip, tmp: _cli("train"), ErrorKind.SETTING)],
+    ids=["video", "run folder", "onnx", "serve", "onnx on mps", "onnx timeline",
+         "onnx stream", "onnx camera", "onnx features", "views 0", "top_k 0", "synth class",
+         "train without data"])
+def test_error_kinds(exported, test_clip, tmp_path, call, kind):
+    with pytest.raises(LrcnError) as error:
+        call(exported, test_clip, tmp_path)
+    assert error.value.kind is kind, str(error.value)
+    assert list(tmp_path.iterdir()) == []             # a refusal leaves nothing behind
 
 
 def test_check_scans_the_data_set(trained):

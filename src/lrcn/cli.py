@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .arguments import build_parser, refused
-from .errors import LrcnError
+from .errors import ErrorKind, LrcnError
 
 # --- subcommands -------------------------------------------------------------------------------
 
@@ -28,7 +28,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                              width=width, height=height, seed=args.seed,
                              min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     except ValueError as exc:
-        raise LrcnError(str(exc)) from None
+        raise LrcnError(str(exc), kind=ErrorKind.SETTING) from None
     start = time.perf_counter()
     root = make_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
     count = len(config.classes) * config.groups * config.clips_per_group
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("lrcn: " + " ".join(command[1:]), file=sys.stderr, flush=True)
         return subprocess.run(command).returncode
     if not args.data and not args.resume:
-        raise LrcnError("lrcn train needs DATA (or --resume RUN)")
+        raise LrcnError("lrcn train needs DATA (or --resume RUN)", kind=ErrorKind.SETTING)
     start = time.perf_counter()
     job = job_from_run(args.resume, args.workers, not args.quiet, args.decode_timeout) \
         if args.resume else \
@@ -284,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     target = args.checkpoint if is_onnx_file(args.checkpoint) else \
         str(resolve_checkpoint_path(args.checkpoint))
     if not Path(target).is_file():
-        raise LrcnError("no such model file", target)
+        raise LrcnError("no such model file", target, ErrorKind.NOT_FOUND)
     run_server(ServeConfig(checkpoint=target, host=args.host, port=args.port,
                            max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
                            token=args.token or os.environ.get("LRCN_TOKEN") or None,

@@ -223,18 +223,13 @@ def _predictor_with_views(predictor: Predictor, views: int) -> Predictor:
 
 def _failed(video: PathLike, exc: LrcnError) -> Prediction:
     from ..inference.predict import Prediction
-    return Prediction(str(video), error=str(exc))
+    return Prediction.failed(video, exc)
 
 
 def _timeline(engine, video: PathLike, config, out: PathLike | None,
               annotate: PathLike | None) -> Timeline:
-    from ..inference.timeline import annotate_timeline, timeline_for_video, write_timeline
-    timeline = timeline_for_video(engine, video, config)
-    if out is not None:
-        timeline.files.update(write_timeline(timeline, out))
-    if annotate is not None:
-        timeline.files["video"] = annotate_timeline(video, timeline, annotate)
-    return timeline
+    from ..inference.timeline import timeline_outputs
+    return timeline_outputs(engine, video, config, out, annotate)
 
 
 __all__ = ["Classifier", "load", "model_frames"]

@@ -100,7 +100,8 @@ class Run:
 
     def export(self, path: PathLike | None = None) -> Path:
         """Export the checkpoint to ONNX, as `lrcn export` does (default: beside it, .onnx):
-        uint8 frames in, the classes' probabilities out; `lrcn.load` takes the file."""
+        uint8 frames in, the classes' logits out (ONNX format 3: lrcn applies the checkpoint's
+        temperature, stored in the file, and the softmax); `lrcn.load` takes the file."""
         return _export(self.checkpoint, path)
 
     def classifier(self, *, backend: str = "auto", device: str = "auto",

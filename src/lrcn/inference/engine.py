@@ -205,7 +205,7 @@ class OrtEngine(Engine):
         """An exported .onnx file: the model, its classes and its preprocessing settings."""
         path = Path(path)
         if not path.is_file():
-            raise LrcnError("no such ONNX model file", path)
+            raise LrcnError("no such ONNX model file", path, ErrorKind.NOT_FOUND)
         try:
             errors = ort_errors()
         except ImportError:
@@ -268,7 +268,7 @@ class OrtEngine(Engine):
         if not self.splits:
             raise LrcnError("an exported ONNX file holds the whole classifier, which cannot "
                             "be split into per-frame features and the LSTM: long videos and "
-                            "streams need the checkpoint")
+                            "streams need the checkpoint", kind=ErrorKind.SETTING)
 
 
 def _ort_device(device: str) -> int | None:
@@ -278,10 +278,12 @@ def _ort_device(device: str) -> int | None:
     if name == "cpu" or (name == "auto" and not ort_has_cuda()):
         return None
     if name == "mps":
-        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint")
+        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint",
+                        kind=ErrorKind.SETTING)
     if not ort_has_cuda():
         raise LrcnError(f"--device {name}: this ONNX Runtime has no CUDA provider (pip install "
-                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch")
+                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch",
+                       kind=ErrorKind.SETTING)
     return int(name.split(":")[1]) if ":" in name else 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import to_dict
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
         import onnx
     except ImportError as exc:
         raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
-                        "pip install 'lrcn[onnx]'") from None
+                        "pip install 'lrcn[onnx]'", kind=ErrorKind.SETTING) from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(clip_graph(checkpoint))

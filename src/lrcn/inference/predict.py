@@ -21,7 +21,7 @@ from ..config import FrameConfig, candidate_frames
 from ..media.sampling import views as split_views
 from .calibrate import softmax
 from .engine import Backend, Engine, load_engine
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from .windows import name_of
 
 
@@ -30,16 +30,24 @@ class Prediction:
     """A clip's (or a window's) answer. `label`: the most probable class, or "unknown" when
     its probability is below the predictor's reject_below (None only with an `error`);
     `probability`: the most probable class's; `probabilities`: per class, in the classes'
-    order, or the k most probable, most probable first, when top_k was asked for."""
+    order, or the k most probable, most probable first, when top_k was asked for. With an
+    `error` (the one-line cause), `error_kind` is its ErrorKind's value ("not_found",
+    "not_video", ...), so that callers decide by it, not by the message's text."""
     path: str | None = None
     label: str | None = None
     probability: float = 0.0
     probabilities: dict[str, float] | None = None
     error: str | None = None
+    error_kind: str | None = None
+
+    @classmethod
+    def failed(cls, path: str | os.PathLike, error: LrcnError) -> "Prediction":
+        """The entry for a clip that could not be classified."""
+        return cls(str(path), error=str(error), error_kind=error.kind.value)
 
     def as_dict(self) -> dict:
         if self.error:
-            return {"path": self.path, "error": self.error}
+            return {"path": self.path, "error": self.error, "error_kind": self.error_kind}
         return {"path": self.path, "label": self.label, "probability": self.probability,
                 "probabilities": self.probabilities}
 
@@ -58,7 +66,7 @@ def prediction_of(names: Sequence[str], probabilities: np.ndarray, reject_below:
         shown = range(len(names))
     else:
         if top_k < 1:
-            raise LrcnError(f"top_k must be at least 1, not {top_k}")
+            raise LrcnError(f"top_k must be at least 1, not {top_k}", kind=ErrorKind.SETTING)
         shown = np.argsort(-probabilities, kind="stable")[:top_k]
     return Prediction(None if path is None else str(path),
                       name_of(names, probabilities, reject_below), float(probabilities[top]),
@@ -72,7 +80,7 @@ class Predictor:
 
     def __init__(self, engine: Engine, reject_below: float = 0.0, views: int = 1):
         if views < 1:
-            raise LrcnError(f"views must be at least 1, not {views}")
+            raise LrcnError(f"views must be at least 1, not {views}", kind=ErrorKind.SETTING)
         self.engine, self.reject_below, self.views = engine, reject_below, views
         self.names = engine.names
         self.frame_config = engine.frame_config
@@ -124,7 +132,7 @@ class Predictor:
             try:
                 results.append(self.predict_file(path, top_k))
             except LrcnError as exc:
-                results.append(Prediction(str(path), error=str(exc)))
+                results.append(Prediction.failed(path, exc))
         return results
 
 

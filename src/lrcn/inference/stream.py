@@ -20,7 +20,7 @@ import numpy as np
 
 from ..media.annotate import AnnotatedVideo, Label
 from .engine import Engine
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..media.video import FrameSource, open_source
 from .predict import Prediction, prediction_of
 from .windows import (TrailingAverage, Window, WindowConfig, WindowScorer, clock,
@@ -44,7 +44,8 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
     """Classify `source` as it comes; `on_window` sees every window as it is scored."""
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a stream (it cannot be split into "
-                        "per-frame features and the LSTM): pass the checkpoint", source)
+                        "per-frame features and the LSTM): pass the checkpoint", source,
+                        ErrorKind.SETTING)
     container, live = open_source(source)
     frames = FrameSource(container, source)
     pace = live if realtime is None else realtime
@@ -130,7 +131,8 @@ class CameraWindow:
     def __init__(self, engine: Engine, smooth: int, reject_below: float = 0.0):
         if not engine.splits:
             raise LrcnError("an exported ONNX file cannot label a camera (it cannot be split "
-                            "into per-frame features and the LSTM): pass the checkpoint")
+                            "into per-frame features and the LSTM): pass the checkpoint",
+                            kind=ErrorKind.SETTING)
         self.engine, self.reject_below = engine, reject_below
         self.size = engine.frame_config.num_frames
         self.features: list[np.ndarray] = []

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..media.annotate import Label, annotate_video
 from .engine import Engine
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.plots import plot_timeline
 from ..media.video import FrameSource
@@ -34,7 +34,8 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
     told the time reached, in seconds, as frames are read."""
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a timeline (it cannot be split into "
-                        "per-frame features and the LSTM): pass the checkpoint", path)
+                        "per-frame features and the LSTM): pass the checkpoint", path,
+                        ErrorKind.SETTING)
     if clip_seconds is None:
         clip_seconds = engine.clip_seconds
     step, stride = config.resolve(clip_seconds, engine.frame_config.num_frames)
@@ -115,7 +116,7 @@ def build_timeline(classes: list[str], windows: list[Window], facts: dict,
     if not windows:
         raise LrcnError("no frames to classify", facts.get("video", "video"))
     probs = np.stack([w.probabilities for w in windows])
-    smoothed = smooth(probs, smoothing, centred=True)
+    smoothed = smooth(probs, smoothing)
     labels = smoothed.argmax(1)
     bounds = _slot_bounds(windows, facts["duration"])
     segments: list[Segment] = []
@@ -203,15 +204,17 @@ def _csv(header: list[str], rows: Iterable[list]) -> str:
 
 
 def timeline_outputs(engine: Engine, video: str | os.PathLike, config: WindowConfig,
-                     folder: str | os.PathLike, annotated: str | os.PathLike | None = None
-                     ) -> tuple[Timeline, dict[str, Path]]:
-    """`lrcn predict --timeline` for one video: the timeline, its files in `folder`, and with
-    `annotated` the annotated video (its path under the key "video")."""
+                     folder: str | os.PathLike | None = None,
+                     annotated: str | os.PathLike | None = None) -> Timeline:
+    """`lrcn predict --timeline` for one video: the timeline, with its files (write_timeline's)
+    in `folder` and, with `annotated`, the annotated video; what was written is in the
+    timeline's `files` (keys json, segments, windows, plot, video). None writes nothing."""
     timeline = timeline_for_video(engine, video, config)
-    paths = write_timeline(timeline, folder)
+    if folder is not None:
+        timeline.files.update(write_timeline(timeline, folder))
     if annotated is not None:
-        paths["video"] = annotate_timeline(video, timeline, annotated)
-    return timeline, paths
+        timeline.files["video"] = annotate_timeline(video, timeline, annotated)
+    return timeline
 
 
 __all__ = ["Timeline", "Segment", "score_video", "build_timeline", "timeline_for_video",

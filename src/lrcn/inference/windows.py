@@ -199,14 +199,14 @@ class TrailingAverage:
         return np.stack(self.recent).mean(0)
 
 
-def smooth(probs: np.ndarray, size: int, centred: bool = True) -> np.ndarray:
-    """Moving average over windows (edges average what exists): centred for a file, trailing
-    (each window with the ones before it) for a stream, which has no future."""
+def smooth(probs: np.ndarray, size: int) -> np.ndarray:
+    """A file's centred moving average over windows (edges average what exists). A stream has
+    no future: it takes a trailing average (TrailingAverage)."""
     if size <= 1 or len(probs) == 0:
         return probs
     out = np.empty_like(probs)
     for i in range(len(probs)):
-        lo = i - size // 2 if centred else i - size + 1
+        lo = i - size // 2
         out[i] = probs[max(0, lo):max(0, lo + size)].mean(0)
     return out
 
