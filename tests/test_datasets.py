@@ -225,6 +225,30 @@ def test_a_file_that_stalls_the_decoder_is_reported_and_the_rest_checked(tiny_da
     assert [s["stalled_after"] for s in stalls] == [4.0]
 
 
+def test_train_keeps_its_decode_timeout_through_calibration_and_evaluation(tiny_dataset,
+                                                                          tmp_path):
+    """--decode-timeout reaches every step of a run, not only data prep: a test clip that
+    stalled under the run's limit is reported with that limit, not decoded again under the
+    120 s default when the run evaluates its test part."""
+    import time
+    data = tmp_path / "stall"
+    shutil.copytree(tiny_dataset, data)
+    stalled = stalling_video(data / "Grow" / "v_Grow_g07_c01.m4v")
+    start = time.monotonic()
+    result = lrcn("train", data, "--out", tmp_path / "run", "--decode-timeout", "3",
+                  "--epochs", "1", "--frames", "4", "--workers", "2",
+                  "--quiet")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert "Grow/v_Grow_g07_c01.m4v" in [e["path"] for e in split["test"]]   # evaluated
+    assert f"{stalled}: timed out after 3 s (decoder stalled)" in result.stderr   # data prep
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["skipped"] == [{"path": str(stalled),
+                                  "cause": "timed out after 3 s (decoder stalled)"}]
+    assert elapsed < 100   # the 120 s default was never waited for
+
+
 def test_a_class_asked_for_twice_is_refused_for_folders_and_lists_alike(tiny_dataset, tmp_path):
     """Folders and path,label lists choose classes through one function: the exact name, else
     the name in any case, and the same class twice is an error in both (lists took it)."""

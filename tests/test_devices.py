@@ -204,3 +204,35 @@ def test_bf16_on_the_gpu_stays_within_tolerance(cached, untrained):
     for precision in ("bf16", "fp16"):
         got = make_engine(checkpoint, device="cuda", precision=precision).probabilities(batch)
         assert np.abs(got - fp32).max() < 0.02, precision
+
+
+TF32_FLAGS = """
+import torch
+from lrcn import devices
+def flags():
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.get_float32_matmul_precision())
+def tf32_on():   # what a process may start with (cuDNN's TF32 default, a user's setting)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+tf32_on()
+with devices.full_fp32():           # before any model: the flags come back after the block
+    assert flags() == (False, False, "highest"), flags()
+assert flags() == (True, True, "high"), flags()
+with devices.full_fp32():
+    devices.no_tf32()               # the process's first fp32 model on a GPU runs in here
+assert flags() == (False, False, "highest"), flags()   # and fp32 stays full fp32 after it
+tf32_on()                           # set again by the user after no_tf32: full_fp32 restores
+with devices.full_fp32():
+    assert flags() == (False, False, "highest"), flags()
+assert flags() == (True, True, "high"), flags()
+print("ok")
+"""
+
+
+def test_full_fp32_keeps_what_no_tf32_set_when_it_first_ran_inside():
+    """The TF32 flags' logic, on any machine (the flags are settable without a GPU): a fresh
+    process, so that no_tf32 has not run yet."""
+    result = subprocess.run([sys.executable, "-c", TF32_FLAGS], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

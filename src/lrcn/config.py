@@ -47,6 +47,9 @@ class FrameConfig:
             raise ValueError(f"interpolation must be 'area' or 'bilinear', not {self.interpolation!r}")
 
 
+RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_sigmoid6")   # ModelConfig's
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A model of the family (zoo.py) by `name`; the defaults are exactly the seed's LRCN.
@@ -71,10 +74,27 @@ class ModelConfig:
     recurrent_activation: str = "sigmoid"
 
     def __post_init__(self) -> None:
+        # The ranges are checked here, not only by the CLI's argument types, so that the
+        # Python API and config files cannot build a model argparse would refuse (l2=-1
+        # would train with a negative penalty).
         if not (len(self.conv_filters) == len(self.pool_sizes) == len(self.dropout_after)):
             raise ValueError("conv_filters, pool_sizes and dropout_after must have equal length")
         if self.num_classes < 2:
             raise ValueError("a classifier needs at least 2 classes")
+        if min(self.num_frames, self.height, self.width, self.channels) < 1:
+            raise ValueError("num_frames, height, width and channels must be positive")
+        if min(self.conv_filters, default=1) < 1 or min(self.pool_sizes, default=1) < 1:
+            raise ValueError("conv_filters and pool_sizes must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.lstm_units < 1:
+            raise ValueError(f"lstm_units must be at least 1, not {self.lstm_units}")
+        if not 0 <= self.l2 < float("inf"):      # NaN fails this too
+            raise ValueError(f"l2 must be 0 or more, not {self.l2}")
+        if self.recurrent_activation not in RECURRENT_ACTIVATIONS:
+            raise ValueError(f"recurrent_activation must be "
+                             f"{', '.join(RECURRENT_ACTIVATIONS)}, "
+                             f"not {self.recurrent_activation!r}")
 
 
 @dataclass(frozen=True)

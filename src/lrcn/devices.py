@@ -8,7 +8,6 @@ parser can name the choices without loading PyTorch.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 
 from .config import Precision
@@ -59,17 +58,24 @@ def check_precision(precision: str) -> Precision:
                         kind=ErrorKind.SETTING) from None
 
 
-@functools.cache
+_tf32_off = False     # no_tf32 has run: fp32 is full fp32 for the rest of the process
+
+
 def no_tf32() -> None:
     """Full fp32 matrix products and convolutions on CUDA, for the rest of the process: PyTorch
     would otherwise run convolutions in TF32 (cuDNN's default), about 1e-3 off, and a model
     trained or run there would not predict what it predicts on a CPU. Process-wide flags, so
     set once (the first fp32 model on a GPU), never per call: the server runs models from
-    several threads, and flags saved and restored per call would race."""
+    several threads, and flags saved and restored per call would race. (Two threads that both
+    get here first set the same values.)"""
+    global _tf32_off
+    if _tf32_off:
+        return
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
+    _tf32_off = True
 
 
 def autocast(device, precision: str = Precision.FP32):
@@ -90,7 +96,9 @@ def full_fp32() -> contextlib.AbstractContextManager:
     """Full fp32 matrix products and convolutions inside a block, the flags restored after it:
     for reference computations in tests and parity checks (one thread), which must not run in
     TF32 on an Ampere or newer GPU, where PyTorch's and Keras's defaults may differ by ~1e-3.
-    Models use autocast, which sets the flags once (no_tf32)."""
+    Models use autocast, which sets the flags once (no_tf32). When no_tf32 first runs inside
+    the block (the process's first fp32 model on a GPU), nothing is restored: what no_tf32
+    set holds for the rest of the process, or later fp32 models would run in TF32."""
     import torch
 
     @contextlib.contextmanager
@@ -101,12 +109,14 @@ def full_fp32() -> contextlib.AbstractContextManager:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
+        already_off = _tf32_off
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = matmul
-            torch.backends.cudnn.allow_tf32 = cudnn
-            torch.set_float32_matmul_precision(precision)
+            if already_off or not _tf32_off:
+                torch.backends.cuda.matmul.allow_tf32 = matmul
+                torch.backends.cudnn.allow_tf32 = cudnn
+                torch.set_float32_matmul_precision(precision)
     return scope()
 
 

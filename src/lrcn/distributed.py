@@ -58,7 +58,8 @@ def torchrun_command(argv: Sequence[str], nproc: int,
     arguments (`argv`, without the `lrcn`) less --nproc, which each process must not see. An
     abbreviation argparse accepts (--npr 2, --npro=2) is --nproc too."""
     if launched():
-        raise LrcnError("--nproc is for starting processes; under torchrun, leave it out")
+        raise LrcnError("--nproc is for starting processes; under torchrun, leave it out",
+                        kind=ErrorKind.SETTING)
     rest, skip = [], False
     for item in argv:
         flag = item.split("=", 1)[0]

@@ -82,7 +82,8 @@ class Run:
     def evaluate(self, *, data: PathLike | None = None, split: str = "test",
                  out: PathLike | None = None, views: int = 1, shuffle_frames: bool = False,
                  device: str = "auto", precision: str = "fp32", cache: PathLike | None = None,
-                 workers: int | None = None, progress: bool = True) -> dict:
+                 workers: int | None = None, progress: bool = True,
+                 decode_timeout: float | None = None) -> dict:
         """Evaluate the checkpoint, as `lrcn evaluate` does, and return the report.
 
         data: every clip of this data folder instead of a part of the run's split.
@@ -91,9 +92,11 @@ class Run:
             RUN/eval with `data`, RUN/shuffled-frames with `shuffle_frames`).
         views: average this many temporal offsets of each clip's frames.
         shuffle_frames: the frame-order ablation (each clip's frames in a random order).
+        decode_timeout: seconds a file may take to decode before it is reported as stalled
+            and skipped (default $LRCN_DECODE_TIMEOUT or 120).
         """
         report = _evaluate_run(self.checkpoint, data, out, split, cache, workers, progress,
-                               device, precision, shuffle_frames, views)
+                               device, precision, shuffle_frames, views, decode_timeout)
         if data is None and split == "test" and out is None and not shuffle_frames:
             self._report = report
         return report
@@ -205,16 +208,17 @@ def check(data: PathLike, *, classes: Sequence[str] | None = None,
           config: PathLike | None = None, frames: int | None = None, size: Size | None = None,
           ucf_split: int | None = None, lists: PathLike | None = None,
           cache: PathLike | None = None, workers: int | None = None,
-          progress: bool = True) -> dict:
+          decode_timeout: float | None = None, progress: bool = True) -> dict:
     """Scan a data set, as `lrcn check` does: per class the clip and group counts and the
     ranges of duration and frame count, and every file that is unreadable, missing, too short
     or suspicious (report["problems"]). The frame settings are those `train` would use with
-    the same `config`, `frames` and `size`."""
+    the same `config`, `frames` and `size`. decode_timeout: seconds a file may take to decode
+    before it is reported as stalled (default $LRCN_DECODE_TIMEOUT or 120)."""
     width, height = _size(size)
     frame_config = _frame_settings(config, {"num_frames": frames, "height": height,
                                             "width": width})
     return _check_dataset(data, classes, frame_config, ucf_split, lists, cache, workers,
-                          progress)
+                          decode_timeout, progress)
 
 
 def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "effnet-lstm"),
@@ -225,7 +229,7 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
             test_fraction: float | None = None, val_fraction: float | None = None,
             split_seed: int | None = None, device: str | None = None,
             cache: PathLike | None = None, workers: int | None = None,
-            log: Log | None = print) -> list[dict]:
+            decode_timeout: float | None = None, log: Log | None = print) -> list[dict]:
     """Train and test several models on the same splits, `repeats` times, as `lrcn compare`
     does; write compare.json/.csv/.md/.png into `out` (default runs/compare-DATE-TIME) and
     return the table's rows (accuracy mean and spread, frame-shuffled accuracy, calibration,
@@ -233,14 +237,16 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
 
     protocol: "group" (clips of one group on one side: honest), "random" (the tutorial's
         leaking split) or "both".
-    The training settings apply to every model, over each model's own defaults."""
+    The training settings apply to every model, over each model's own defaults.
+    decode_timeout: seconds a file may take to decode before it is reported as stalled and
+        skipped (default $LRCN_DECODE_TIMEOUT or 120)."""
     folder = Path(out) if out is not None else \
         Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     split = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed}
     train_settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                           seed=seed, device=device)
     return _compare(data, folder, models, repeats, protocol, classes, split, train_settings,
-                    cache, workers, log or _quiet)
+                    cache, workers, decode_timeout, log or _quiet)
 
 
 # Each library entry point used here is called from exactly one function below, so that a
@@ -265,12 +271,14 @@ def _train_and_evaluate(job, log: Log, evaluate: bool) -> dict | None:
 
 
 def _evaluate_run(checkpoint: Path, data, out, part: str, cache, workers, progress: bool,
-                  device: str, precision: str, shuffle_frames: bool, views: int) -> dict:
+                  device: str, precision: str, shuffle_frames: bool, views: int,
+                  decode_timeout: float | None) -> dict:
     from ..training.evaluate import evaluate_run
     return evaluate_run(checkpoint, data, out, part=part,
                         cache_dir=Path(cache) if cache else None, workers=workers,
                         progress=progress, device=device, precision=precision,
-                        shuffle_frames=shuffle_frames, views=views).report
+                        shuffle_frames=shuffle_frames, views=views,
+                        decode_timeout=decode_timeout).report
 
 
 def _export(checkpoint: Path, path: PathLike | None) -> Path:
@@ -311,23 +319,24 @@ def _make_dataset(out: PathLike, settings: dict, workers: int | None, progress: 
 
 
 def _check_dataset(data, classes, frames: FrameConfig, ucf_split, lists, cache, workers,
-                   progress: bool) -> dict:
+                   decode_timeout: float | None, progress: bool) -> dict:
     from ..data.check import check_dataset
     return check_dataset(data, classes, frames=frames, ucf_split=ucf_split,
                          lists=Path(lists) if lists else None,
                          cache_dir=Path(cache) if cache else None, workers=workers,
-                         progress=progress)
+                         progress=progress, decode_timeout=decode_timeout)
 
 
 def _compare(data, folder: Path, models, repeats: int, protocol: str, classes, split: dict,
-             train: dict, cache, workers, log: Log) -> list[dict]:
+             train: dict, cache, workers, decode_timeout: float | None,
+             log: Log) -> list[dict]:
     from ..config import SplitConfig, layered
     from ..training.compare import CompareTraining, compare as compare_models
     return compare_models(data, folder, list(models), repeats=repeats, protocol=protocol,
                           classes=classes, split=layered(SplitConfig, {}, split),
                           train=CompareTraining(**train),
                           cache_dir=Path(cache) if cache else None, workers=workers,
-                          progress=False, log=log)
+                          progress=False, log=log, decode_timeout=decode_timeout)
 
 
 __all__ = ["Run", "train", "synth", "check", "compare", "default_run_folder"]

@@ -19,25 +19,31 @@ def _samples(data: Path, classes, ucf_split, lists):
     return load_samples(data, classes, min_classes=1)   # a scan needs no second class
 
 
-def suspicions(clip: CachedClip, frames: FrameConfig) -> list[str]:
-    """What is odd about a readable clip (empty when nothing is)."""
+# The kinds of problem a readable clip can have (the report's "kind"; the causes say more).
+TOO_SHORT, SUSPICIOUS, NOTE = "too short", "suspicious", "note"
+
+
+def suspicions(clip: CachedClip, frames: FrameConfig) -> list[tuple[str, str]]:
+    """What is odd about a readable clip, as (kind, cause) pairs (empty when nothing is):
+    TOO_SHORT (frames repeated), SUSPICIOUS, or a NOTE about how it was sampled."""
     meta = clip.meta or {}
     found = []
     if clip.num_frames < frames.num_frames:
-        found.append(f"too short: {clip.num_frames} frames (< {frames.num_frames}; frames are "
-                     "repeated to fill the clip)")
+        found.append((TOO_SHORT, f"too short: {clip.num_frames} frames (< {frames.num_frames}; "
+                                 "frames are repeated to fill the clip)"))
     header = meta.get("header_frames", 0)
     if header and abs(header - clip.num_frames) > max(2, 0.05 * clip.num_frames):
-        found.append(f"header claims {header} frames, {clip.num_frames} decoded")
+        found.append((SUSPICIOUS, f"header claims {header} frames, {clip.num_frames} decoded"))
     if not clip.fps or clip.fps > 240:
-        found.append(f"odd frame rate {clip.fps:g}")
+        found.append((SUSPICIOUS, f"odd frame rate {clip.fps:g}"))
     width, height = meta.get("width", 0), meta.get("height", 0)
     if width and height and (width < frames.width or height < frames.height):
-        found.append(f"tiny frames {width}x{height} (upscaled to {frames.width}x{frames.height})")
+        found.append((SUSPICIOUS, f"tiny frames {width}x{height} (upscaled to "
+                                  f"{frames.width}x{frames.height})"))
     if 0 < clip.duration < 0.5:
-        found.append(f"very short: {clip.duration:.2f} s")
+        found.append((SUSPICIOUS, f"very short: {clip.duration:.2f} s"))
     if meta.get("timing") == "time":
-        found.append("variable frame rate: frames sampled evenly in time")
+        found.append((NOTE, "variable frame rate: frames sampled evenly in time"))
     return found
 
 
@@ -61,9 +67,7 @@ def check_dataset(data: str | Path, classes: Sequence[str] | None = None,
         mine = [c for c in clips if c.sample.class_name == name]
         bad = [f for f in failures if f[0].class_name == name]
         for clip in mine:
-            for cause in suspicions(clip, frames):
-                kind = "too short" if cause.startswith("too short") else \
-                    "note" if cause.startswith("variable") else "suspicious"
+            for kind, cause in suspicions(clip, frames):
                 problems.append({"path": str(clip.sample.path), "class": name, "kind": kind,
                                  "cause": cause})
         durations = [c.duration for c in mine] or [0.0]

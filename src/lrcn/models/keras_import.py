@@ -27,7 +27,7 @@ import torch
 
 from .checkpoint import save_checkpoint
 from ..config import FrameConfig, ModelConfig
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from .lrcn import LRCN
 from .registry import build_model
 
@@ -290,7 +290,7 @@ def read_keras(path: str | Path) -> KerasModel:
     h5py = _load_h5py()
     path = Path(path)
     if not path.is_file():
-        raise LrcnError("no such file", path)
+        raise LrcnError("no such file", path, ErrorKind.NOT_FOUND)
     class_names = None
     try:
         if zipfile.is_zipfile(path):

@@ -13,11 +13,11 @@ The settings data here is torch-free; the models are imported when one is built.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from ..config import ModelConfig, RunSettings, resolve_settings
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 
 DEFAULT_MODEL = "lrcn"
 
@@ -59,7 +59,9 @@ class ModelSpec:
     cached_features: bool = False        # a frozen per-frame CNN: features cached for training
     pixel_augment: bool = True           # can crop/flip frames while training
     needs_rgb: bool = False              # pretrained on RGB frames
-    l2: bool = False                     # takes Keras-style L2 on its kernels (--l2)
+    # the ModelConfig options (OPTIONS) its build reads; another option set away from the
+    # model's default would be silently ignored, so check_settings refuses it
+    uses: frozenset[str] = frozenset()
 
     @property
     def defaults(self) -> dict[str, dict[str, Any]]:
@@ -79,29 +81,38 @@ class ModelSpec:
         return {"temporal_jitter": True, **({"scale_jitter": 0.2} if self.pixel_augment else {})}
 
 
+# The ModelConfig fields a user may set (flags, a config file's model section, the API); the
+# others follow from the data and the frames, or name the model.
+OPTIONS = ("conv_filters", "pool_sizes", "dropout_after", "dropout", "lstm_units", "batchnorm",
+           "l2", "recurrent_activation")
+_FLAGS = ("lstm_units", "batchnorm", "l2")      # the options `lrcn train` has a flag for
+_CNN = frozenset({"conv_filters", "pool_sizes", "dropout_after", "dropout"})
+
 _EFFNET_FRAMES = {"height": 128, "width": 160, "channel_order": "rgb"}
 _EFFNET_NORMALISATION = "rgb (x*255 - 127) / 128 (EfficientNet-Lite)"
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("lrcn", "the seed's LRCN: 4 conv blocks, LSTM(32), Dense (73,060 parameters "
-              "for 4 classes)", "x in [0, 1]", l2=True),
+              "for 4 classes)", "x in [0, 1]",
+              uses=_CNN | {"lstm_units", "batchnorm", "l2"}),
     ModelSpec("lrcn-bn", "the seed's LRCN with BatchNorm after each convolution (the seed's "
               "suggestion)", "x in [0, 1]", build=_lrcn_bn, model={"batchnorm": True},
-              l2=True),
+              uses=_CNN | {"lstm_units", "l2"}),      # batchnorm: always
     ModelSpec("convlstm", "the tutorial's ConvLSTM2D stack, 4-8-14-16 filters (44,524 "
               "parameters for 4 classes)", "x in [0, 1]", build=_convlstm,
               model={"conv_filters": (4, 8, 14, 16), "pool_sizes": (2, 2, 2, 2),
-                     "dropout_after": (True, True, True, False), "dropout": 0.2}),
+                     "dropout_after": (True, True, True, False), "dropout": 0.2},
+              uses=_CNN | {"recurrent_activation"}),
     ModelSpec("effnet-lstm", "frozen ImageNet EfficientNet-Lite0 per frame (features cached), "
               "LSTM(32), Dense", _EFFNET_NORMALISATION, build=_effnet(frozen=True),
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, cached_features=True, pixel_augment=False,
-              needs_rgb=True),
+              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"})),
     ModelSpec("effnet-lrcn", "EfficientNet-Lite0 fine-tuned end to end with LSTM(32) (for a "
               "GPU; runs on a CPU)", _EFFNET_NORMALISATION, build=_effnet(frozen=False),
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, train={"scale_jitter": 0.2, "temporal_jitter": True},
-              needs_rgb=True),
+              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"})),
 )}
 
 
@@ -109,7 +120,8 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise LrcnError(f"unknown model {name!r} (one of: {', '.join(MODELS)})") from None
+        raise LrcnError(f"unknown model {name!r} (one of: {', '.join(MODELS)})",
+                        kind=ErrorKind.SETTING) from None
 
 
 def settings_for(name: str | None, file: dict[str, dict[str, Any]] | None = None, *,
@@ -128,19 +140,30 @@ def settings_for(name: str | None, file: dict[str, dict[str, Any]] | None = None
 
 
 def check_settings(config: ModelConfig, channel_order: str, train=None) -> ModelSpec:
-    """Refuse, in one line, settings that a model cannot honour."""
+    """Refuse, in one line (ErrorKind.SETTING), settings that a model cannot honour: an option
+    it does not use (ModelSpec.uses) set away from its default, BGR frames for a model
+    pretrained on RGB, pixel augmentation of cached features, a frame too small for its
+    pooling."""
     spec = get_spec(config.name)
-    if config.l2 and not spec.l2:
-        raise LrcnError(f"--l2 applies to the lrcn models, not {config.name}")
+    defaults = {f.name: f.default for f in fields(ModelConfig)} | spec.model
+    for option in OPTIONS:
+        value = getattr(config, option)   # a config file's lists are the defaults' tuples
+        if option not in spec.uses and \
+                (tuple(value) if isinstance(value, list) else value) != defaults[option]:
+            users = [name for name, other in MODELS.items() if option in other.uses]
+            flag = f" (--{option.replace('_', '-')})" if option in _FLAGS else ""
+            raise LrcnError(f"{config.name} does not use the {option} setting{flag}; the models "
+                            f"that do: {', '.join(users)}", kind=ErrorKind.SETTING)
     if spec.needs_rgb and channel_order != "rgb":
-        raise LrcnError(f"{config.name} is pretrained on RGB frames: channel_order must be rgb")
+        raise LrcnError(f"{config.name} is pretrained on RGB frames: channel_order must be rgb",
+                        kind=ErrorKind.SETTING)
     if train is not None and not spec.pixel_augment and (train.scale_jitter or train.flip):
         raise LrcnError(f"{config.name} trains on cached features: it cannot crop or flip "
-                        "frames (use effnet-lrcn for that)")
+                        "frames (use effnet-lrcn for that)", kind=ErrorKind.SETTING)
     try:
         build_model(config)          # shapes that do not fit (too small a frame for the pooling)
     except ValueError as exc:
-        raise LrcnError(f"{config.name}: {exc}") from None
+        raise LrcnError(f"model {config.name}: {exc}", kind=ErrorKind.SETTING) from None
     return spec
 
 

@@ -24,7 +24,7 @@ from ..models.checkpoint import load_checkpoint
 from ..config import SplitConfig
 from ..data.dataset import load_samples, random_split, split_samples
 from ..inference.engine import make_engine
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from .evaluate import evaluate, predict_cached
 from ..files import atomic_write_text
 from ..models.base import count_trainable
@@ -43,7 +43,8 @@ def protocols_of(protocol: str) -> tuple[str, ...]:
     if protocol == "both":
         return PROTOCOLS
     if protocol not in PROTOCOLS:
-        raise LrcnError(f"unknown protocol {protocol!r} (group, random or both)")
+        raise LrcnError(f"unknown protocol {protocol!r} (group, random or both)",
+                        kind=ErrorKind.SETTING)
     return (protocol,)
 
 
@@ -51,13 +52,14 @@ def _std(values: Sequence[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str
-                     ) -> tuple[float, str, str | None]:
+def _inference_speed(checkpoint_path: Path, samples, cache_dir, device: str,
+                     decode_timeout: float | None = None) -> tuple[float, str, str | None]:
     """Clips per second through the engine that predict uses, from the frame cache; the
     engine's backend, and why it is PyTorch where ONNX Runtime was expected (None if not):
     the speed is that backend's, so the table says which it was."""
     checkpoint = load_checkpoint(checkpoint_path)
-    clips, _ = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir, progress=False)
+    clips, _ = prepare(samples, checkpoint.frame_config, cache_dir=cache_dir, progress=False,
+                       timeout=decode_timeout)
     engine = make_engine(checkpoint, device=device, warn=None)   # the reason is returned
     predict_cached(engine, clips[:2])                       # warm-up
     start = time.perf_counter()
@@ -108,14 +110,16 @@ def compare(data: str | Path, out: str | Path, models: Sequence[str], *, repeats
                 result = train_and_evaluate(job, log=lambda *a, **k: None)
                 seconds = time.perf_counter() - start
                 speed, backend, fallback = _inference_speed(result.checkpoint, parts["test"],
-                                                            cache_dir, settings.train.device)
+                                                            cache_dir, settings.train.device,
+                                                            decode_timeout)
                 if fallback:
                     log(f"  note: inference speed measured on PyTorch, not ONNX Runtime "
                         f"({fallback})")
                 checkpoint = load_checkpoint(result.checkpoint)
                 shuffled = evaluate(checkpoint, parts["test"], run_dir / "shuffled-frames",
                                     cache_dir=cache_dir, workers=workers, progress=False,
-                                    device=settings.train.device, shuffle_frames=True)
+                                    device=settings.train.device, shuffle_frames=True,
+                                    decode_timeout=decode_timeout)
                 report = result.report
                 row = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                        "shuffled_accuracy": shuffled["accuracy"],

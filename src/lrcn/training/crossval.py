@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..data.dataset import group_number, load_samples, split_train_val
-from ..errors import LrcnError
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from .job import TrainingJob
 from .runs import train_and_evaluate
@@ -25,14 +25,15 @@ def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
     present = sorted({g for s in samples if (g := group_number(s))})
     if not present:
         raise LrcnError("no UCF group tags (_gNN_cNN) in the file names: leave-one-group-out "
-                        "needs them")
+                        "needs them", kind=ErrorKind.BAD_INPUT)     # the data, not a setting
     if not wanted:
         return present
     chosen = []
     for item in wanted:
         tag = f"g{int(item):02d}" if str(item).isdigit() else str(item).lower()
         if tag not in present:
-            raise LrcnError(f"no group {tag} in the data (groups: {present[0]}..{present[-1]})")
+            raise LrcnError(f"no group {tag} in the data (groups: {present[0]}..{present[-1]})",
+                            kind=ErrorKind.SETTING)
         chosen.append(tag)
     return chosen
 

@@ -171,14 +171,18 @@ def _logits(checkpoint: Checkpoint, samples: Sequence[Sample], cache_dir: Path |
 
 def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
                          cache_dir: Path | None = None, workers: int | None = None,
-                         device: str = "auto", log=print) -> float:
+                         device: str = "auto", log=print,
+                         decode_timeout: float | None = None) -> float:
     """Fit the checkpoint's temperature on `samples` (the validation clips) and store it,
-    with the validation ECE before and after. Returns the temperature (1.0: no clips)."""
+    with the validation ECE before and after. Returns the temperature (1.0: no clips).
+    `decode_timeout`: the run's (a clip that stalled under it in data prep is not retried
+    with a longer default)."""
     checkpoint = load_checkpoint(checkpoint_path)
     if not samples:
         log("calibration: no validation clips; temperature stays 1")
         return 1.0
-    logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device, "fp32")
+    logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device, "fp32",
+                               decode_timeout=decode_timeout)
     logits = logits[:, 0]
     names = checkpoint.class_names
     labels = [names.index(c.sample.class_name) for c in clips]

@@ -60,7 +60,12 @@ class TrainingJob:
             object.__setattr__(self, "lists", Path(self.lists))
         derived = sorted(set(self.model) & set(DERIVED_MODEL_SETTINGS))
         if derived:
-            raise LrcnError(f"model setting {derived[0]!r} follows from the data and the frames")
+            raise LrcnError(f"model setting {derived[0]!r} follows from the data and the frames",
+                            kind=ErrorKind.SETTING)
+        try:       # out-of-range model options, before any work (ModelConfig checks them)
+            self.model_config(2)
+        except (TypeError, ValueError) as exc:
+            raise LrcnError(f"bad ModelConfig setting: {exc}", kind=ErrorKind.SETTING) from None
 
     def model_config(self, num_classes: int) -> ModelConfig:
         """The model's settings for `num_classes` classes and this job's frames."""

@@ -34,7 +34,8 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
         return RunResult(result, None)
     calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
-                         workers=workers, device=config.device, log=log)
+                         workers=workers, device=config.device, log=log,
+                         decode_timeout=job.decode_timeout)
     if not evaluate_test:
         return RunResult(result, None)
     test = result.parts["test"]
@@ -43,7 +44,8 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
                         "is trained, evaluate it with `lrcn evaluate RUN --data DIR`", run_dir)
     report = evaluate(load_checkpoint(result.checkpoint), test, run_dir, cache_dir=cache_dir,
                       workers=workers, progress=progress, history=run_dir / "history.csv",
-                      device=config.device, precision=config.precision)
+                      device=config.device, precision=config.precision,
+                      decode_timeout=job.decode_timeout)
     record_test_metrics(result.checkpoint, report)
     return RunResult(result, report)
 

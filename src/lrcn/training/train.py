@@ -113,15 +113,17 @@ def prepare_data(job: TrainingJob, log=print, on_split=None,
     if job.fixed is not None:
         (class_names, parts), how = job.fixed, "given folds"
     else:
-        found: tuple | str | None = None
+        found: tuple | LrcnError | None = None
         if world.main:
             try:
                 found = load_parts(data_root, job.classes, job.split, job.ucf_split, job.lists)
             except LrcnError as exc:
-                found = str(exc)       # said on every rank, not only on rank 0
+                # raised on every rank, not only on rank 0, with its path and kind (an
+                # LrcnError pickles with both)
+                found = exc
         found = broadcast(found, world)
-        if isinstance(found, str):
-            raise LrcnError(found)
+        if isinstance(found, LrcnError):
+            raise found
         class_names, parts, missing, how = found
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
