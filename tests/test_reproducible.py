@@ -39,7 +39,7 @@ def weights(checkpoint: Path) -> dict[str, bytes]:
 def test_training_with_a_seed_gives_the_same_weights(tiny_dataset, tmp_path, model):
     def run(name: str, seed: int):
         job = make_job(tiny_dataset, tmp_path / name, model=model,
-                       frames={"num_frames": 8, "height": 32, "width": 32},
+                       frames={"num_frames": 8, "height": 64, "width": 64},
                        train={"epochs": 2, "seed": seed}, cache_dir=tmp_path / "cache",
                        workers=0, progress=False)
         return train_and_evaluate(job, log=lambda *a, **k: None)
