@@ -93,19 +93,22 @@ def test_ctrl_c_mid_preprocessing_then_rerun_resumes(tmp_path):
                "--workers", "1", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
+    def entries():   # finished ones: a write in progress is a hidden temporary (files.py)
+        return [p for p in cache.rglob("*.json") if not p.name.startswith(".")]
+
     deadline = time.monotonic() + 60
-    while len(list(cache.rglob("*.json"))) < 3 and time.monotonic() < deadline:
+    while len(entries()) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    done = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    done = {p: p.stat().st_mtime_ns for p in entries()}
     assert 3 <= len(done) < 40, "interrupt came too late to test resuming"
     for meta in done:          # every finished entry is complete
         assert meta.with_suffix(".npy").exists() and "num_frames" in json.loads(meta.read_text())
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert "40 of 40 files readable" in rerun.stdout
-    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    after = {p: p.stat().st_mtime_ns for p in entries()}
     assert len(after) == 40 and all(after[p] == t for p, t in done.items())
