@@ -68,10 +68,9 @@ def _timeline_recovers_known_actions(run, tmp_path):
     """A long recording the model never saw (a new scene), stitched from performances of
     known classes, each as long as the model's typical training clip: the timeline's
     segments give all but at most one part its class (by the majority of the part's time: the
-    demo model confuses Spin and Bounce in some scenes, as it does some clips), MIN_TIMELINE_RIGHT of the
-    time is labelled right, and a segment boundary lies within half a
-    window of every true
-    change of action."""
+    demo model confuses Spin and Bounce in some scenes, as it does some clips), at least
+    MIN_TIMELINE_RIGHT of the time is labelled right, and a segment boundary lies within half
+    a window of every true change of action."""
     from lrcn.models.checkpoint import load_checkpoint
     from lrcn.data.synth import make_long_video
     span = load_checkpoint(run).clip_seconds
