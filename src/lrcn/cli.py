@@ -60,7 +60,8 @@ def _training_job(args: argparse.Namespace, out: Path):
 
 
 def _out(args: argparse.Namespace, kind: str) -> Path:
-    return Path(args.out) if args.out else Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+    from .training.job import default_out
+    return Path(args.out) if args.out else default_out(kind)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -179,7 +178,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
 
 def default_run_folder() -> Path:
     """runs/run-DATE-TIME, under the working folder."""
-    return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    from ..training.job import default_out
+    return default_out("run")
 
 
 def synth(out: PathLike, *, classes: Sequence[str] | None = None, groups: int | None = None,
@@ -241,7 +241,7 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
     decode_timeout: seconds a file may take to decode before it is reported as stalled and
         skipped (default $LRCN_DECODE_TIMEOUT or 120)."""
     folder = Path(out) if out is not None else \
-        Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+        _default_out("compare")
     split = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed}
     train_settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                           seed=seed, device=device)
@@ -251,6 +251,11 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
 
 # Each library entry point used here is called from exactly one function below, so that a
 # change of its signature is one edit here.
+
+def _default_out(kind: str) -> Path:
+    from ..training.job import default_out
+    return default_out(kind)
+
 
 def _make_job(data: PathLike, folder: Path, *, config: PathLike | None, **settings):
     """The run's TrainingJob, its settings layered as `lrcn train` layers them

@@ -9,6 +9,7 @@ always written: data, classes, frames, model, split, train, cache_dir, processes
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,6 +82,12 @@ class TrainingJob:
                 "processes": processes}
 
 
+def default_out(kind: str) -> Path:
+    """Where a run (kind "run"), a cross-validation ("cv") or a comparison ("compare") goes when
+    no folder is given: runs/KIND-DATE-TIME under the working folder."""
+    return Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+
+
 def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
              config: dict[str, dict[str, Any]] | None = None,
              frames: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
@@ -127,4 +134,4 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
         raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
 
 
-__all__ = ["TrainingJob", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]
+__all__ = ["TrainingJob", "default_out", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]

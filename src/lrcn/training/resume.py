@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import ErrorKind, LrcnError
+from ..errors import LrcnError
 from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
 
