@@ -385,8 +385,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"id": job.id, "removed": True,
                 "cancelled": state in ("queued", "running")}
 
-    @app.get("/v1/jobs/{job_id}/{name}", summary="A finished job's file: the timeline as "
-             "JSON, CSV or PNG, or the annotated video")
+    @app.get("/v1/jobs/{job_id}/{name}",
+             summary="A finished job's file: JSON, CSV, PNG, the annotated video")
     async def job_file(job_id: str, name: JobFile):
         job = find_job(job_id)
         if job.state != "done":
