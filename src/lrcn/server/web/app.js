@@ -193,8 +193,9 @@ function showTimeline(result, name) {
   const time = {};
   for (const s of result.segments) time[s.label] = (time[s.label] || 0) + (s.end - s.start);
   const share = Object.fromEntries(Object.entries(time).map(([c, t]) => [c, t / duration]));
-  const top = Object.keys(share).reduce((a, b) => (share[b] > share[a] ? b : a));
-  showResult("most frequent:", top, `${percent(share[top])} of the time`,
+  const labels = Object.keys(share);
+  const top = labels.length ? labels.reduce((a, b) => (share[b] > share[a] ? b : a)) : "none";
+  showResult("most frequent:", top, `${percent(share[top] || 0)} of the time`,
              `each label's share of the video's ${duration.toFixed(1)} s (its segments)`, share);
   $("timeline-section").hidden = false;
   shownTimeline = result;
