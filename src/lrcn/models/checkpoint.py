@@ -168,6 +168,43 @@ def update_info(path: str | os.PathLike, temperature: float | None = None,
                     temperature=checkpoint.temperature if temperature is None else temperature)
 
 
+HEAD = "head."      # every model's classifier layer (base.add_lstm_head, convlstm): a row a class
+
+
+def init_from(model, checkpoint: Checkpoint, class_names: list[str]) -> str:
+    """Start `model` (built for `class_names`) from a trained checkpoint's weights, for
+    fine-tuning (`lrcn train --init-from`): every weight but the classifier's is copied; the
+    classifier's row (and bias) of each class the checkpoint knows is copied too, and a new
+    class keeps its fresh row. Returns what was taken, for the log."""
+    state = checkpoint.state_dict or {}
+    own = model.state_dict()
+    known = [name for name in class_names if name in checkpoint.class_names]
+    taken = {}
+    for name, tensor in own.items():
+        saved = state.get(name)
+        head = name.startswith(HEAD)     # its first dimension is the classes
+        fits = saved is not None and (saved.shape[1:] == tensor.shape[1:] if head else
+                                      saved.shape == tensor.shape)
+        if not fits:
+            raise LrcnError(f"the checkpoint's weights do not fit this model (tensor {name})",
+                            kind=ErrorKind.SETTING)
+        if head:
+            rows = tensor.clone()
+            for i, class_name in enumerate(class_names):
+                if class_name in checkpoint.class_names:
+                    rows[i] = state[name][checkpoint.class_names.index(class_name)]
+            taken[name] = rows
+        else:
+            taken[name] = state[name]
+    model.load_state_dict(taken)
+    if known == list(checkpoint.class_names) == list(class_names):
+        return "all weights (the same classes)"
+    new = [name for name in class_names if name not in known]
+    return (f"every weight but the classifier's; its rows for {len(known)} known "
+            f"class{'' if len(known) == 1 else 'es'}" +
+            (f", new rows for {', '.join(new)}" if new else " (in a new order)"))
+
+
 def summary(path: str | os.PathLike) -> dict[str, Any]:
     """What `lrcn info` shows: a checkpoint's classes, parameter count, settings, clip span,
     training summary and test metrics."""
