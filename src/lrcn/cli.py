@@ -260,31 +260,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models.checkpoint import summary
+    from .models.checkpoint import format_summary, summary
     data = summary(args.checkpoint)
-    if args.json:
-        print(json.dumps(data, indent=1))
-        return 0
-    print(f"checkpoint: {data['checkpoint']}")
-    print(f"classes ({len(data['classes'])}): {', '.join(data['classes'])}")
-    print(f"model: {data['model_name']} {json.dumps(data['model'])}")
-    print(f"trainable parameters: {data['trainable_parameters']:,}")
-    print(f"input normalisation: {data['normalisation']}")
-    print(f"calibration temperature: {data['temperature']:.3f}"
-          + ("" if data["temperature"] != 1.0 else " (none fitted)"))
-    print(f"frames: {json.dumps(data['frames'])}")
-    print(f"training clips span: {data['clip_seconds']:g} s (windows of long videos and "
-          "streams cover this)" if data["clip_seconds"] else
-          "training clips span: not recorded (windows default to 6 s)")
-    metrics = data["info"].get("test_metrics")
-    if metrics:
-        print("test metrics: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                           for k, v in metrics.items()))
-    else:
-        print("test metrics: none recorded (run `lrcn evaluate`)")
-    rest = {k: v for k, v in data["info"].items() if k != "test_metrics"}
-    if rest:
-        print(f"training: {json.dumps(rest)}")
+    print(json.dumps(data, indent=1) if args.json else format_summary(data))
     return 0
 
 
