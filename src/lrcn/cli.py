@@ -21,6 +21,7 @@ from .errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, ErrorKind, LrcnError,
 # --- subcommands -------------------------------------------------------------------------------
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from .console import plural
     from .data.synth import SynthConfig, make_dataset
     width, height = args.size
     try:
@@ -33,7 +34,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = make_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
     count = len(config.classes) * config.groups * config.clips_per_group
-    print(f"wrote {count} clips in {len(config.classes)} classes to {root} "
+    print(f"wrote {plural(count, 'clip')} in "
+          f"{plural(len(config.classes), 'class', 'classes')} to {root} "
           f"({time.perf_counter() - start:.0f} s); list: {root / 'manifest.csv'}")
     return 0
 

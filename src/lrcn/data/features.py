@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .cache import CachedClip
-from ..console import progress as console_progress
+from ..console import plural, progress as console_progress
 from ..distributed import World, barrier
 from ..files import atomic_path
 from ..models.base import clips_to_input
@@ -56,7 +56,7 @@ def cached_features(model, clips: Sequence[CachedClip], device: torch.device,
         model.train(was_training)
     barrier(world)
     if todo:
-        log(f"features: computed for {len(todo)} clips ({model.config.name}'s backbone)")
+        log(f"features: computed for {plural(len(todo), 'clip')} ({model.config.name}'s backbone)")
     return paths
 
 

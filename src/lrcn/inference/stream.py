@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..console import plural
 from ..media.annotate import AnnotatedVideo, Label
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
@@ -90,8 +91,9 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
     result.skipped = scorer.skipped
     result.seconds = frames.end_time
     how = "stopped by Ctrl-C" if result.interrupted else "end of stream"
-    print(f"{how}: {result.frames} frames ({result.seconds:.1f} s), {result.windows} windows, "
-          f"{result.changes} label changes, {result.skipped} frames skipped to keep up",
+    print(f"{how}: {plural(result.frames, 'frame')} ({result.seconds:.1f} s), "
+          f"{plural(result.windows, 'window')}, {plural(result.changes, 'label change')}, "
+          f"{plural(result.skipped, 'frame')} skipped to keep up",
           file=out, flush=True)
     if result.frames == 0 and not result.interrupted:
         raise LrcnError("no video frames could be decoded", source)

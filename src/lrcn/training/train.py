@@ -143,7 +143,7 @@ def prepare_data(job: TrainingJob, log=print, on_split=None,
     started = time.perf_counter()
     clips, failures = prepare_shared(everything, job.frames, job, world)
     seconds = time.perf_counter() - started
-    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
+    log(f"frame cache: {plural(len(clips), 'clip')} ready in {seconds:.1f} s "
         f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
         f"{f', {world.size} processes' if world.distributed else ''})")
     skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
