@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "or - for a pipe on stdin")
     p.add_argument("--annotate", default=None, help="write the annotated stream (H.264 MP4)")
     p.add_argument("--realtime", action="store_true",
-                   help="pace a file like a camera (live sources always are)")
+                   help="pace a file or a pipe like a camera, skipping frames when behind "
+                        "(cameras and URLs always are; files and pipes are otherwise read as "
+                        "fast as they decode)")
     p.add_argument("--max-lag", type=non_negative_float, default=1.0,
                    help="seconds behind real time before frames are skipped (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None)

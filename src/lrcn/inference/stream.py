@@ -5,8 +5,9 @@ trailing average (a stream has no future), printing each change of label with it
 Keeping up: a live source produces frames at its own pace. When a frame's time falls behind the
 wall clock by more than `max_lag` seconds, the frames it would feed to the CNN are replaced by
 the last frame that was processed (decoding goes on, so the picture does not break), and the
-skips are counted and reported. Files are read as fast as they decode unless `realtime` asks
-to pace them like a camera.
+skips are counted and reported. Only a camera and a URL are live; files and pipes are read as
+fast as they decode unless `realtime` asks to pace them like a camera (a pipe from a live
+producer: then frames are skipped when lrcn falls behind, as for a camera).
 """
 from __future__ import annotations
 
