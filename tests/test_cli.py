@@ -184,7 +184,11 @@ def test_argument_validation():
 REFUSED = [
     (["train", "D", "--augment", "--no-augment"], ["--augment", "--no-augment"]),
     (["cv", "D", "--no-augment", "--augment"], ["--augment", "--no-augment"]),
-    (["train", "--resume", "R", "--epochs", "3"], ["--resume", "--epochs"]),
+    (["train", "--resume", "R", "--patience", "3"], ["--resume", "--patience"]),
+    (["train", "--resume", "R", "--overwrite"], ["--resume", "--overwrite"]),
+    (["train", "--resume", "R", "--init-from", "R"], ["--resume", "--init-from"]),
+    (["train", "D", "--init-from", "R", "--model", "convlstm"], ["--init-from", "--model"]),
+    (["train", "D", "--init-from", "R", "--size", "32"], ["--init-from", "--size"]),
     (["train", "--resume", "R", "--model", "convlstm"], ["--resume", "--model"]),
     (["train", "--resume", "R", "--augment"], ["--resume", "--augment"]),
     (["train", "--resume", "R", "--cache", "C"], ["--resume", "--cache"]),

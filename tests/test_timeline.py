@@ -173,7 +173,7 @@ def test_cli_timeline(checkpoint, long_video, tmp_path):
     assert len(data["windows"]) == 21   # 12 s: windows of 2 s starting 0, 0.5, ..., 10 s
     assert (tmp_path / "t" / "timeline.png").exists()
     bad = lrcn("predict", checkpoint, tmp_path / "missing.mp4", "--timeline")
-    assert bad.returncode == 1 and "missing.mp4: no such file" in bad.stderr
+    assert bad.returncode == 2 and "missing.mp4: no such file" in bad.stderr   # bad input
     assert "Traceback" not in bad.stderr
 
 
