@@ -14,8 +14,13 @@ PROGRESS_EVERY = 30.0     # seconds between plain progress lines (not on a termi
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
-    """"1 epoch", "2 epochs", "0 groups"; `many` for words that do not take an s ("classes")."""
-    return f"{count} {word if count == 1 else many or word + 's'}"
+    """"1 epoch", "2 epochs", "0 groups", "3 classes", "2 batches"; `many` for a word whose
+    plural is not made by adding -s or -es."""
+    return f"{count} {word if count == 1 else many or _many(word)}"
+
+
+def _many(word: str) -> str:
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def _on_terminal(stream: TextIO) -> bool:
@@ -71,7 +76,7 @@ class _Lines:
     def _line(self, now: float) -> None:
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         share = f" ({self.n / self.total:.0%})" if self.total else ""
-        words = self.unit if self.unit.endswith("s") else self.unit + "s"
+        words = self.unit if self.total == 1 else _many(self.unit)
         extra = f", {self.postfix}" if self.postfix else ""
         print(f"{self.desc}: {done} {words}{share}, {now - self.start:.0f} s{extra}",
               file=self.file, flush=True)
