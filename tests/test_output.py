@@ -129,7 +129,8 @@ def test_plain_progress_lines_come_every_interval(monkeypatch):
     assert [line.split(",")[0] for line in lines] == [
         "epoch 1/2: 1/3 batches (33%)", "epoch 1/2: 2/3 batches (67%)",
         "epoch 1/2: 3/3 batches (100%)"]
-    assert console.plural(1, "epoch") == "1 epoch" and console.plural(2, "group") == "2 groups"
+    assert console.plural(1, "epoch") == "1 epoch" and console.plural(2, "epoch") == "2 epochs"
+    assert console.plural(2, "group") == "2 groups"
     assert console.plural(1, "class", "classes") == "1 class"
 
 

@@ -20,7 +20,7 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 
 def _many(word: str) -> str:
-    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return word + ("es" if word.endswith(("s", "x", "sh", "tch")) else "s")   # epochs, batches
 
 
 def _on_terminal(stream: TextIO) -> bool:
