@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from ..config import (FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict,
                       model_config_for, to_dict)
 from ..data.dataset import Sample, read_split
+from ..distributed import launched_rank
 from ..console import plural
 from ..errors import ErrorKind, LrcnError
 from ..models.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint_path
@@ -109,8 +110,12 @@ RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_
 
 def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
     """The folder of a new run: refused (one line, naming the flags) when it holds a run
-    already, unless `overwrite`, which removes that run's files (RUN_FILES; nothing else)."""
+    already, unless `overwrite`, which removes that run's files (RUN_FILES; nothing else).
+    Under torchrun only rank 0 looks (the others would find what rank 0 has begun to write);
+    the others wait for its split, and stop with it if it stops here."""
     out = Path(out)
+    if launched_rank() != 0:
+        return out
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
         raise LrcnError(f"already holds a run ({', '.join(present[:3])}"
