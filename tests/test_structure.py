@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lrcn"
 # foundation modules sit at the bottom, its front door (the API, the CLI) at the top.
 PACKAGES = ["foundation", "media", "models", "data", "inference", "training", "server", "front"]
 LAYERS = {
-    "foundation": [{"errors", "files"}, {"config", "devices", "distributed"}],
-    "media": [{"media.__init__", "media.sampling"}, {"media.video", "media.writer", "media.plots"},
+    "foundation": [{"errors", "files", "console"}, {"config", "devices", "distributed"}],
+    "media": [{"media.__init__", "media.sampling", "media.pipe"}, {"media.video", "media.writer", "media.plots"},
               {"media.fastdecode", "media.annotate"}, {"media.clip"}],
     "models": [{"models.__init__", "models.base"}, {"models.lrcn"},
                {"models.convlstm", "models.effnet"}, {"models.registry"},
