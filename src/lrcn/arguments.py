@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a web page and a REST API over a trained model")
     p.add_argument("checkpoint", help="run folder, checkpoint or exported .onnx file")
-    serve_options(p)
+    serve_options(p, device_options, window_options)
 
     p = sub.add_parser("studio", help="the studio: make a data set from videos and a webcam, "
                                       "train, evaluate and serve, in the browser")
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_data", default=None, metavar="DATA",
                    help="start from an existing data folder (<DATA>/<Class>/<videos>): its "
                         "files are linked (or copied) into WORKSPACE/data")
-    serve_options(p)
+    serve_options(p, device_options, window_options)
 
     p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
     p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
@@ -317,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve_options(p: argparse.ArgumentParser) -> None:
-    """`lrcn serve`'s and `lrcn studio`'s server options."""
+def serve_options(p: argparse.ArgumentParser, device_options, window_options) -> None:
+    """`lrcn serve`'s and `lrcn studio`'s server options (with build_parser's device and
+    window options)."""
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=8000)

@@ -7,6 +7,7 @@ it goes and result.json or error.json at the end. A run that ends well is handed
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -17,6 +18,9 @@ from pathlib import Path
 
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
+# At import, not in a request: importing PyTorch holds the GIL for seconds, and the server's
+# event loop would stall behind it.
+from ..models.registry import get_spec
 from .workspace import Workspace
 
 DEFAULT_MODEL = "effnet-lstm"      # a pretrained backbone: what works on real footage
@@ -98,7 +102,6 @@ class Trainer:
         self._thread.start()
 
     def start(self, model: str, epochs: int) -> TrainJob:
-        from ..models.registry import get_spec
         get_spec(model)                          # an unknown model: refused before any work
         if not 1 <= epochs <= 500:
             raise LrcnError("epochs must be 1 to 500", kind=ErrorKind.SETTING)
@@ -178,7 +181,7 @@ class Trainer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=60)       # it may be loading the new model: let it finish
         with self._lock:
             if self.job is not None and self.job.process.is_alive():
                 self.job.process.kill()
@@ -186,11 +189,14 @@ class Trainer:
 
 
 def history(run: Path) -> list[dict]:
+    """The run's epochs so far; a figure that is not a number (validation figures when there
+    are no validation clips) is None, which JSON can carry."""
     from ..training.history import read_history
     try:
-        return read_history(run / "history.csv")
+        rows = read_history(run / "history.csv")
     except (OSError, ValueError, IndexError):
         return []
+    return [{k: v if math.isfinite(v) else None for k, v in row.items()} for row in rows]
 
 
 

@@ -170,11 +170,15 @@ class Workspace:
             self._save_state(state)
             return group
 
-    def _next_name(self, class_name: str, group: str) -> Path:
+    def _next_name(self, class_name: str, group: str, reserved: set[Path] = frozenset()
+                   ) -> Path:
+        """The next free clip name of a class and group (`reserved`: names given out and not
+        written yet)."""
         folder = self.data / check_class(class_name)
         folder.mkdir(exist_ok=True)
-        taken = [int(m.group(3)) for p in folder.iterdir()
-                 if (m := STUDIO_CLIP.fullmatch(p.name)) and f"g{m.group(2)}" == group]
+        taken = [int(m.group(3)) for p in [*folder.iterdir(), *reserved]
+                 if (m := STUDIO_CLIP.fullmatch(p.name)) and f"g{m.group(2)}" == group
+                 and p.parent == folder]
         return folder / f"v_{class_name}_{group}_c{max(taken + [0]) + 1:02d}.mp4"
 
     # -- writing clips -------------------------------------------------------------------
@@ -261,8 +265,10 @@ class Workspace:
                     if image is None:
                         image = upright_image(timed.frame)
                     if i not in writers:
+                        target = self._next_name(name, meta["group"],
+                                                 {w.path for w in writers.values()})
                         writers[i] = open_writers.enter_context(VideoWriter(
-                            self._next_name(name, meta["group"]), image.shape[1],
+                            target, image.shape[1],
                             image.shape[0], source.fps))
                     writers[i].write(image)
         written = [writers[i].path for i in sorted(writers)]
