@@ -122,7 +122,8 @@ class Trainer:
             run.mkdir(parents=True)
             settings = {"model": model, "epochs": epochs, "classes": classes}
             process = self._ctx.Process(
-                target=run_training_job, daemon=True,
+                # not a daemon: training decodes in worker processes of its own
+                target=run_training_job, daemon=False,
                 args=(str(self.workspace.data), str(run), str(self.workspace.cache), classes,
                       model, epochs, self.workers, self.device))
             process.start()
