@@ -204,9 +204,19 @@ function watch() {
     showJob(job);
     if (job.state !== "running") {
       clearInterval(watching);
-      if (job.state === "done") { await showRun(job.run); refresh(); }
+      if (job.state === "done") { await showRun(job.run); await servedNow(job.run); }
     }
   }, 500);
+}
+
+// The server loads the new model once the job is done: the page says so when it is served.
+async function servedNow(run) {
+  for (let i = 0; i < 120; i++) {
+    const ws = await api("/v1/studio");
+    if (ws.served === run) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  refresh();
 }
 
 function showJob(job) {
