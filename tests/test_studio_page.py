@@ -70,8 +70,12 @@ def test_the_studio_from_webcam_and_long_videos_to_a_served_model(tmp_path):
                     page.mouse.down()
                     page.wait_for_function(
                         f"document.getElementById('record-state').textContent"
-                        f".includes('v_{cls}_{group}_c01')", timeout=30_000)
+                        f".includes('v_{cls}_{group}_c01') || "
+                        "document.getElementById('status').className == 'error'",
+                        timeout=60_000)
                     page.mouse.up()
+                    assert page.get_attribute("#status", "class") != "error", \
+                        page.inner_text("#status")
             page.screenshot(path=str(out / "studio-record.png"))
 
             # Long videos: in/out with the keys, a class per segment, then cut.
@@ -86,6 +90,9 @@ def test_the_studio_from_webcam_and_long_videos_to_a_served_model(tmp_path):
                         page.evaluate(f"document.getElementById('source-video').currentTime = {at}")
                         page.wait_for_function("!document.getElementById('source-video').seeking")
                         page.keyboard.press(key)
+                        mark = "in" if key == "i" else "out"
+                        page.wait_for_function("!document.getElementById('marks').textContent"
+                                               f".includes('{mark} —')")
                     page.fill("#segment-class", cls)
                     page.click("#add-segment")
                 assert page.locator("#segments li").count() == 3
