@@ -311,6 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a web page and a REST API over a trained model")
     p.add_argument("checkpoint", help="run folder, checkpoint or exported .onnx file")
+    serve_options(p, device_options, window_options)
+
+    p = sub.add_parser("studio", help="the studio: make a data set from videos and a webcam, "
+                                      "train, evaluate and serve, in the browser")
+    p.add_argument("workspace", help="the workspace folder (made if missing): data/, runs/")
+    p.add_argument("--from", dest="from_data", default=None, metavar="DATA",
+                   help="start from an existing data folder (<DATA>/<Class>/<videos>): its "
+                        "files are linked (or copied) into WORKSPACE/data")
+    serve_options(p, device_options, window_options)
+
+    p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
+    p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="a whole repeat of the demo: another data set, split and training "
+                        "seed (default 0)")
+    common(p, cache=False)
+    for p in [parser, *sub.choices.values()]:
+        _one_line_errors(p)
+    return parser
+
+
+def serve_options(p: argparse.ArgumentParser, device_options, window_options) -> None:
+    """`lrcn serve`'s and `lrcn studio`'s server options (with build_parser's device and
+    window options)."""
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=8000)
@@ -330,16 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "predict --views (default 1)")
     device_options(p)
     window_options(p)
-
-    p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
-    p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="a whole repeat of the demo: another data set, split and training "
-                        "seed (default 0)")
-    common(p, cache=False)
-    for p in [parser, *sub.choices.values()]:
-        _one_line_errors(p)
-    return parser
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:

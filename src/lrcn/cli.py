@@ -270,18 +270,38 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models.checkpoint import resolve_checkpoint_path
-    from .server.app import ServeConfig, run_server
+    from .server.app import run_server
     from .inference.engine import is_onnx_file
     target = args.checkpoint if is_onnx_file(args.checkpoint) else \
         str(resolve_checkpoint_path(args.checkpoint))
     if not Path(target).is_file():
         raise LrcnError("no such model file", target, ErrorKind.NOT_FOUND)
-    run_server(ServeConfig(checkpoint=target, host=args.host, port=args.port,
-                           max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
-                           token=args.token or os.environ.get("LRCN_TOKEN") or None,
-                           device=args.device, precision=args.precision, views=args.views,
-                           decode_timeout=args.decode_timeout,
-                           window=_window_config(args)))
+    run_server(_serve_config(args, target))
+    return 0
+
+
+def _serve_config(args: argparse.Namespace, checkpoint: str | None, studio: str | None = None):
+    from .server.app import ServeConfig
+    return ServeConfig(checkpoint=checkpoint, host=args.host, port=args.port,
+                       max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
+                       token=args.token or os.environ.get("LRCN_TOKEN") or None,
+                       device=args.device, precision=args.precision, views=args.views,
+                       decode_timeout=args.decode_timeout, window=_window_config(args),
+                       studio=studio)
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """The server with the studio over WORKSPACE, serving the run it served last."""
+    from .server.app import run_server
+    from .server.workspace import Workspace
+    workspace = Workspace(args.workspace)
+    if args.from_data:
+        count = workspace.import_data(args.from_data)
+        print(f"lrcn studio: {count} clips from {args.from_data} in {workspace.data}")
+    served = workspace.served_run()
+    checkpoint = served / "model.safetensors" if served else None
+    run_server(_serve_config(args, str(checkpoint) if checkpoint and checkpoint.is_file()
+                             else None, str(workspace.root)))
     return 0
 
 
@@ -293,7 +313,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "cv": cmd_cv, "compare": cmd_compare,
             "models": cmd_models, "check": cmd_check, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "stream": cmd_stream, "import-keras": cmd_import_keras,
-            "export": cmd_export, "info": cmd_info, "serve": cmd_serve, "demo": cmd_demo}
+            "export": cmd_export, "info": cmd_info, "serve": cmd_serve, "demo": cmd_demo,
+            "studio": cmd_studio}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
