@@ -342,10 +342,7 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{f', {world.size} processes' if world.distributed else ''}")
         return _train_model(model, data, job, log, world)
     except RuntimeError as exc:      # another process stalled or died: one line, not a trace
-        failure = group_failure(exc, world)
-        if failure is None:
-            raise
-        raise failure from None
+        raise (group_failure(exc, world) or exc) from None
     finally:
         teardown()
 
