@@ -1,6 +1,6 @@
 """How close lrcn comes to this CPU's limit, every figure a ratio taken side by side in one run.
 
-    python bench/cpu_limit.py [--quick] [--realdata ../shared/realdata/ucf101-mp4]
+    python bench/cpu_limit.py [--quick] [--run RUN] [--realdata ../shared/realdata/ucf101-mp4]
 
 - sgemm: the best single-precision matrix multiply on this machine now: numpy's OpenBLAS (in
   a subprocess with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: some environments pin an
@@ -9,9 +9,11 @@
   (run_epoch, batch 32) throughput from the frame cache, times the FLOPs of one clip counted by
   torch.utils.flop_counter (forward; forward and backward for training; the LSTM, which it does
   not count, added by formula) -> GFLOP/s -> the share of sgemm's.
-- int8 against fp32 on a small trained seed-model run (synthetic data): clips/s of the CNN
-  + LSTM, interleaved, and test accuracy with each; with --realdata also effnet-lstm trained
-  on that folder (the same split for both precisions).
+- int8 against fp32 on a seed-model run: `--run RUN` (a trained one, e.g. `lrcn demo`'s
+  lrcn-demo/run), else one trained here on a small synthetic set for a few epochs (barely
+  trained: its accuracy drop says little). Clips/s of the CNN + LSTM at batch 64,
+  interleaved, and test accuracy with each on the run's test split; with --realdata also
+  effnet-lstm trained on that folder (the same split for both precisions).
 - effnet-lstm's timeline (`lrcn predict --timeline`'s code path) on the longest real UCF clip
   of ../shared/realclips when present (else a synthetic video), as a multiple of real time.
 Last line: `lrcn_cpu sgemm_gflops=S infer_efficiency=I train_efficiency=T int8_speedup=Q
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_infer import cached_clips, loader, time_train  # noqa: E402  (the same measures)
+from train_infer import cached_clips, time_train  # noqa: E402  (the same measures)
 
 import lrcn  # noqa: E402
 from lrcn.config import ModelConfig  # noqa: E402
@@ -143,6 +145,8 @@ def effnet_timeline(work: Path) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short timings (a few minutes)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a trained seed-model run for int8 against fp32 (default: train one)")
     parser.add_argument("--realdata", type=Path, default=None,
                         help="also effnet-lstm's int8 accuracy on this folder (slow: trains)")
     args = parser.parse_args()
@@ -157,12 +161,12 @@ def main() -> None:
 
     names, clips = cached_clips(None, work)
     infer_flops, train_flops = seed_flops(len(names))
-    data = loader(clips, names, 64, device="cpu")
-    batch = next(iter(data))[0].numpy()
-    run = lrcn.train(work / "data", out=work / "run", epochs=8 if args.quick else 20,
-                     batch_size=8, progress=False, evaluate=False)
-    engine = make_engine(load_checkpoint(run.checkpoint), device="cpu")
-    infer = max(clips_per_s(engine, batch, seconds) for _ in range(rounds))
+    run = lrcn.Run(args.run) if args.run else \
+        lrcn.train(work / "data", out=work / "run", epochs=4 if args.quick else 20,
+                   batch_size=8, progress=False, evaluate=False)
+    # inference: the fp32 engine's clips/s, measured interleaved with int8's (below)
+    q = int8_against_fp32(run.folder, seconds, rounds)
+    infer = q["fp32_clips_s"]
     train = time_train(clips, names, 32, seconds)
     infer_gflops, train_gflops = infer * infer_flops / 1e9, train * train_flops / 1e9
     print(f"seed model: {infer_flops / 1e6:.0f} MFLOP per clip inference, "
@@ -172,7 +176,6 @@ def main() -> None:
     print(f"training (batch 32): {train:.0f} clips/s = {train_gflops:.0f} GFLOP/s "
           f"({train_gflops / best:.1%} of sgemm)")
 
-    q = int8_against_fp32(run.folder, seconds, rounds)
     speedup = q["int8_clips_s"] / q["fp32_clips_s"]
     drop = 100 * (q["fp32_acc"] - q["int8_acc"])
     print(f"int8, seed model: {q['int8_clips_s']:.0f} clips/s against fp32 "
