@@ -12,7 +12,7 @@ from lrcn.cli import main
 from lrcn.data.cache import default_cache_dir
 from lrcn.errors import LrcnError
 from lrcn.inference.engine import INT8, OrtEngine, load_engine, make_engine
-from lrcn.models.checkpoint import load_checkpoint
+from lrcn.models.checkpoint import load_checkpoint, update_info
 
 from conftest import indexed_frame, write_video
 
@@ -98,7 +98,7 @@ def test_int8_needs_the_run_folder(tiny_run, tmp_path, capsys):
 
 def test_graphs_are_exported_once_per_checkpoint(tiny_run, capsys, monkeypatch):
     """A second engine for the same checkpoint file reads the cached graphs (no export) and
-    gives identical probabilities; a changed checkpoint file gets new graphs."""
+    gives identical probabilities; other weights get new graphs."""
     import lrcn.inference.graphs as graphs
     clips = _clips(tiny_run)
     first = make_engine(load_checkpoint(tiny_run), device="cpu").probabilities(clips)
@@ -107,11 +107,15 @@ def test_graphs_are_exported_once_per_checkpoint(tiny_run, capsys, monkeypatch):
 
     def no_export(_):
         raise AssertionError("exported again")
-    monkeypatch.setattr(graphs, "feature_graph", no_export)
-    monkeypatch.setattr(graphs, "sequence_graph", no_export)
-    second = make_engine(load_checkpoint(tiny_run), device="cpu")
-    np.testing.assert_array_equal(second.probabilities(clips), first)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:     # (undo() would drop the test's cache dir too)
+        patched.setattr(graphs, "feature_graph", no_export)
+        patched.setattr(graphs, "sequence_graph", no_export)
+        second = make_engine(load_checkpoint(tiny_run), device="cpu")
+        np.testing.assert_array_equal(second.probabilities(clips), first)
+        # the temperature and the info are not in the graphs: rewriting them exports nothing
+        update_info(tiny_run / "model.safetensors", temperature=1.5, note="x")
+        third = make_engine(load_checkpoint(tiny_run), device="cpu")
+        np.testing.assert_array_equal(third.logits(clips), second.logits(clips))
     checkpoint = load_checkpoint(tiny_run)
     checkpoint.path = tiny_run / "copy.safetensors"
     checkpoint.path.write_bytes((tiny_run / "model.safetensors").read_bytes() + b" ")

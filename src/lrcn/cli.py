@@ -246,7 +246,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                       int8_clip_graph(checkpoint) if args.quantize else None,
                       args.quantize or "fp32")
     frames = checkpoint.frame_config
-    print(f"ONNX model{' (int8)' if args.quantize else ''}: {out} (input 'frames' uint8 (batch, {frames.num_frames}, "
+    print(f"ONNX model{' (int8)' if args.quantize else ''}: {out} (input 'frames' uint8 "
+          f"(batch, {frames.num_frames}, "
           f"{frames.height}, {frames.width}, 3), {frames.channel_order.upper()}, scaled inside; "
           f"output 'logits' (batch, {len(checkpoint.class_names)}), to divide by the "
           f"metadata's temperature before a softmax)")

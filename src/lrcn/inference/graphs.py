@@ -2,9 +2,10 @@
 
 The cache: exporting effnet's backbone takes seconds (7-13 s on 2 cores), too long to repeat on
 every `lrcn predict`. A graph is written once, atomically, to `CACHE/onnx/` (the frame cache's
-folder, `$LRCN_CACHE_DIR` or ~/.cache/lrcn), under a name made of the checkpoint file's SHA-256
-and everything else the graph depends on (its kind, lrcn's ONNX format and opset, the torch and
-ONNX Runtime versions); a changed checkpoint (a new temperature too) gets new files, and a
+folder, `$LRCN_CACHE_DIR` or ~/.cache/lrcn), under a name made of the SHA-256 of the
+checkpoint's weights and model and frame settings (not its info or temperature, which no graph
+holds and `lrcn evaluate` rewrites) and everything else the graph depends on (its kind, lrcn's
+ONNX format and opset, the torch and ONNX Runtime versions): other weights get new files, and a
 checkpoint made in memory is exported every time.
 
 int8: ONNX Runtime's static quantization (`quantize_static`, QDQ format, per-channel int8
@@ -36,9 +37,15 @@ CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph t
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+def _weights_sha256(checkpoint: Checkpoint) -> str:
+    """SHA-256 of what a graph is made of: the checkpoint file's tensor bytes (everything after
+    safetensors' header) and its model and frame settings. Not its info or temperature, which
+    `lrcn evaluate` and calibration rewrite and no graph holds."""
+    from ..config import to_dict
+    digest = hashlib.sha256(json.dumps([to_dict(checkpoint.model_config),
+                                        to_dict(checkpoint.frame_config)]).encode())
+    with open(checkpoint.path, "rb") as handle:
+        handle.seek(8 + int.from_bytes(handle.read(8), "little"))
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -58,7 +65,7 @@ def cached_graph(checkpoint: Checkpoint, kind: str, make: Callable[[], bytes]) -
     if checkpoint.path is None:
         return make()
     from ..data.cache import default_cache_dir
-    key = hashlib.sha256(f"{_file_sha256(checkpoint.path)} {kind} {_versions()}".encode())
+    key = hashlib.sha256(f"{_weights_sha256(checkpoint)} {kind} {_versions()}".encode())
     path = default_cache_dir() / "onnx" / f"{key.hexdigest()[:32]}-{kind}.onnx"
     if not path.is_file():
         graph = make()
