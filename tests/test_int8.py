@@ -25,8 +25,11 @@ INT8_TOLERANCE = 0.02
 @pytest.fixture(scope="module")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("int8") / "run"
-    assert main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--quiet",
-                 "--no-evaluate"]) == 0
+    # a module fixture runs before the per-test cache fixture: its own cache, never the user's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LRCN_CACHE_DIR", str(tmp_path_factory.mktemp("int8-cache")))
+        assert main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--quiet",
+                     "--no-evaluate"]) == 0
     return run
 
 
