@@ -7,7 +7,8 @@
 - POST /v1/timeline: a long video -> 202 and a job (jobs.py), polled at GET /v1/jobs/{id},
   with the timeline PNG and the annotated H.264 video served with range requests.
 - WS /v1/stream: a browser's camera, one JPEG per grid step, labelled as it comes.
-- GET /v1/model, /healthz, /metrics (Prometheus), /docs (OpenAPI), and the page at /.
+- GET /v1/model, /healthz, /metrics (Prometheus), /docs and /redoc (OpenAPI, served with no
+  network: pages.py, as are the one JSON shape of every error and the icon), and the page at /.
 Uploads are streamed to a temporary folder (never read whole into memory), with the size limit
 enforced while reading; every temporary file is removed after its request, also when the
 client goes away, and at shutdown. Bad input gets 413, 415 or 422 with a one-line JSON error;
@@ -28,7 +29,6 @@ import secrets
 import shutil
 import signal
 import struct
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -51,12 +50,14 @@ from ..inference.engine import is_onnx_file, load_engine
 from ..inference.predict import Predictor
 from ..inference.stream import CameraWindow
 from ..errors import ErrorKind, LrcnError
-from .jobs import JobRunner
+from .jobs import MEDIA_TYPES, JobFile, JobRunner
+from .pages import WEB, base_app
+from .pages import error_response as _error
+from ..media.plots import class_colours
 from ..media.video import image_to_model_frame, open_video
 from ..inference.windows import DEFAULT_SPAN, WindowConfig
 from ..data.workers import WorkerPool
 
-WEB = Path(__file__).parent / "web"
 CHUNK = 1 << 16
 # The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
 # lrcn can read is 415; a damaged video, a bad value, or a decoder that stalled (TIMEOUT) or
@@ -86,10 +87,6 @@ class ServeConfig:
 
 class UploadTooLarge(Exception):
     pass
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def receive_upload(request: Request, target: Path, limit: int) -> int:
@@ -207,7 +204,8 @@ class Server:
         """GET /v1/model's answer, made once at start (the model does not change)."""
         frames = self.engine.frame_config
         span = self.engine.clip_seconds or DEFAULT_SPAN
-        info = {"classes": self.names, "frames": to_dict(frames),
+        info = {"classes": self.names, "colours": class_colours(self.names),
+                "frames": to_dict(frames),
                 "clip_seconds": self.engine.clip_seconds, "frame_spacing_s": span / frames.num_frames,
                 "backend": str(self.engine.backend), "views": self.config.views,
                 "max_upload_mb": self.config.max_upload_mb,
@@ -248,8 +246,10 @@ class Server:
             view["error"] = job.error
         if job.state == "done":
             data = json.loads((job.folder / "timeline.json").read_text())
-            view["result"] = {**data, "links": {"png": f"{base}/timeline.png",
-                                                "video": f"{base}/video.mp4"}}
+            view["result"] = {**data, "links": {
+                "json": f"{base}/timeline.json", "segments_csv": f"{base}/segments.csv",
+                "windows_csv": f"{base}/windows.csv", "png": f"{base}/timeline.png",
+                "video": f"{base}/video.mp4"}}
         return view
 
 
@@ -264,24 +264,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         finally:
             server.stop()
 
-    app = FastAPI(title="lrcn", version="1", lifespan=lifespan,
-                  description="Human action recognition in video: a clip's label, a long "
-                              "video's timeline, a live camera.")
+    app = base_app(title="lrcn", version="1", lifespan=lifespan,
+                   description="Human action recognition in video: a clip's label, a long "
+                               "video's timeline, a live camera.")
     app.state.server = server
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        return _error(422, f"bad request: {first.get('msg', 'invalid input')}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        print(f"lrcn serve: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return _error(500, f"internal error ({type(exc).__name__})")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -399,18 +385,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"id": job.id, "removed": True,
                 "cancelled": state in ("queued", "running")}
 
-    @app.get("/v1/jobs/{job_id}/timeline.png")
-    async def job_png(job_id: str):
-        return _job_file(find_job(job_id), "timeline.png", "image/png")
-
-    @app.get("/v1/jobs/{job_id}/video.mp4")
-    async def job_video(job_id: str):
-        return _job_file(find_job(job_id), "video.mp4", "video/mp4")
-
-    def _job_file(job, name: str, media_type: str) -> FileResponse:
+    @app.get("/v1/jobs/{job_id}/{name}",
+             summary="A finished job's file: JSON, CSV, PNG, the annotated video")
+    async def job_file(job_id: str, name: JobFile):
+        job = find_job(job_id)
         if job.state != "done":
             raise HTTPException(409, f"job {job.id} is {job.state}, not done")
-        return FileResponse(job.folder / name, media_type=media_type)   # ranges included
+        return FileResponse(job.folder / name, media_type=MEDIA_TYPES[name])   # ranges too
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket):
