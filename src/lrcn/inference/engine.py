@@ -341,7 +341,11 @@ def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
     backend = Backend.parse(backend)
     target = resolve_device(device)
     if precision == INT8:
-        return _int8_engine(checkpoint, backend, target)
+        if backend is Backend.TORCH or target.type != "cpu":
+            raise LrcnError("--precision int8 runs on ONNX Runtime on the CPU, not on "
+                            f"{'PyTorch' if backend is Backend.TORCH else target}",
+                            kind=ErrorKind.SETTING)
+        return OrtEngine.from_checkpoint(checkpoint, int8=True)
     check_precision(precision)
     if backend is Backend.TORCH:
         return TorchEngine(checkpoint, device=target, precision=precision)
@@ -368,18 +372,6 @@ def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
     engine = TorchEngine(checkpoint, device=target, precision=precision)
     engine.fallback_reason = cause
     return engine
-
-
-def _int8_engine(checkpoint: Checkpoint, backend: Backend, target) -> OrtEngine:
-    if backend is Backend.TORCH or target.type != "cpu":
-        raise LrcnError(f"--precision int8 runs on ONNX Runtime on the CPU, not on "
-                        f"{'PyTorch' if backend is Backend.TORCH else target}",
-                        kind=ErrorKind.SETTING)
-    try:
-        return OrtEngine.from_checkpoint(checkpoint, int8=True)
-    except ImportError as exc:
-        raise LrcnError(f"--precision int8 needs ONNX Runtime ({exc.name or exc} missing)",
-                        kind=ErrorKind.SETTING) from None
 
 
 def load_engine(path: str | os.PathLike, backend: Backend | str = Backend.AUTO,
