@@ -145,6 +145,15 @@ def decoded_index(frame: np.ndarray) -> int:
                if row[int((bit + 0.5) * w / BITS)] > 128)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Module and session fixtures are set up before the per-test cache below: they get this
+    one (frames, and the engine's ONNX graphs), never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LRCN_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own frame cache, never the user's."""

@@ -374,7 +374,7 @@ def test_predict_cli_onnx_backend_agrees_with_torch(exported, tmp_path):
 def test_only_the_expected_onnx_failures_fall_back(exported, monkeypatch):
     """make_engine falls back to PyTorch when ONNX Runtime is missing or the exporter or ORT
     refuse the model; any other exception is a bug, and surfaces."""
-    import lrcn.inference.engine as engine_module
+    import lrcn.inference.graphs as engine_module     # where the engine's graphs are made
     checkpoint = load_checkpoint(exported[0])
 
     def refused(_):

@@ -20,7 +20,7 @@ LAYERS = {
     "data": [{"data.__init__", "data.workers", "data.dataset"}, {"data.synth", "data.cache"},
              {"data.loader", "data.augment", "data.features", "data.check"}],
     "inference": [{"inference.__init__", "inference.calibrate", "inference.export",
-                   "inference.outputs"},
+                   "inference.outputs"}, {"inference.graphs"},
                   {"inference.engine", "inference.windows"}, {"inference.predict"},
                   {"inference.timeline", "inference.stream"}],
     "training": [{"training.__init__", "training.history", "training.steps",

@@ -92,9 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", type=device, default=None if train else "auto",
                        help="where the model runs: auto (CUDA when there is a GPU), cpu, cuda, "
                             "cuda:N or mps (default auto)")
-        p.add_argument("--precision", choices=[c.value for c in Precision],
+        # int8 is for inference only: the CNN quantized on ONNX Runtime (inference/graphs.py)
+        p.add_argument("--precision", choices=[c.value for c in Precision]
+                       + ([] if train else ["int8"]),
                        default=None if train else "fp32",
-                       help="fp32 (default), or bf16/fp16 under autocast")
+                       help="fp32 (default), or bf16/fp16 under autocast"
+                            + ("" if train else ", or int8 (the CNN quantized by ONNX Runtime, "
+                               "calibrated on the run's validation clips; CPU)"))
 
     def frame_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--frames", type=positive_int, help="frames per clip (default 20)")
@@ -303,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint (ONNX, uint8 frames in)")
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("--format", choices=("onnx",), default="onnx")
-    p.add_argument("--out", default=None, help="file to write (default CHECKPOINT.onnx)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8: the CNN quantized by ONNX Runtime's static quantization, "
+                        "calibrated on the run's validation clips")
+    p.add_argument("--out", default=None,
+                   help="file to write (default CHECKPOINT.onnx, CHECKPOINT.int8.onnx)")
 
     p = sub.add_parser("info", help="a checkpoint's classes, settings and test metrics")
     p.add_argument("checkpoint", help="run folder or checkpoint file")

@@ -250,11 +250,16 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .models.checkpoint import load_checkpoint, resolve_checkpoint_path
     from .inference.export import export_onnx
+    from .inference.graphs import int8_clip_graph
     path = resolve_checkpoint_path(args.checkpoint)
     checkpoint = load_checkpoint(path)
-    out = export_onnx(checkpoint, Path(args.out) if args.out else path.with_suffix(".onnx"))
+    suffix = ".int8.onnx" if args.quantize else ".onnx"
+    out = export_onnx(checkpoint, Path(args.out) if args.out else path.with_suffix(suffix),
+                      int8_clip_graph(checkpoint) if args.quantize else None,
+                      args.quantize or "fp32")
     frames = checkpoint.frame_config
-    print(f"ONNX model: {out} (input 'frames' uint8 (batch, {frames.num_frames}, "
+    print(f"ONNX model{' (int8)' if args.quantize else ''}: {out} (input 'frames' uint8 "
+          f"(batch, {frames.num_frames}, "
           f"{frames.height}, {frames.width}, 3), {frames.channel_order.upper()}, scaled inside; "
           f"output 'logits' (batch, {len(checkpoint.class_names)}), to divide by the "
           f"metadata's temperature before a softmax)")

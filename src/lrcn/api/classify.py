@@ -137,7 +137,8 @@ def load(path: PathLike, *, backend: str = "auto", device: str = "auto",
 
     backend: "auto" (ONNX Runtime when it can run the model, else PyTorch), "onnx" or "torch".
     device: "auto" (a GPU when there is one), "cpu", "cuda", "cuda:N" or "mps".
-    precision: "fp32", or "bf16"/"fp16" under PyTorch's autocast.
+    precision: "fp32", or "bf16"/"fp16" under PyTorch's autocast, or "int8" (the CNN
+        quantized on ONNX Runtime, calibrated on the run's validation clips; CPU).
     reject_below: a clip whose most probable class is less probable than this is labelled
         "unknown" (a model knows only its classes); 0 always names a class.
     """

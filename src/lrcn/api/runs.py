@@ -100,11 +100,13 @@ class Run:
             self._report = report
         return report
 
-    def export(self, path: PathLike | None = None) -> Path:
+    def export(self, path: PathLike | None = None, *, quantize: str | None = None) -> Path:
         """Export the checkpoint to ONNX, as `lrcn export` does (default: beside it, .onnx):
         uint8 frames in, the classes' logits out (ONNX format 3: lrcn applies the checkpoint's
-        temperature, stored in the file, and the softmax); `lrcn.load` takes the file."""
-        return _export(self.checkpoint, path)
+        temperature, stored in the file, and the softmax); `lrcn.load` takes the file.
+        quantize="int8": the CNN in int8, calibrated on the run's validation clips
+        (`lrcn export --quantize int8`; default file .int8.onnx)."""
+        return _export(self.checkpoint, path, quantize)
 
     def classifier(self, *, backend: str = "auto", device: str = "auto",
                    precision: str = "fp32", reject_below: float = 0.0) -> Classifier:
@@ -297,11 +299,16 @@ def _evaluate_run(checkpoint: Path, data, out, part: str, cache, workers, progre
                         decode_timeout=decode_timeout).report
 
 
-def _export(checkpoint: Path, path: PathLike | None) -> Path:
+def _export(checkpoint: Path, path: PathLike | None, quantize: str | None = None) -> Path:
     from ..inference.export import export_onnx
+    from ..inference.graphs import int8_clip_graph
     from ..models.checkpoint import load_checkpoint
-    return export_onnx(load_checkpoint(checkpoint),
-                       Path(path) if path is not None else checkpoint.with_suffix(".onnx"))
+    if quantize not in (None, "int8"):
+        raise LrcnError(f"unknown quantization {quantize!r} (int8)", kind=ErrorKind.SETTING)
+    loaded = load_checkpoint(checkpoint)
+    default = checkpoint.with_suffix(".int8.onnx" if quantize else ".onnx")
+    return export_onnx(loaded, Path(path) if path is not None else default,
+                       int8_clip_graph(loaded) if quantize else None, quantize or "fp32")
 
 
 def _checkpoint_path(folder: Path) -> Path:

@@ -31,13 +31,16 @@ import numpy as np
 from .calibrate import softmax
 from ..config import FrameConfig, from_dict
 from ..errors import ErrorKind, LrcnError
-from .export import (ONNX_FORMAT, ONNX_FORMAT_VERSION, check_onnx_file, feature_graph,
-                     sequence_graph)
+from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, check_onnx_file
+from .graphs import engine_graphs
 
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
 
 FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
+# `--precision int8`: the CNN quantized by ONNX Runtime (graphs.py), on the CPU; not a training
+# precision, so not among config.Precision's
+INT8 = "int8"
 
 
 class Backend(str, enum.Enum):
@@ -74,6 +77,7 @@ class Engine:
     clip_seconds: float = 0.0   # the training clips' typical span, for windows (0: unknown)
     splits: bool = True         # runs the CNN and the LSTM separately (timelines, streams)
     temperature: float = 1.0    # calibration (calibrate.py), fitted after training
+    precision: str = "fp32"     # fp32, bf16/fp16 (TorchEngine) or int8 (OrtEngine)
     fallback_reason: str | None = None   # why PyTorch runs where ONNX Runtime was expected
 
     def features(self, frames: np.ndarray) -> np.ndarray:
@@ -194,7 +198,8 @@ class OrtEngine(Engine):
 
     def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
                  cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
-                 clip_gives_probabilities: bool = False, temperature: float = 1.0):
+                 clip_gives_probabilities: bool = False, temperature: float = 1.0,
+                 precision: str = "fp32"):
         """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
         from a file: it cannot be split, so it predicts clips only; files from before format
         2 take float frames, from before format 3 give probabilities)."""
@@ -204,14 +209,17 @@ class OrtEngine(Engine):
         self._clip_gives_probabilities = clip_gives_probabilities
         self.splits = cnn is not None and lstm is not None
         self.temperature = temperature
+        self.precision = precision
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
-                        cuda: int | None = None) -> "OrtEngine":
+                        cuda: int | None = None, int8: bool = False) -> "OrtEngine":
+        """Both halves, exported once per checkpoint file and then read from the graph
+        cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips."""
+        cnn, lstm = engine_graphs(checkpoint, int8=int8)
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
-                   cnn=ort_session(feature_graph(checkpoint), threads, cuda),
-                   lstm=ort_session(sequence_graph(checkpoint), threads, cuda),
-                   temperature=checkpoint.temperature)
+                   cnn=ort_session(cnn, threads, cuda), lstm=ort_session(lstm, threads, cuda),
+                   temperature=checkpoint.temperature, precision=INT8 if int8 else "fp32")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 0,
@@ -247,6 +255,7 @@ class OrtEngine(Engine):
             info = json.loads(meta.get("info", "{}"))
             clip_seconds = float(meta.get("clip_seconds", info.get("clip_seconds", 0.0)))
             temperature = float(meta.get("temperature", 1.0))
+            precision = str(meta.get("precision", "fp32"))
             if not (0 < temperature < np.inf and 0 <= clip_seconds < np.inf):
                 raise ValueError(f"temperature {temperature}, clip_seconds {clip_seconds}")
         except (KeyError, TypeError, ValueError) as exc:
@@ -254,7 +263,8 @@ class OrtEngine(Engine):
         check_onnx_file(session, frames, names, path)
         return cls(names, frames, clip_seconds, clip=session,
                    clip_takes_float=inputs[0].type == "tensor(float)",
-                   clip_gives_probabilities=version < 3, temperature=temperature)
+                   clip_gives_probabilities=version < 3, temperature=temperature,
+                   precision=precision)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
@@ -324,11 +334,18 @@ def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
     Backend.AUTO: ONNX Runtime when it is installed, the export works and it can run on the
     device (its CUDA provider for a GPU), else PyTorch, saying why on `warn` when ONNX Runtime
     was expected (the results are the same; only the speed differs), and recording it in the
-    engine's `fallback_reason`. bf16/fp16 run on PyTorch (the ONNX graphs are fp32).
+    engine's `fallback_reason`. bf16/fp16 run on PyTorch (the ONNX graphs are fp32); int8 on
+    ONNX Runtime on the CPU only, with no fallback (graphs.py).
     Backend.ONNX or TORCH: that one, or an LrcnError."""
     from ..devices import check_precision, resolve_device
     backend = Backend.parse(backend)
     target = resolve_device(device)
+    if precision == INT8:
+        if backend is Backend.TORCH or target.type != "cpu":
+            raise LrcnError("--precision int8 runs on ONNX Runtime on the CPU, not on "
+                            f"{'PyTorch' if backend is Backend.TORCH else target}",
+                            kind=ErrorKind.SETTING)
+        return OrtEngine.from_checkpoint(checkpoint, int8=True)
     check_precision(precision)
     if backend is Backend.TORCH:
         return TorchEngine(checkpoint, device=target, precision=precision)
@@ -362,14 +379,18 @@ def load_engine(path: str | os.PathLike, backend: Backend | str = Backend.AUTO,
     """An engine for a checkpoint file, a run folder or an exported .onnx file."""
     backend = Backend.parse(backend)
     if is_onnx_file(path):
-        if backend is Backend.TORCH or precision != "fp32":
-            raise LrcnError("an ONNX model runs on ONNX Runtime only, in fp32; for --backend "
-                            "torch or --precision bf16/fp16, pass the checkpoint", path,
-                            ErrorKind.SETTING)
-        return OrtEngine.from_file(path, cuda=_ort_device(device))
+        if backend is Backend.TORCH or precision not in ("fp32", INT8):
+            raise LrcnError("an ONNX model runs on ONNX Runtime only, in its own precision; "
+                            "for --backend torch or --precision bf16/fp16, pass the checkpoint",
+                            path, ErrorKind.SETTING)
+        engine = OrtEngine.from_file(path, cuda=_ort_device(device))
+        if precision == INT8 and engine.precision != INT8:
+            raise LrcnError("--precision int8: this ONNX file is not an int8 export (`lrcn "
+                            "export RUN --quantize int8` makes one)", path, ErrorKind.SETTING)
+        return engine
     from ..models.checkpoint import load_checkpoint
     return make_engine(load_checkpoint(path), backend, device, precision)
 
 
 __all__ = ["Backend", "Engine", "TorchEngine", "OrtEngine", "make_engine", "load_engine",
-           "ort_session", "ort_errors", "is_onnx_file"]
+           "ort_session", "ort_errors", "is_onnx_file", "INT8"]

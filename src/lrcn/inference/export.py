@@ -90,8 +90,11 @@ def clip_graph(checkpoint: Checkpoint) -> bytes:
                   {0: "batch"})
 
 
-def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
-    """Write the checkpoint's classifier as an ONNX file with lrcn's metadata (atomically)."""
+def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | None = None,
+                precision: str = "fp32") -> Path:
+    """Write the checkpoint's classifier as an ONNX file with lrcn's metadata (atomically):
+    `graph` when given (the int8 one, graphs.py, whose `precision` the metadata records),
+    else the fp32 clip graph."""
     try:
         import onnx
     except ImportError as exc:
@@ -99,7 +102,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
                         "pip install 'lrcn[onnx]'", kind=ErrorKind.SETTING) from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = onnx.load_from_string(clip_graph(checkpoint))
+    model = onnx.load_from_string(graph or clip_graph(checkpoint))
     metadata = {"lrcn_format": ONNX_FORMAT, "lrcn_format_version": str(ONNX_FORMAT_VERSION),
                 "classes": json.dumps(checkpoint.class_names),
                 "frames": json.dumps(to_dict(checkpoint.frame_config)),
@@ -107,7 +110,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
                 "clip_seconds": json.dumps(checkpoint.clip_seconds),
                 # divides the file's logits before the softmax (calibrate.py)
                 "temperature": json.dumps(checkpoint.temperature),
-                "info": json.dumps(checkpoint.info)}
+                "info": json.dumps(checkpoint.info), "precision": precision}
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

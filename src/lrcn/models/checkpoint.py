@@ -43,6 +43,9 @@ class Checkpoint:
     clip_seconds: float = 0.0       # median span of the training clips; 0: not known
     temperature: float = 1.0        # calibration fitted on validation (calibrate.py)
     state_dict: dict[str, torch.Tensor] | None = None
+    # the file it was loaded from (None: made in memory); engine.py keys its cached ONNX
+    # graphs by the file's hash and int8 calibration finds the run folder beside it
+    path: Path | None = field(default=None, compare=False)
 
     def build_model(self):
         """The model (zoo.py) with the checkpoint's weights, in eval mode."""
@@ -152,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
     if len(class_names) != model_config.num_classes:
         raise LrcnError("checkpoint class names do not match its model", path)
     checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds,
-                            temperature)
+                            temperature, path=path)
     if weights:
         try:
             state = load_file(str(path))

@@ -1,0 +1,202 @@
+"""How close lrcn comes to this CPU's limit, every figure a ratio taken side by side in one run.
+
+    python bench/cpu_limit.py [--quick] [--run RUN] [--realdata ../shared/realdata/ucf101-mp4]
+
+- sgemm: the best single-precision matrix multiply on this machine now: numpy's OpenBLAS (in
+  a subprocess with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: some environments pin an
+  older kernel with them) and torch.mm; the best of the two.
+- the seed model: inference (ONNX Runtime, lrcn's engine, batch 64) and training
+  (run_epoch, batch 32) throughput from the frame cache, times the FLOPs of one clip counted by
+  torch.utils.flop_counter (forward; forward and backward for training; the LSTM, which it does
+  not count, added by formula) -> GFLOP/s -> the share of sgemm's.
+- int8 against fp32 on a seed-model run: `--run RUN` (a trained one, e.g. `lrcn demo`'s
+  lrcn-demo/run), else one trained here on a small synthetic set for a few epochs (barely
+  trained: its accuracy drop says little). Clips/s of the CNN + LSTM at batch 64,
+  interleaved, and test accuracy with each on the run's test split; with --realdata also
+  effnet-lstm trained on that folder (the same split for both precisions).
+- effnet-lstm's timeline (`lrcn predict --timeline`'s code path) on the longest real UCF clip
+  of ../shared/realclips when present (else a synthetic video), as a multiple of real time.
+Last line: `lrcn_cpu sgemm_gflops=S infer_efficiency=I train_efficiency=T int8_speedup=Q
+int8_accuracy_drop=D effnet_timeline_x=R` (efficiencies as fractions; the drop in points).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_infer import cached_clips, time_train  # noqa: E402  (the same measures)
+
+import lrcn  # noqa: E402
+from lrcn.config import ModelConfig  # noqa: E402
+from lrcn.inference.engine import make_engine  # noqa: E402
+from lrcn.models.checkpoint import load_checkpoint  # noqa: E402
+from lrcn.models.lrcn import LRCN  # noqa: E402
+from lrcn.training.evaluate import predict_cached  # noqa: E402
+from lrcn.data.cache import prepare  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SGEMM = """
+import sys, time, numpy as np
+n = int(sys.argv[1]); a = np.random.rand(n, n).astype(np.float32); b = a.copy()
+a @ b; best = 1e9
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+print(2 * n ** 3 / best / 1e9)
+"""
+
+
+def sgemm(n: int, repeat: int) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    numpy_gflops = float(subprocess.run([sys.executable, "-c", SGEMM, str(n), str(repeat)],
+                                        env=env, capture_output=True, text=True,
+                                        check=True).stdout)
+    a = torch.rand(n, n)
+    torch.mm(a, a)
+    best = 1e9
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.mm(a, a)
+        best = min(best, time.perf_counter() - start)
+    return {"numpy": numpy_gflops, "torch": 2 * n ** 3 / best / 1e9}
+
+
+def seed_flops(classes: int) -> tuple[float, float]:
+    """(inference, training) FLOPs per clip of the seed model: counted convolutions and
+    matrix products, plus the LSTM by formula (8 * units * (inputs + units) per step forward,
+    three times that for forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = LRCN(ModelConfig(num_classes=classes))
+    clips = torch.rand(2, 20, 64, 64, 3)
+    lstm = model.lstm
+    lstm_flops = 20 * 8 * lstm.hidden_size * (lstm.input_size + lstm.hidden_size)
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(clips)
+    infer = counter.get_total_flops() / 2 + lstm_flops
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(clips), torch.zeros(2, dtype=torch.long)).backward()
+    return infer, counter.get_total_flops() / 2 + 3 * lstm_flops
+
+
+def clips_per_s(engine, batch: np.ndarray, seconds: float) -> float:
+    engine.logits(batch)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        engine.logits(batch)
+        n += len(batch)
+    return n / (time.perf_counter() - start)
+
+
+def int8_against_fp32(run: Path, seconds: float, rounds: int) -> dict[str, float]:
+    """Throughput (interleaved rounds, best of each) and test accuracy, fp32 and int8."""
+    checkpoint = load_checkpoint(run)
+    engines = {p: make_engine(checkpoint, device="cpu", precision=p) for p in ("fp32", "int8")}
+    test = lrcn.Run(run).split["test"]
+    clips, _ = prepare(test, checkpoint.frame_config, progress=False)
+    labels = np.array([checkpoint.class_names.index(c.sample.class_name) for c in clips])
+    batch = np.stack([np.load(c.frames_path) for c in clips[:16]] * 4)[:64]
+    speed = {p: 0.0 for p in engines}
+    for _ in range(rounds):
+        for p, engine in engines.items():
+            speed[p] = max(speed[p], clips_per_s(engine, batch, seconds))
+    accuracy = {p: float((predict_cached(e, clips).argmax(1) == labels).mean())
+                for p, e in engines.items()}
+    return {"fp32_clips_s": speed["fp32"], "int8_clips_s": speed["int8"],
+            "fp32_acc": accuracy["fp32"], "int8_acc": accuracy["int8"], "clips": len(clips)}
+
+
+def effnet_timeline(work: Path) -> tuple[float, str]:
+    """x real time of effnet-lstm's timeline (an untrained head: the speed is the same)."""
+    from lrcn.config import FrameConfig
+    from lrcn.inference.timeline import timeline_for_video
+    from lrcn.inference.windows import WindowConfig
+    from lrcn.models.checkpoint import save_checkpoint
+    from lrcn.models.registry import build_model, get_spec
+    spec = get_spec("effnet-lstm")
+    frames = FrameConfig(**spec.frames)
+    config = ModelConfig(name="effnet-lstm", num_classes=4, num_frames=frames.num_frames,
+                         height=frames.height, width=frames.width, **spec.model)
+    path = save_checkpoint(work / "effnet.safetensors", build_model(config, pretrained=True),
+                           frames, list("abcd"), clip_seconds=5.5)
+    real = sorted((SHARED / "realclips" / "ucf").glob("*/*.avi"), key=lambda p: p.stat().st_size)
+    if real:
+        video = real[-1]
+    else:
+        video = lrcn.synth(work / "v", classes=["Spin"], groups=1, clips_per_group=1,
+                           min_seconds=10, max_seconds=10)
+        video = next(Path(video).rglob("*.avi"))
+    engine = make_engine(load_checkpoint(path), device="cpu")   # exports (and caches) here
+    start = time.perf_counter()
+    timeline = timeline_for_video(engine, video, WindowConfig(), 5.5)
+    return timeline.facts["duration"] / (time.perf_counter() - start), video.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short timings (a few minutes)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a trained seed-model run for int8 against fp32 (default: train one)")
+    parser.add_argument("--realdata", type=Path, default=None,
+                        help="also effnet-lstm's int8 accuracy on this folder (slow: trains)")
+    args = parser.parse_args()
+    seconds, rounds = (2.0, 2) if args.quick else (6.0, 3)
+    work = Path(tempfile.mkdtemp(prefix="lrcn-cpu-limit-"))
+    os.environ.setdefault("LRCN_CACHE_DIR", str(work / "cache"))
+
+    gemm = sgemm(2048 if args.quick else 4096, 5 if args.quick else 10)
+    best = max(gemm.values())
+    print(f"sgemm: numpy/OpenBLAS {gemm['numpy']:.0f} GFLOP/s, torch.mm {gemm['torch']:.0f}; "
+          f"best {best:.0f}")
+
+    names, clips = cached_clips(None, work)
+    infer_flops, train_flops = seed_flops(len(names))
+    run = lrcn.Run(args.run) if args.run else \
+        lrcn.train(work / "data", out=work / "run", epochs=4 if args.quick else 20,
+                   batch_size=8, progress=False, evaluate=False)
+    # inference: the fp32 engine's clips/s, measured interleaved with int8's (below)
+    q = int8_against_fp32(run.folder, seconds, rounds)
+    infer = q["fp32_clips_s"]
+    train = time_train(clips, names, 32, seconds)
+    infer_gflops, train_gflops = infer * infer_flops / 1e9, train * train_flops / 1e9
+    print(f"seed model: {infer_flops / 1e6:.0f} MFLOP per clip inference, "
+          f"{train_flops / 1e6:.0f} training")
+    print(f"inference: {infer:.0f} clips/s = {infer_gflops:.0f} GFLOP/s "
+          f"({infer_gflops / best:.1%} of sgemm)")
+    print(f"training (batch 32): {train:.0f} clips/s = {train_gflops:.0f} GFLOP/s "
+          f"({train_gflops / best:.1%} of sgemm)")
+
+    speedup = q["int8_clips_s"] / q["fp32_clips_s"]
+    drop = 100 * (q["fp32_acc"] - q["int8_acc"])
+    print(f"int8, seed model: {q['int8_clips_s']:.0f} clips/s against fp32 "
+          f"{q['fp32_clips_s']:.0f} ({speedup:.2f}x); test accuracy {q['int8_acc']:.3f} "
+          f"against {q['fp32_acc']:.3f} on {q['clips']} synthetic clips")
+    if args.realdata:
+        real = lrcn.train(args.realdata, model="effnet-lstm", out=work / "real",
+                          progress=False, evaluate=False)
+        r = int8_against_fp32(real.folder, seconds, rounds)
+        drop = 100 * (r["fp32_acc"] - r["int8_acc"])
+        speedup = r["int8_clips_s"] / r["fp32_clips_s"]
+        print(f"int8, effnet-lstm on {args.realdata}: {r['int8_clips_s']:.1f} clips/s against "
+              f"fp32 {r['fp32_clips_s']:.1f} ({speedup:.2f}x); test accuracy "
+              f"{r['int8_acc']:.3f} against {r['fp32_acc']:.3f} on {r['clips']} clips")
+
+    timeline_x, video = effnet_timeline(work)
+    print(f"effnet-lstm timeline on {video}: {timeline_x:.1f}x real time")
+    print(f"lrcn_cpu sgemm_gflops={best:.0f} infer_efficiency={infer_gflops / best:.3f} "
+          f"train_efficiency={train_gflops / best:.3f} int8_speedup={speedup:.2f} "
+          f"int8_accuracy_drop={drop:.1f} effnet_timeline_x={timeline_x:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""int8 inference (ONNX Runtime's static quantization, calibrated on the run's validation clips)
+and the on-disk cache of the engine's ONNX graphs, on a tiny run trained here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrcn.cli import main
+from lrcn.data.cache import default_cache_dir
+from lrcn.errors import LrcnError
+from lrcn.inference.engine import INT8, OrtEngine, load_engine, make_engine
+from lrcn.models.checkpoint import load_checkpoint, update_info
+
+from conftest import indexed_frame, write_video
+
+# int8 against fp32, on probabilities: the seed model's features stay within about 1.5% of
+# their range (measured 0.013-0.015), which moves the probabilities of this undertrained
+# 4-class model by less than 1e-3; 0.02 leaves room for other ONNX Runtime builds.
+INT8_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("int8") / "run"
+    # a module fixture runs before the per-test cache fixture: its own cache, never the user's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LRCN_CACHE_DIR", str(tmp_path_factory.mktemp("int8-cache")))
+        assert main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "1", "--quiet",
+                     "--no-evaluate"]) == 0
+    return run
+
+
+def _clips(run: Path) -> np.ndarray:
+    checkpoint = load_checkpoint(run)
+    frames = checkpoint.frame_config
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (3, frames.num_frames, frames.height, frames.width, 3),
+                        dtype=np.uint8)
+
+
+def test_int8_export_predicts_close_to_fp32(tiny_run, tmp_path, capsys):
+    video = write_video(tmp_path / "v.avi", [indexed_frame(i, 96, 72) for i in range(30)])
+    assert main(["export", str(tiny_run), "--quantize", "int8"]) == 0
+    exported = tiny_run / "model.int8.onnx"
+    assert "ONNX model (int8)" in capsys.readouterr().out and exported.is_file()
+    engine = load_engine(exported)
+    assert engine.precision == INT8 and not engine.splits
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(exported)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops      # really quantized
+    clips = _clips(tiny_run)
+    fp32 = make_engine(load_checkpoint(tiny_run), device="cpu").probabilities(clips)
+    np.testing.assert_allclose(engine.probabilities(clips), fp32, atol=INT8_TOLERANCE)
+    # the file predicts a video through `lrcn predict`, as the checkpoint does in fp32
+    results = []
+    for model in (exported, tiny_run):
+        assert main(["predict", str(model), str(video), "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out)[0]["probabilities"])
+    for name, p in results[1].items():
+        assert results[0][name] == pytest.approx(p, abs=INT8_TOLERANCE)
+    # an fp32 file is not taken for an int8 one
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "f.onnx")]) == 0
+    with pytest.raises(LrcnError, match="not an int8 export"):
+        load_engine(tmp_path / "f.onnx", precision="int8")
+
+
+def test_precision_int8_on_a_run_splits_and_is_cached(tiny_run, tmp_path, capsys):
+    """--precision int8 on the run: the CNN half quantized (so timelines and streams work),
+    calibrated once and then read from the graph cache."""
+    checkpoint = load_checkpoint(tiny_run)
+    engine = make_engine(checkpoint, device="cpu", precision="int8")
+    assert isinstance(engine, OrtEngine) and engine.precision == INT8 and engine.splits
+    clips = _clips(tiny_run)
+    fp32 = make_engine(checkpoint, device="cpu").probabilities(clips)
+    int8 = engine.probabilities(clips)
+    np.testing.assert_allclose(int8, fp32, atol=INT8_TOLERANCE)
+    cached = sorted((default_cache_dir() / "onnx").glob("*-features-int8.onnx"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    again = make_engine(load_checkpoint(tiny_run), device="cpu", precision="int8")
+    assert cached[0].stat().st_mtime_ns == stamp          # not calibrated again
+    np.testing.assert_array_equal(again.probabilities(clips), int8)
+    video = write_video(tmp_path / "long.avi", [indexed_frame(i, 96, 72) for i in range(150)])
+    assert main(["predict", str(tiny_run), str(video), "--timeline", "--precision", "int8",
+                 "--out", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "timeline.json").is_file()
+    with pytest.raises(LrcnError, match="int8 runs on ONNX Runtime on the CPU"):
+        make_engine(checkpoint, backend="torch", precision="int8")
+
+
+def test_int8_needs_the_run_folder(tiny_run, tmp_path, capsys):
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((tiny_run / "model.safetensors").read_bytes())
+    assert main(["export", str(lone), "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "no split.json beside the checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_graphs_are_exported_once_per_checkpoint(tiny_run, capsys, monkeypatch):
+    """A second engine for the same checkpoint file reads the cached graphs (no export) and
+    gives identical probabilities; other weights get new graphs."""
+    import lrcn.inference.graphs as graphs
+    clips = _clips(tiny_run)
+    first = make_engine(load_checkpoint(tiny_run), device="cpu").probabilities(clips)
+    files = sorted(p.name for p in (default_cache_dir() / "onnx").glob("*.onnx"))
+    assert any(f.endswith("-features.onnx") for f in files)
+
+    def no_export(_):
+        raise AssertionError("exported again")
+    with monkeypatch.context() as patched:     # (undo() would drop the test's cache dir too)
+        patched.setattr(graphs, "feature_graph", no_export)
+        patched.setattr(graphs, "sequence_graph", no_export)
+        second = make_engine(load_checkpoint(tiny_run), device="cpu")
+        np.testing.assert_array_equal(second.probabilities(clips), first)
+        # the temperature and the info are not in the graphs: rewriting them exports nothing
+        update_info(tiny_run / "model.safetensors", temperature=1.5, note="x")
+        third = make_engine(load_checkpoint(tiny_run), device="cpu")
+        np.testing.assert_array_equal(third.logits(clips), second.logits(clips))
+    checkpoint = load_checkpoint(tiny_run)
+    checkpoint.path = tiny_run / "copy.safetensors"
+    checkpoint.path.write_bytes((tiny_run / "model.safetensors").read_bytes() + b" ")
+    make_engine(checkpoint, device="cpu")
+    assert len(list((default_cache_dir() / "onnx").glob("*-features.onnx"))) == 2
+    checkpoint.path.unlink()
