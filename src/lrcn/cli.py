@@ -281,6 +281,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models.checkpoint import resolve_checkpoint_path
     from .server.app import ServeConfig, run_server
+    from .server.limits import Limits
     from .inference.engine import is_onnx_file
     target = args.checkpoint if is_onnx_file(args.checkpoint) else \
         str(resolve_checkpoint_path(args.checkpoint))
@@ -291,7 +292,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            token=args.token or os.environ.get("LRCN_TOKEN") or None,
                            device=args.device, precision=args.precision, views=args.views,
                            decode_timeout=args.decode_timeout,
-                           window=_window_config(args)))
+                           job_stall_timeout=args.job_stall_timeout,
+                           window=_window_config(args), limits=Limits(
+                               max_uploads=args.max_uploads, upload_timeout=args.upload_timeout,
+                               max_pixels=args.max_pixels, max_streams=args.max_streams,
+                               max_message_kb=args.max_message_kb,
+                               max_cameras=args.max_cameras,
+                               allow_origins=tuple(args.allow_origin))))
     return 0
 
 
