@@ -321,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uploads received at once; more get 503 (default 32)")
     p.add_argument("--upload-timeout", type=positive_float, default=120.0, metavar="S",
                    help="an upload that takes longer gets 408 (default 120)")
-    p.add_argument("--max-pixels", type=positive_int, default=3840 * 2160, metavar="N",
+    p.add_argument("--max-pixels", type=positive_int, default=1920 * 1080, metavar="N",
                    help="pixels per frame of an uploaded video or a webcam JPEG; larger get "
-                        "422 before decoding (default 8294400: 3840x2160)")
+                        "422 before decoding (default 2073600: 1920x1080)")
     p.add_argument("--max-streams", type=positive_int, default=16, metavar="N",
                    help="streams in an uploaded file; more get 422 (default 16)")
     p.add_argument("--max-message-kb", type=positive_int, default=1024, metavar="KB",
