@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a larger webcam socket message closes the socket (default 1024)")
     p.add_argument("--max-cameras", type=positive_int, default=4, metavar="N",
                    help="webcam sockets open at once; more get 503 (default 4)")
+    p.add_argument("--keep-jobs", type=positive_int, default=64, metavar="N",
+                   help="finished timeline jobs kept (with their videos) for an hour; older "
+                        "ones are removed first (default 64)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
                    help="a web page origin (scheme://host:port, or '*') that may open the "
                         "webcam socket besides the server's own; repeatable")

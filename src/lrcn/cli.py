@@ -292,7 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            token=args.token or os.environ.get("LRCN_TOKEN") or None,
                            device=args.device, precision=args.precision, views=args.views,
                            decode_timeout=args.decode_timeout,
-                           job_stall_timeout=args.job_stall_timeout,
+                           job_stall_timeout=args.job_stall_timeout, keep_jobs=args.keep_jobs,
                            window=_window_config(args), limits=Limits(
                                max_uploads=args.max_uploads, upload_timeout=args.upload_timeout,
                                max_pixels=args.max_pixels, max_streams=args.max_streams,

@@ -89,6 +89,7 @@ class ServeConfig:
     decode_timeout: float | None = None   # a clip's decode; None: $LRCN_DECODE_TIMEOUT or 120
     job_stall_timeout: float = 120.0      # a timeline job decoding with no progress this long
     keep_seconds: float = 3600.0          # finished timeline jobs are removed after this
+    keep_jobs: int = 64                   # and all but this many newest finished ones
     shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
     window: WindowConfig = WindowConfig()
     limits: Limits = field(default_factory=Limits)
@@ -135,7 +136,7 @@ class Server:
                                 to_dict(self.config.window), self.work / "jobs",
                                 self.config.jobs, self.config.job_stall_timeout,
                                 self.config.keep_seconds,
-                                tuple(self.config.limits.decode()))
+                                tuple(self.config.limits.decode()), self.config.keep_jobs)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -374,7 +375,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         job = server.runner.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id[:40]!r} (finished jobs expire after "
-                                     f"{config.keep_seconds:g} s)")
+                                     f"{config.keep_seconds:g} s; the newest {config.keep_jobs} are kept)")
         return job
 
     @app.get("/v1/jobs/{job_id}")

@@ -124,15 +124,17 @@ class JobRunner:
     """Runs at most `jobs` timeline processes at once; more wait in order. A job whose process
     reports no progress for `stall_seconds` (--job-stall-timeout) while decoding, or for
     SETUP_SECONDS otherwise, is killed and failed. Jobs finished more than `keep_seconds` ago
-    are removed with their files. `limits`: the decode limits (max pixels, max streams)."""
+    are removed with their files, and so are all but the newest `keep_jobs` finished jobs (so
+    that the disk they hold is bounded too). `limits`: the decode limits (max pixels, max streams)."""
 
     def __init__(self, checkpoint: str, device: str, precision: str, window: dict, root: Path,
                  jobs: int, stall_seconds: float, keep_seconds: float,
-                 limits: tuple[int, int] | None = None):
+                 limits: tuple[int, int] | None = None, keep_jobs: int = 64):
         self.checkpoint, self.device, self.precision = checkpoint, device, precision
         self.window, self.limits = window, limits
         self.root, self.slots = root, max(1, jobs)
         self.stall_seconds, self.keep_seconds = stall_seconds, keep_seconds
+        self.keep_jobs = keep_jobs
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
@@ -218,8 +220,10 @@ class JobRunner:
             # the wait for the model to load counts as progress, not as a stall
             atomic_write_text(job.folder / "progress.json",
                               json.dumps({"progress": 0.0, "phase": "starting"}))
-        for job in jobs:
-            if job.finished is not None and now - job.finished > self.keep_seconds:
+        finished = sorted((j for j in jobs if j.finished is not None),
+                          key=lambda j: j.finished, reverse=True)
+        for rank, job in enumerate(finished):     # too old, or past the newest keep_jobs
+            if now - job.finished > self.keep_seconds or rank >= self.keep_jobs:
                 self.remove(job.id)
 
     def _finish(self, job: Job) -> None:
