@@ -178,11 +178,17 @@ def test_a_truncated_upload_is_422_and_text_is_415(server, clip):
 
 def test_the_token_is_taken_from_the_url_only_where_a_browser_cannot_send_headers(server):
     query = f"?token={TOKEN}"
-    for path in ("/v1/model", "/metrics", "/v1/jobs/" + "a" * 22, "/v1/jobs/x/timeline.png"):
+    for path in ("/v1/model", "/metrics", "/v1/jobs/" + "a" * 22):
         assert httpx.get(server.url + path + query).status_code == 401, path
-    # the <video> element's route takes it: past the token, to "no such job"
-    assert httpx.get(f"{server.url}/v1/jobs/{'a' * 22}/video.mp4{query}").status_code == 404
-    assert httpx.get(f"{server.url}/v1/jobs/{'a' * 22}/video.mp4").status_code == 401
+    for endpoint in ("predict", "timeline"):
+        assert httpx.post(f"{server.url}/v1/{endpoint}{query}", content=b"x").status_code == 401
+    assert httpx.delete(f"{server.url}/v1/jobs/{'a' * 22}{query}").status_code == 401
+    # a finished job's files take it (the page's <video> element and download links): past
+    # the token, to "no such job"
+    for name in ("video.mp4", "timeline.png", "segments.csv"):
+        url = f"{server.url}/v1/jobs/{'a' * 22}/{name}"
+        assert httpx.get(url + query).status_code == 404, name
+        assert httpx.get(url).status_code == 401, name
 
 
 def _jpeg(i: int) -> bytes:

@@ -26,8 +26,8 @@ LAYERS = {
     "training": [{"training.__init__", "training.history", "training.steps",
                   "training.resume", "training.job"}, {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
-    "server": [{"server.__init__", "server.limits", "server.uploads"}, {"server.jobs"},
-               {"server.app"}],
+    "server": [{"server.__init__", "server.limits", "server.uploads", "server.pages"},
+               {"server.jobs"}, {"server.app"}],
     "front": [{"argtypes"}, {"api.classify"}, {"api.runs"}, {"api.__init__"},
               {"arguments", "cli", "__main__", "__init__"}],
 }

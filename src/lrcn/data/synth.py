@@ -56,8 +56,8 @@ class SynthConfig:
             raise ValueError("need at least 2 classes, 1 group and 1 clip per group")
         if not 16 <= self.width <= 4096 or not 16 <= self.height <= 4096:
             raise ValueError("frame size must be between 16 and 4096 pixels")
-        if not 0.1 <= self.min_seconds <= self.max_seconds:
-            raise ValueError("need 0.1 <= min_seconds <= max_seconds")
+        if not 0.1 <= self.min_seconds <= self.max_seconds <= 3600:   # NaN fails too
+            raise ValueError("need 0.1 <= min_seconds <= max_seconds <= 3600")
 
 
 def _group_setting(rng: np.random.Generator, width: int, height: int) -> dict:

@@ -12,6 +12,7 @@ carry it twice, and loading checks that the two agree.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,16 @@ class Checkpoint:
             model.load_state_dict(self.state_dict)
         model.eval()
         return model
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None. A
+    model with one gives NaN probabilities for every input: it is refused where it is loaded,
+    not met as a crash or invalid JSON in predict, or a 500 from every request of serve."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
@@ -118,8 +129,10 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         # Format 1 kept the clip span among the free info entries.
         clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
         temperature = float(header.get("temperature", 1.0))
-        if not temperature > 0:
+        if not 0 < temperature < math.inf:
             raise ValueError(f"temperature {temperature}")
+        if not 0 <= clip_seconds < math.inf:
+            raise ValueError(f"clip_seconds {clip_seconds}")
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
     for key in _INPUT_SHAPE:
@@ -152,6 +165,11 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         for name, tensor in expected.items():
             if name not in state or state[name].shape != tensor.shape:
                 raise LrcnError(f"checkpoint weights do not fit its model (tensor {name})", path)
+        damaged = first_non_finite(state)
+        if damaged:
+            raise LrcnError(f"checkpoint weights are damaged: tensor {damaged} holds NaN or "
+                            "infinite values (a diverged training run, or a corrupted file)",
+                            path)
         checkpoint.state_dict = state
     return checkpoint
 

@@ -8,7 +8,8 @@
 - POST /v1/timeline: a long video -> 202 and a job (jobs.py), polled at GET /v1/jobs/{id},
   with the timeline PNG and the annotated H.264 video served with range requests.
 - WS /v1/stream: a browser's camera, one JPEG per grid step, labelled as it comes.
-- GET /v1/model, /healthz, /metrics (Prometheus), /docs (OpenAPI), and the page at /.
+- GET /v1/model, /healthz, /metrics (Prometheus), /docs and /redoc (OpenAPI, served with no
+  network: pages.py, as are the one JSON shape of every error and the icon), and the page at /.
 Uploads are received by uploads.py (streamed to a temporary folder, within the size, count and
 time limits) before a decoder slot is taken; every temporary file is removed after its request,
 also when the client goes away, and at shutdown. The bounds on everything a request can spend
@@ -32,7 +33,6 @@ import secrets
 import shutil
 import signal
 import struct
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -54,16 +53,19 @@ from ..inference.engine import is_onnx_file, load_engine
 from ..inference.predict import Predictor
 from ..inference.stream import CameraWindow
 from ..errors import ErrorKind, LrcnError
-from .jobs import JobRunner
+from .jobs import MEDIA_TYPES, JobFile, JobRunner
 from .limits import Limits, camera_image_error, decode_task, limits_dict, origin_allowed
+from .pages import WEB, base_app
+from .pages import error_response as _error
 from .uploads import UploadRefused, Uploads
+from ..media.plots import class_colours
 from ..media.video import image_to_model_frame
 from ..inference.windows import DEFAULT_SPAN, WindowConfig
 from ..data.workers import WorkerPool
 
-WEB = Path(__file__).parent / "web"
-# The one route that takes ?token= besides the WebSocket: a <video> element cannot send headers.
-TOKEN_IN_QUERY = re.compile(r"/v1/jobs/[^/]+/video\.mp4")
+# The routes that take ?token= besides the WebSocket: a finished job's files, which the page
+# shows in a <video> element and offers as download links, neither of which can send headers.
+TOKEN_IN_QUERY = re.compile(r"/v1/jobs/[^/]+/[^/]+")
 # /v1/predict on a video longer than this many of the model's windows answers with a hint.
 LONG_VIDEO_WINDOWS = 2.0
 # The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
@@ -93,10 +95,6 @@ class ServeConfig:
     shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
     window: WindowConfig = WindowConfig()
     limits: Limits = field(default_factory=Limits)
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class Server:
@@ -200,7 +198,8 @@ class Server:
         """GET /v1/model's answer, made once at start (the model does not change)."""
         frames = self.engine.frame_config
         span = self.engine.clip_seconds or DEFAULT_SPAN
-        info = {"classes": self.names, "frames": to_dict(frames),
+        info = {"classes": self.names, "colours": class_colours(self.names),
+                "frames": to_dict(frames),
                 "clip_seconds": self.engine.clip_seconds, "frame_spacing_s": span / frames.num_frames,
                 "backend": str(self.engine.backend), "views": self.config.views,
                 "max_upload_mb": self.config.max_upload_mb,
@@ -244,8 +243,10 @@ class Server:
             view["error"] = job.error
         if job.state == "done":
             data = json.loads((job.folder / "timeline.json").read_text())
-            view["result"] = {**data, "links": {"png": f"{base}/timeline.png",
-                                                "video": f"{base}/video.mp4"}}
+            view["result"] = {**data, "links": {
+                "json": f"{base}/timeline.json", "segments_csv": f"{base}/segments.csv",
+                "windows_csv": f"{base}/windows.csv", "png": f"{base}/timeline.png",
+                "video": f"{base}/video.mp4"}}
         return view
 
 
@@ -260,30 +261,17 @@ def create_app(config: ServeConfig) -> FastAPI:
         finally:
             server.stop()
 
-    app = FastAPI(title="lrcn", version="1", lifespan=lifespan,
-                  description="Human action recognition in video: a clip's label, a long "
-                              "video's timeline, a live camera.")
+    app = base_app(title="lrcn", version="1", lifespan=lifespan,
+                   description="Human action recognition in video: a clip's label, a long "
+                               "video's timeline, a live camera.")
     app.state.server = server
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        return _error(422, f"bad request: {first.get('msg', 'invalid input')}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        print(f"lrcn serve: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return _error(500, f"internal error ({type(exc).__name__})")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
         if path.startswith(("/v1/", "/metrics")) and not server.authorised(
-                request, query_allowed=bool(TOKEN_IN_QUERY.fullmatch(path))):
+                request, query_allowed=request.method in ("GET", "HEAD")
+                and bool(TOKEN_IN_QUERY.fullmatch(path))):
             response = _error(401, "missing or wrong token (Authorization: Bearer TOKEN)",
                               {"WWW-Authenticate": "Bearer"})
         else:
@@ -391,18 +379,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"id": job.id, "removed": True,
                 "cancelled": state in ("queued", "running")}
 
-    @app.get("/v1/jobs/{job_id}/timeline.png")
-    async def job_png(job_id: str):
-        return _job_file(find_job(job_id), "timeline.png", "image/png")
-
-    @app.get("/v1/jobs/{job_id}/video.mp4")
-    async def job_video(job_id: str):
-        return _job_file(find_job(job_id), "video.mp4", "video/mp4")
-
-    def _job_file(job, name: str, media_type: str) -> FileResponse:
+    @app.get("/v1/jobs/{job_id}/{name}",
+             summary="A finished job's file: JSON, CSV, PNG, the annotated video")
+    async def job_file(job_id: str, name: JobFile):
+        job = find_job(job_id)
         if job.state != "done":
             raise HTTPException(409, f"job {job.id} is {job.state}, not done")
-        return FileResponse(job.folder / name, media_type=media_type)   # ranges included
+        return FileResponse(job.folder / name, media_type=MEDIA_TYPES[name])   # ranges too
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket):

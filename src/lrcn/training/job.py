@@ -4,7 +4,8 @@ API hand to runs.train_and_evaluate, which hands it to train.train and train.pre
 
 A run folder's config.json holds the job's saved settings (`saved_settings`); `job_from_run`
 reads them back, so a resumed run is the job that was started. The format is the one runs have
-always written: data, classes, frames, model, split, train, cache_dir, processes.
+always written: data, classes, frames, model, split, train, cache_dir, processes, and
+evaluate (absent in older runs: true).
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class TrainingJob:
     # resumed run's split as it was made
     fixed: tuple[list[str], dict[str, list[Sample]]] | None = None
     resume: bool = False                     # continue from the run folder's training state
+    # evaluate on the test split after training (--no-evaluate: False); saved with the run,
+    # so that --resume finishes the run as it was started
+    evaluate: bool = True
     # how to run, not what: neither is saved with the run
     workers: int | None = None               # decoding processes (None: one per core)
     progress: bool = True                    # progress bars
@@ -79,7 +83,7 @@ class TrainingJob:
                 "model": to_dict(self.model_config(len(class_names))),
                 "split": to_dict(self.split), "train": to_dict(self.train),
                 "cache_dir": str(self.cache_dir) if self.cache_dir else None,
-                "processes": processes}
+                "processes": processes, "evaluate": self.evaluate}
 
 
 def default_out(kind: str) -> Path:
@@ -129,6 +133,7 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
             train=from_dict(TrainConfig, saved["train"]),
             cache_dir=Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
             fixed=(saved["classes"], read_split(run_dir / "split.json")), resume=True,
+            evaluate=saved.get("evaluate", True) is not False,   # runs from before: True
             workers=workers, progress=progress, decode_timeout=decode_timeout)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise LrcnError(f"damaged config.json ({exc})", run_dir) from None

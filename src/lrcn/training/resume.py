@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import LrcnError
 from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
+from ..models.checkpoint import first_non_finite
 
 STATE_NAME = "state.safetensors"
 FORMAT = "lrcn-train-state"
@@ -76,6 +77,10 @@ def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise LrcnError(f"the training state is damaged ({exc}); delete it to start the "
                         "run again", path) from None
+    damaged = first_non_finite(tensors)
+    if damaged:    # training would go on at NaN: refused here (fit's loss check does the rest)
+        raise LrcnError(f"the training state is damaged: tensor {damaged} holds NaN or infinite "
+                        "values; delete it to start the run again", path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)

@@ -30,14 +30,15 @@ from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
 from ..devices import resolve_device
-from ..distributed import World, barrier, broadcast, gather, rank_seed, setup, teardown
+from ..distributed import (World, barrier, broadcast, gather, group_failure, rank_seed, setup,
+                           teardown)
 from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
 from .job import TrainingJob
 from .resume import STATE_NAME, dropout_states, load_state, save_state
-from .steps import make_optimizer, run_epoch
+from .steps import check_finite, make_optimizer, run_epoch
 from ..models.registry import build_model, check_settings, get_spec
 
 
@@ -255,6 +256,9 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision,
                                             world=world)
                                   if len(data.clips["val"]) else (math.nan, math.nan))
+        watched = {"loss": loss, "val_loss": val_loss} if monitor == "val_loss" else \
+            {"loss": loss}
+        check_finite(epoch, watched, model, config.lr, best_epoch)
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
         history.append(row)
@@ -324,6 +328,11 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{f', {world.size} processes' if world.distributed else ''}")
         return _train_model(model, data, config, run_dir, frames, job.progress, log, job.resume,
                             world)
+    except RuntimeError as exc:      # another process stalled or died: one line, not a trace
+        failure = group_failure(exc, world)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         teardown()
 
