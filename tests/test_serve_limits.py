@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import httpx
-import numpy as np
 import pytest
 import websockets
 
