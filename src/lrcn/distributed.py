@@ -51,6 +51,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it, known before the process group is set up
+    (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def torchrun_command(argv: Sequence[str], nproc: int,
                      python: str = sys.executable) -> list[str]:
     """`lrcn train --nproc P ...` as the command that runs it under torchrun on this machine:
@@ -155,5 +161,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["World", "rank_seed", "launched", "torchrun_command", "setup", "broadcast", "gather",
-           "barrier", "sum_over_ranks", "teardown", "group_failure", "DEFAULT_TIMEOUT_S"]
+__all__ = ["World", "rank_seed", "launched", "launched_rank", "torchrun_command", "setup",
+           "broadcast", "gather", "barrier", "sum_over_ranks", "teardown", "group_failure",
+           "DEFAULT_TIMEOUT_S"]

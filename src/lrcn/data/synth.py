@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..console import progress as console_progress
 from ..files import atomic_write_text
 from ..media.writer import VideoWriter
 from .workers import run_tasks
@@ -238,7 +239,6 @@ def _make_group(task: tuple) -> list[dict]:
 def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                  workers: int | None = None, progress: bool = True) -> Path:
     """Write the synthetic data set under `root` (a folder per class) with a manifest.csv."""
-    from tqdm import tqdm
     if workers is None:
         workers = os.cpu_count() or 1
     root = Path(root)
@@ -248,7 +248,8 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
              for c in config.classes for g in range(1, config.groups + 1)]
     rows: list[dict] = []
     errors: list[str] = []
-    with tqdm(total=len(tasks), desc="synthesising", unit="group", disable=not progress) as bar:
+    with console_progress(total=len(tasks), desc="synthesising", unit="group",
+                          enabled=progress) as bar:
         for result in run_tasks(_make_group, tasks, workers, timeout=600):
             if result.error:
                 errors.append(f"{result.item[2]} g{result.item[3]:02d}: {result.error}")

@@ -78,7 +78,7 @@ STATUS_OF_KIND = {ErrorKind.NOT_VIDEO: 415, ErrorKind.BAD_INPUT: 422, ErrorKind.
 
 @dataclass(frozen=True)
 class ServeConfig:
-    checkpoint: str
+    checkpoint: str | None                # None: no model yet (a studio before its first run)
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = 200.0
@@ -95,6 +95,7 @@ class ServeConfig:
     shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
     window: WindowConfig = WindowConfig()
     limits: Limits = field(default_factory=Limits)
+    studio: str | None = None             # a studio workspace (studio.py) at /studio
 
 
 class Server:
@@ -102,19 +103,23 @@ class Server:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.engine = load_engine(config.checkpoint, device=config.device,
-                                  precision=config.precision)
-        self.predictor = Predictor(self.engine, config.window.reject_below, config.views)
-        self.names = list(self.engine.names)
+        self.checkpoint = self.engine = self.predictor = None
+        self.names: list[str] = []
+        self.model_info: dict = {"classes": [], "model": None,
+                                 "max_upload_mb": config.max_upload_mb,
+                                 "token_required": bool(config.token)}
+        self.closers: list = []             # the studio's trainer, stopped before the pool
+        if config.checkpoint:
+            self.use_model(config.checkpoint)
         self.timeout = config.decode_timeout or default_decode_timeout()
         self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
         limits = config.limits
         self.uploads = Uploads(config.max_upload_mb, limits.max_uploads, limits.upload_timeout)
+        self.limit = self.uploads.limit     # bytes (the studio's uploads name it)
         self.active = 0                     # decodes and probes in the pool or waiting for it
         self.cameras = 0                    # webcam sockets open
         self.pool: WorkerPool | None = None
         self.runner: JobRunner | None = None
-        self.model_info = self._model_info()
         self.registry = CollectorRegistry()
         self.requests = Counter("lrcn_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)
@@ -127,9 +132,28 @@ class Server:
               "timeline jobs", registry=self.registry).set_function(
             lambda: self.active + (self.runner.waiting() if self.runner else 0))
 
+    def use_model(self, checkpoint: str, on_served=None, run=None) -> None:
+        """Serve `checkpoint` from now on (at start, or a run the studio trained): requests
+        that began keep the model they began with; new ones and new timeline jobs get this."""
+        engine = load_engine(checkpoint, device=self.config.device,
+                             precision=self.config.precision)
+        predictor = Predictor(engine, self.config.window.reject_below, self.config.views)
+        self.checkpoint = checkpoint
+        self.engine, self.predictor, self.names = engine, predictor, list(engine.names)
+        self.model_info = self._model_info()
+        if getattr(self, "runner", None) is not None:
+            self.runner.checkpoint = checkpoint
+        if on_served is not None:
+            on_served(run)
+
+    def no_model(self) -> JSONResponse | None:
+        if self.engine is not None:
+            return None
+        return _error(409, "no model yet: train one in the studio (/studio) first")
+
     def start(self) -> None:
         self.pool = WorkerPool(decode_task, self.config.jobs, timeout=self.timeout)
-        self.runner = JobRunner(self.config.checkpoint, self.config.device,
+        self.runner = JobRunner(self.checkpoint, self.config.device,
                                 self.config.precision,
                                 to_dict(self.config.window), self.work / "jobs",
                                 self.config.jobs, self.config.job_stall_timeout,
@@ -137,6 +161,8 @@ class Server:
                                 tuple(self.config.limits.decode()), self.config.keep_jobs)
 
     def stop(self) -> None:
+        for close in self.closers:
+            close()
         if self.runner is not None:
             self.runner.close(self.config.shutdown_grace)
         if self.pool is not None:
@@ -206,7 +232,8 @@ class Server:
                 "limits": {k: v for k, v in limits_dict(self.config.limits).items()
                            if k != "allow_origins"},
                 "token_required": bool(self.config.token)}
-        checkpoint = Path(self.config.checkpoint)
+        checkpoint = Path(self.checkpoint)
+        info["run"] = checkpoint.parent.name
         if not is_onnx_file(checkpoint):
             from ..models.checkpoint import summary
             about = summary(checkpoint)
@@ -266,6 +293,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                                "video's timeline, a live camera.")
     app.state.server = server
 
+    @app.exception_handler(LrcnError)
+    async def lrcn_error(request: Request, exc: LrcnError):
+        return _error(STATUS_OF_KIND[exc.kind], exc.reason)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
@@ -290,6 +321,18 @@ def create_app(config: ServeConfig) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
+    if config.studio:
+        from .studio import studio_router
+        from .workspace import Workspace
+        async def receive_upload(request: Request, target: Path, limit: int) -> int:
+            return (await server.uploads.receive(request, target))[0]   # within the bounds
+
+        app.include_router(studio_router(server, Workspace(config.studio), receive_upload,
+                                         _upload_refused))
+
+        @app.get("/studio", include_in_schema=False)
+        async def studio_page():
+            return FileResponse(WEB / "studio.html")
 
     @app.get("/healthz")
     async def healthz():
@@ -306,6 +349,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/predict", status_code=200,
               summary="Classify a clip (multipart file or raw body)")
     async def predict(request: Request):
+        if server.no_model():
+            return server.no_model()
         folder = Path(tempfile.mkdtemp(dir=server.work))
         try:
             size, _ = await server.uploads.receive(request, folder / "upload")
@@ -322,6 +367,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/timeline", status_code=202,
               summary="Start a timeline job for a long video; poll /v1/jobs/{id}")
     async def timeline(request: Request):
+        if server.no_model():
+            return server.no_model()
         job_id, folder = server.runner.new_folder()
         try:
             return await _start_job(request, job_id, folder)
@@ -399,6 +446,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         server.cameras += 1
         try:
             await socket.accept()
+            if server.engine is None:
+                await socket.send_json({"error": "no model yet: train one in the studio "
+                                                 "first"})
+                await socket.close()
+                return
             await _camera_session(server, socket)
         finally:
             server.cameras -= 1
@@ -453,10 +505,22 @@ async def _camera_session(server: Server, socket: WebSocket) -> None:
         return
 
 
+def _upload_refused(exc: Exception) -> Exception:
+    """The studio's uploads: past a bound, its status and cause (as /v1/predict's); a client
+    gone, 499."""
+    if isinstance(exc, UploadRefused):
+        return HTTPException(exc.status, exc.message, exc.headers or None)
+    if isinstance(exc, ClientDisconnect):
+        return HTTPException(499, "client disconnected")
+    return exc
+
+
 def run_server(config: ServeConfig) -> None:
     import uvicorn
     app = create_app(config)
-    print(f"lrcn serve: {config.checkpoint} on http://{config.host}:{config.port}/ "
+    where = f"the studio on {config.studio}, at /studio; " if config.studio else ""
+    print(f"lrcn serve: {where}{config.checkpoint or 'no model yet'} on "
+          f"http://{config.host}:{config.port}/ "
           f"(API at /v1, docs at /docs; Ctrl-C or SIGTERM stops)", flush=True)
     # uvicorn stops gracefully on SIGTERM and Ctrl-C, then raises the signal again for the
     # handler that was there before it: this one, so that a requested stop exits with 0.

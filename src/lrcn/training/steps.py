@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..console import progress as console_progress
 from ..devices import autocast
 from ..distributed import World, sum_over_ranks
 from ..errors import ErrorKind, LrcnError
@@ -138,8 +137,7 @@ def run_epoch(model: ClipClassifier, loader, optimizer=None, desc: str = "", pro
     Returns (mean loss, accuracy), the loss being the data loss without the L2 term, as Keras
     reports it; with several processes, over all of their clips."""
     total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = console_progress(loader, desc=desc, unit="batch", leave=False, enabled=progress)
     for step, batch in enumerate(bar):
         clips, labels = batch
         divisor = getattr(batch, "divisor", None) if world.distributed else None

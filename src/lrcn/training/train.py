@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from ..data.cache import CachedClip, prepare
-from ..models.checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
+from ..console import plural
+from ..models.checkpoint import (CHECKPOINT_NAME, init_from, load_checkpoint, save_checkpoint,
+                                 update_info)
 from ..config import FrameConfig, TrainConfig, candidate_frames
 from ..data.dataset import Sample, load_parts, write_split
 from ..errors import LrcnError
@@ -52,6 +54,7 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     parts: dict[str, list[Sample]]       # the split: samples by part
     rank: int = 0                        # this process's rank (0 writes the run folder)
+    resumed_after: int = 0               # epochs done before this process started (resumed)
 
 
 def seed_everything(seed: int) -> None:
@@ -63,7 +66,7 @@ def seed_everything(seed: int) -> None:
 def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
     """Unreadable videos are listed by name and cause, never dropped silently."""
     if failures:
-        print(f"skipped {len(failures)} unreadable video(s):", file=out)
+        print(f"skipped {plural(len(failures), 'unreadable video')}:", file=out)
         for path, cause in failures:
             print(f"  {path}: {cause}", file=out)
 
@@ -131,7 +134,7 @@ def prepare_data(job: TrainingJob, log=print, on_split=None,
         write_split(run_dir / "split.json",
                     data_root if data_root.is_dir() else data_root.parent, parts)
         total = sum(len(v) for v in parts.values())
-        log(f"data: {total} clips in {len(class_names)} classes "
+        log(f"data: {plural(total, 'clip')} in {plural(len(class_names), 'class', 'classes')} "
             f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
             f"val {len(parts['val'])}, test {len(parts['test'])} clips")
         if on_split is not None:
@@ -141,7 +144,7 @@ def prepare_data(job: TrainingJob, log=print, on_split=None,
     started = time.perf_counter()
     clips, failures = prepare_shared(everything, job.frames, job, world)
     seconds = time.perf_counter() - started
-    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
+    log(f"frame cache: {plural(len(clips), 'clip')} ready in {seconds:.1f} s "
         f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
         f"{f', {world.size} processes' if world.distributed else ''})")
     skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
@@ -200,16 +203,19 @@ class FitResult:
     best: float              # the monitored figure at the best epoch
     monitor: str             # "val_loss", or "loss" when there are no validation clips
     history: list[dict[str, float]]
+    resumed_after: int = 0   # epochs that were done before (a resumed run)
 
 
 def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
         progress: bool = True, log=print, resume: bool = False,
-        world: World = World()) -> FitResult:
+        world: World = World(), extend: bool = False) -> FitResult:
     """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
     validation; `save_best(model, extra info)` is called whenever the monitored loss improves
     (so the best weights are on disk from the moment they are found); training stops after
     `config.patience` epochs without improvement. history.csv is rewritten every epoch, and
-    so is the whole training state (resume.py), from which `resume=True` continues.
+    so is the whole training state (resume.py), from which `resume=True` continues;
+    `extend`: a run that early stopping had stopped trains on to `config.epochs`, its patience
+    counted again from there (the best so far stays the one to beat).
 
     With several processes the model is wrapped in DistributedDataParallel; every rank steps
     through the same global batches (its share of each), the epoch's figures are summed over
@@ -242,7 +248,11 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
                           world=world.size)
         history, best, best_epoch = done["history"], done["best"], done["best_epoch"]
         waited, stopped = done["waited"], done["stopped"]
-        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch})")
+        if extend and stopped:
+            waited, stopped = 0, False
+        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch}); training "
+            f"to epoch {config.epochs}")
+    resumed_after = len(history)
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stopped:
             break
@@ -283,9 +293,10 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
                        {"history": history, "best": best, "best_epoch": best_epoch,
                         "waited": waited, "stopped": stopped}, dropout_by_rank=dropout)
         if stopped:
-            log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
+            log(f"early stopping: {monitor} has not improved for "
+                f"{plural(config.patience, 'epoch')}; "
                 f"best weights are from epoch {best_epoch}")
-    return FitResult(best_epoch, best, monitor, history)
+    return FitResult(best_epoch, best, monitor, history, resumed_after)
 
 
 def train(job: TrainingJob, log=print) -> TrainResult:
@@ -318,6 +329,9 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             torch.set_num_threads(config.num_threads)
         seed_everything(config.seed)
         model = build_model(model_config, pretrained=True)
+        if job.init_from is not None and not (job.resume and (run_dir / STATE_NAME).exists()):
+            log(f"starting from {job.init_from}: " + init_from(
+                model, load_checkpoint(job.init_from), data.class_names))
         # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
         model.seed_dropout(rank_seed(config.seed, world.rank))
         model.to(device)
@@ -326,13 +340,9 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"on {device}"
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
-        return _train_model(model, data, config, run_dir, frames, job.progress, log, job.resume,
-                            world)
+        return _train_model(model, data, job, log, world)
     except RuntimeError as exc:      # another process stalled or died: one line, not a trace
-        failure = group_failure(exc, world)
-        if failure is None:
-            raise
-        raise failure from None
+        raise (group_failure(exc, world) or exc) from None
     finally:
         teardown()
 
@@ -341,12 +351,12 @@ def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0: one voice is enough."""
 
 
-def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
-                 frames: FrameConfig, progress: bool, log, resume: bool,
-                 world: World) -> TrainResult:
+def _train_model(model, data: TrainingData, job: TrainingJob, log, world: World) -> TrainResult:
+    run_dir, frames, config = job.out, job.frames, job.train
     clip_seconds = _clip_seconds(data.clips["train"])
     info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
-            "clips": {part: len(clips) for part, clips in data.clips.items()}}
+            "clips": {part: len(clips) for part, clips in data.clips.items()},
+            **({"init_from": str(job.init_from.resolve())} if job.init_from else {})}
     checkpoint_path = run_dir / CHECKPOINT_NAME
 
     def save_best(best_model, entries: dict) -> None:
@@ -354,7 +364,8 @@ def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
                         {**info, **entries}, clip_seconds=clip_seconds)
 
     try:
-        result = fit(model, data, config, save_best, run_dir, progress, log, resume, world)
+        result = fit(model, data, config, save_best, run_dir, job.progress, log, job.resume,
+                     world, extend=job.extend)
     except KeyboardInterrupt:
         if (run_dir / STATE_NAME).exists():
             log(f"interrupted: the state after the last whole epoch is in {run_dir / STATE_NAME}"
@@ -365,7 +376,17 @@ def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
                     **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
                     val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
     return TrainResult(run_dir, checkpoint_path, result.best_epoch, len(result.history),
-                       result.history, data.skipped, data.parts, world.rank)
+                       result.history, data.skipped, data.parts, world.rank,
+                       result.resumed_after)
+
+
+def format_training(result: TrainResult, seconds: float) -> str:
+    """The line `lrcn train` ends its training with."""
+    done = result.epochs_run - result.resumed_after
+    what = (f"trained {plural(done, 'epoch')} more ({result.epochs_run} in all)"
+            if result.resumed_after else f"trained {plural(done, 'epoch')}")
+    return (f"{what} in {seconds:.0f} s; best epoch {result.best_epoch}; checkpoint: "
+            f"{result.checkpoint}")
 
 
 def _clip_seconds(clips: Sequence[CachedClip]) -> float:
@@ -376,4 +397,4 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
 
 
 __all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "TrainingJob",
-           "report_skipped"]
+           "report_skipped", "format_training"]
