@@ -114,21 +114,23 @@ def test_slow_uploads_hold_upload_slots_for_a_bounded_time_and_never_a_decoder(s
     assert post(server, "predict", content=clip.read_bytes()).status_code == 200
 
 
-def test_a_full_decoder_queue_gets_503_that_names_it(server, tmp_path, clip):
-    """Two clips that take a while to decode fill --jobs 1 + --queue 1; a third request whose
-    body ends while they are at it is refused with 503, and the two are answered. (The third
-    is sent but for its last byte beforehand, so that it comes within a millisecond.)"""
-    video = write_video(tmp_path / "busy.mp4", [indexed_frame(i, 640, 480) for i in range(300)],
-                        codec="h264_mp4", options={"bf": "0"})     # every frame is decoded
-    body = video.read_bytes()
-    third = clip.read_bytes()
+def _third_while_two_decode(server, body: bytes, third: bytes) -> tuple[list, float, bytes]:
+    """Two requests of `body` at once, and a third whose last byte is sent once the server
+    counts two decodes in flight (lrcn_queue_depth): (the two answers, the depth seen, the
+    third's raw answer)."""
     host, port = server.url.removeprefix("http://").split(":")
     conn = socket.create_connection((host, int(port)))
     conn.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
                   f"{TOKEN}\r\nContent-Length: {len(third)}\r\n\r\n").encode() + third[:-1])
-    answers: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: answers.append(
-        post(server, "predict", content=body))) for _ in range(2)]
+    answers: list = []
+
+    def send() -> None:
+        try:
+            answers.append(post(server, "predict", content=body))
+        except Exception as exc:          # shown by the caller's assertion
+            answers.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
     for thread in threads:
         thread.start()
     depth = 0.0
@@ -138,14 +140,29 @@ def test_a_full_decoder_queue_gets_503_that_names_it(server, tmp_path, clip):
                            if line.startswith("lrcn_queue_depth ")))
     conn.sendall(third[-1:])
     conn.settimeout(30)
-    refused = b""
-    while b"}" not in refused and (chunk := conn.recv(4096)):
-        refused += chunk
+    answer = b""
+    while b"}" not in answer and (chunk := conn.recv(4096)):
+        answer += chunk
     conn.close()
     for thread in threads:
         thread.join()
+    return answers, depth, answer
+
+
+def test_a_full_decoder_queue_gets_503_that_names_it(server, tmp_path, clip):
+    """Two clips that take a while to decode fill --jobs 1 + --queue 1; a third request whose
+    body ends while they are at it is refused with 503, and the two are answered. (The third
+    is sent but for its last byte beforehand, so that it comes within a millisecond; where the
+    two were done even so, on a fast machine, it is tried again.)"""
+    video = write_video(tmp_path / "busy.mp4", [indexed_frame(i, 640, 480) for i in range(300)],
+                        codec="h264_mp4", options={"bf": "0"})     # every frame is decoded
+    for _ in range(3):
+        answers, depth, refused = _third_while_two_decode(server, video.read_bytes(),
+                                                          clip.read_bytes())
+        assert [getattr(r, "status_code", r) for r in answers] == [200, 200], answers
+        if depth == 2 and not refused.startswith(b"HTTP/1.1 200"):
+            break
     assert depth == 2, "the two were done before the third came"
-    assert [r.status_code for r in answers] == [200, 200]
     assert refused.startswith(b"HTTP/1.1 503"), refused
     assert b"--jobs 1 + --queue 1" in refused and b"retry-after" in refused.lower()
 
