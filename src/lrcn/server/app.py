@@ -63,9 +63,11 @@ from ..media.video import image_to_model_frame
 from ..inference.windows import DEFAULT_SPAN, WindowConfig
 from ..data.workers import WorkerPool
 
-# The routes that take ?token= besides the WebSocket: a finished job's files, which the page
-# shows in a <video> element and offers as download links, neither of which can send headers.
-TOKEN_IN_QUERY = re.compile(r"/v1/jobs/[^/]+/[^/]+")
+# The routes that take ?token= (GET) besides the WebSocket: files that the pages show in a
+# <video> or <img> element or offer as download links, none of which can send headers: a
+# finished job's files, and the studio's source videos, clips and run files.
+TOKEN_IN_QUERY = re.compile(r"/v1/jobs/[^/]+/[^/]+|/v1/studio/(sources/[^/]+/video"
+                            r"|clips/[^/]+/[^/]+|runs/[^/]+/[^/]+)")
 # /v1/predict on a video longer than this many of the model's windows answers with a hint.
 LONG_VIDEO_WINDOWS = 2.0
 # The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
