@@ -14,7 +14,7 @@ import torch
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.models.checkpoint import save_checkpoint
 from lrcn.models.lrcn import LRCN
-from lrcn.server.jobs import JOB_ID, JobRunner, new_job_id
+from lrcn.server.jobs import JOB_ID, Job, JobRunner, new_job_id
 
 from conftest import write_indexed_video
 
@@ -107,5 +107,25 @@ def test_job_ids_are_tokens_never_paths(tmp_path):
         assert folder == tmp_path / "jobs" / job_id and folder.is_dir()
         for probe in ("../" + job_id[3:], job_id + "/..", job_id[:-1], "", "a" * 23):
             assert runner.get(probe) is None, probe
+    finally:
+        runner.close(grace=0)
+
+
+def test_only_the_newest_finished_jobs_are_kept(tmp_path):
+    """--keep-jobs: past it, the oldest finished jobs go with their files (the disk finished
+    jobs hold is bounded by count, not only by age)."""
+    runner = JobRunner("unused.safetensors", "cpu", "fp32", {}, tmp_path / "jobs", jobs=1,
+                       stall_seconds=60, keep_seconds=3600, keep_jobs=2)
+    try:
+        made = []
+        for k in range(4):
+            job_id, folder = runner.new_folder()
+            # finished already (never queued: the runner's own loop would start it)
+            runner.jobs[job_id] = Job(job_id, folder, folder / "upload", state="done",
+                                      finished=time.time() - 10 + k)   # the last is newest
+            made.append((job_id, folder))
+        runner.poll()
+        assert [runner.get(j) is not None for j, _ in made] == [False, False, True, True]
+        assert [f.exists() for _, f in made] == [False, False, True, True]
     finally:
         runner.close(grace=0)

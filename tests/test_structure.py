@@ -26,7 +26,8 @@ LAYERS = {
     "training": [{"training.__init__", "training.history", "training.steps",
                   "training.resume", "training.job"}, {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
-    "server": [{"server.__init__", "server.jobs", "server.pages", "server.workspace"},
+    "server": [{"server.__init__", "server.jobs", "server.pages", "server.workspace",
+                "server.limits", "server.uploads"},
                {"server.trainjobs"}, {"server.studio"}, {"server.app"}],
     "front": [{"argtypes"}, {"api.classify"}, {"api.runs"}, {"api.__init__"},
               {"arguments", "cli", "__main__", "__init__"}],
@@ -124,7 +125,8 @@ def test_long_modules_say_why():
     a new long module, fails; so does an entry no longer needed (its module gone or back under
     400 lines), so the list cannot go stale."""
     long_modules = {
-        "server.app": ("the routes, their limits and the upload parsing belong together", 560),
+        "server.app": ("the routes and the state they share (model, pool, jobs, metrics) "
+                       "belong together", 560),
         "models.keras_import": ("two architectures checked layer by layer, two file formats",
                                 450),
     }

@@ -356,10 +356,33 @@ def serve_options(p: argparse.ArgumentParser, device_options, window_options) ->
                    help="require 'Authorization: Bearer TOKEN' on the API (default "
                         "$LRCN_TOKEN; none)")
     p.add_argument("--decode-timeout", type=positive_float, default=None, metavar="S",
-                   help="a decode that takes longer fails its request (default 120)")
+                   help="a clip's decode (or a probe) that takes longer fails its request "
+                        "(default 120)")
+    p.add_argument("--job-stall-timeout", type=positive_float, default=120.0, metavar="S",
+                   help="a timeline job that decodes and scores nothing for this long fails "
+                        "(model loading not counted; default 120)")
     p.add_argument("--views", type=positive_int, default=1, metavar="K",
                    help="/v1/predict averages K temporal offsets of the clip's frames, as "
                         "predict --views (default 1)")
+    p.add_argument("--max-uploads", type=positive_int, default=32, metavar="N",
+                   help="uploads received at once; more get 503 (default 32)")
+    p.add_argument("--upload-timeout", type=positive_float, default=120.0, metavar="S",
+                   help="an upload that takes longer gets 408 (default 120)")
+    p.add_argument("--max-pixels", type=positive_int, default=1920 * 1080, metavar="N",
+                   help="pixels per frame of an uploaded video or a webcam JPEG; larger get "
+                        "422 before decoding (default 2073600: 1920x1080)")
+    p.add_argument("--max-streams", type=positive_int, default=16, metavar="N",
+                   help="streams in an uploaded file; more get 422 (default 16)")
+    p.add_argument("--max-message-kb", type=positive_int, default=1024, metavar="KB",
+                   help="a larger webcam socket message closes the socket (default 1024)")
+    p.add_argument("--max-cameras", type=positive_int, default=4, metavar="N",
+                   help="webcam sockets open at once; more get 503 (default 4)")
+    p.add_argument("--keep-jobs", type=positive_int, default=64, metavar="N",
+                   help="finished timeline jobs kept (with their videos) for an hour; older "
+                        "ones are removed first (default 64)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                   help="a web page origin (scheme://host:port, or '*') that may open the "
+                        "webcam socket besides the server's own; repeatable")
     device_options(p)
     window_options(p)
 

@@ -287,12 +287,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_config(args: argparse.Namespace, checkpoint: str | None, studio: str | None = None):
     from .server.app import ServeConfig
+    from .server.limits import Limits
+    limits = Limits(max_uploads=args.max_uploads, upload_timeout=args.upload_timeout,
+                    max_pixels=args.max_pixels, max_streams=args.max_streams,
+                    max_message_kb=args.max_message_kb, max_cameras=args.max_cameras,
+                    allow_origins=tuple(args.allow_origin))
     return ServeConfig(checkpoint=checkpoint, host=args.host, port=args.port,
                        max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
                        token=args.token or os.environ.get("LRCN_TOKEN") or None,
                        device=args.device, precision=args.precision, views=args.views,
-                       decode_timeout=args.decode_timeout, window=_window_config(args),
-                       studio=studio)
+                       decode_timeout=args.decode_timeout,
+                       job_stall_timeout=args.job_stall_timeout, keep_jobs=args.keep_jobs,
+                       window=_window_config(args), limits=limits, studio=studio)
 
 
 def cmd_studio(args: argparse.Namespace) -> int:

@@ -21,7 +21,15 @@ class TaskResult:
     timed_out: bool = False
 
 
+# A process is given this long to start (spawn, imports) before its first task's time limit
+# begins; it says "ready" when it has. Counting the start in the limit failed the first
+# task of every new process where the limit is short, and with it the replacement of a
+# process lost to a stall, and so on.
+START_SECONDS = 120.0
+
+
 def _worker_loop(fn: Callable[[Any], Any], conn) -> None:
+    conn.send(("ready", None))
     while True:
         try:
             item = conn.recv()
@@ -45,7 +53,8 @@ class _Worker:
         child.close()
         self.item: Any = None
         self.busy = False
-        self.started = 0.0
+        self.ready = False           # the process has started and said so
+        self.started = 0.0           # when its task was sent, or when it said ready after that
 
     def submit(self, item: Any) -> None:
         self.item, self.busy, self.started = item, True, time.monotonic()
@@ -63,6 +72,14 @@ class _Worker:
         self.conn.close()
 
 
+def _deadline(worker: _Worker, timeout: float | None) -> float | None:
+    """When a busy worker's task runs out of time: its limit from when the process said it was
+    ready; START_SECONDS (or the limit, if longer) until then."""
+    if timeout is None:
+        return None
+    return worker.started + (timeout if worker.ready else max(timeout, START_SECONDS))
+
+
 def _finished(worker: _Worker, ready, timeout: float | None
               ) -> tuple[TaskResult, bool] | None:
     """A busy worker's task, if it has finished: (its result, whether the process is lost:
@@ -72,6 +89,9 @@ def _finished(worker: _Worker, ready, timeout: float | None
             status, value = worker.conn.recv()
         except (EOFError, OSError):
             status = None  # the pipe closed: the process died
+        if status == "ready":            # started: the task's time begins now
+            worker.ready, worker.started = True, time.monotonic()
+            return None
         if status == "ok":
             return TaskResult(worker.item, value), False
         if status == "error":
@@ -80,9 +100,11 @@ def _finished(worker: _Worker, ready, timeout: float | None
         worker.process.join(timeout=5)
         return TaskResult(worker.item, error=f"decoder process crashed (exit code "
                                              f"{worker.process.exitcode})"), True
-    if timeout is not None and time.monotonic() - worker.started >= timeout:
+    deadline = _deadline(worker, timeout)
+    if deadline is not None and time.monotonic() >= deadline:
+        limit = timeout if worker.ready else max(timeout, START_SECONDS)
         return TaskResult(worker.item, timed_out=True,
-                          error=f"timed out after {timeout:g} s (decoder stalled)"), True
+                          error=f"timed out after {limit:g} s (decoder stalled)"), True
     return None
 
 
@@ -115,7 +137,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
             wait_for = None
             if timeout is not None:
                 now = time.monotonic()
-                wait_for = max(0.0, min(w.started + timeout - now for w in busy))
+                wait_for = max(0.0, min(_deadline(w, timeout) - now for w in busy))
             ready = set(wait(waitables, timeout=wait_for))
             for index, worker in enumerate(pool):
                 if not worker.busy:
@@ -182,7 +204,7 @@ class WorkerPool:
             wait_for = None
             if self.timeout is not None and busy:
                 now = time.monotonic()
-                wait_for = max(0.0, min(w.started + self.timeout - now for _, w in busy))
+                wait_for = max(0.0, min(_deadline(w, self.timeout) - now for _, w in busy))
             ready = set(wait(waitables, timeout=wait_for))
             if self._wake_read in ready:
                 while self._wake_read.poll():

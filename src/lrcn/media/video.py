@@ -10,6 +10,9 @@ UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
 import functools
 import io
 import os
@@ -90,12 +93,66 @@ def check_file(path: Path) -> None:
         raise LrcnError("empty file (0 bytes)", path)
 
 
+class DecodeLimits(NamedTuple):
+    """What opening and decoding one file may allocate: FFmpeg opens a decoder for every stream
+    while it probes a file (about 0.8 MB each for 64x48 frames; a 1.7 MB file can hold 1000),
+    and allocates each frame at the size its header states (16000x16000: 384 MB a frame)."""
+    max_pixels: int           # width x height of a video stream's frames
+    max_streams: int          # streams of any kind in the file
+
+
+_LIMITS: contextvars.ContextVar[DecodeLimits | None] = contextvars.ContextVar(
+    "lrcn_decode_limits", default=None)
+
+
+@contextlib.contextmanager
+def decode_limits(limits: DecodeLimits | None):
+    """Within the block, `open_video` refuses (LrcnError, BAD_INPUT) a file past `limits`
+    before a frame is decoded, and its decoders refuse larger frames met later. The server's
+    workers read uploads under this; the CLI reads the user's own files without it. A context
+    variable rather than a parameter: the opens happen deep in clip, timeline and annotate."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def _open_limited(path: Path, limits: DecodeLimits) -> av.container.InputContainer:
+    """Open under `limits`: FFmpeg itself stops at one stream past max_streams (max_streams),
+    and its probing decoders refuse frames past max_pixels, so the open cannot grow with the
+    file; then the counts are checked, and every video decoder keeps the pixel limit."""
+    too_many = f"more than {limits.max_streams} streams in the file (the server's limit, " \
+               "--max-streams)"
+    try:
+        container = _av_open(str(path), options={"max_streams": str(limits.max_streams + 1),
+                                                 "max_pixels": str(limits.max_pixels)})
+    except av.error.FFmpegError as exc:
+        if exc.errno == errno.ENOMEM:      # MP4 and AVI fail where the stream cap is met
+            raise LrcnError(too_many, path, ErrorKind.BAD_INPUT) from None
+        raise
+    if len(container.streams) > limits.max_streams:       # Matroska stops at the cap
+        container.close()
+        raise LrcnError(too_many, path, ErrorKind.BAD_INPUT)
+    for stream in container.streams.video:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > limits.max_pixels:
+            container.close()
+            raise LrcnError(f"frames of {width}x{height} pixels, more than the server's limit "
+                            f"of {limits.max_pixels} (--max-pixels)", path, ErrorKind.BAD_INPUT)
+        stream.codec_context.options = {**stream.codec_context.options,
+                                        "max_pixels": str(limits.max_pixels)}
+    return container
+
+
 def open_video(path: str | os.PathLike) -> av.container.InputContainer:
-    """An opened video file with at least one video stream; LrcnError naming the file else."""
+    """An opened video file with at least one video stream; LrcnError naming the file else.
+    Under `decode_limits`, a file past them is refused here, before any frame is decoded."""
     path = Path(path)
     check_file(path)
+    limits = _LIMITS.get()
     try:
-        container = _av_open(str(path))
+        container = _open_limited(path, limits) if limits else _av_open(str(path))
     except av.error.FFmpegError as exc:
         raise LrcnError(f"not a readable video ({error_cause(exc)})", path,
                         ErrorKind.NOT_VIDEO) from None
@@ -335,6 +392,6 @@ def _median(counts: Counter[float]) -> float:
 
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FPS", "TIMED_FORMATS", "one_thread", "FrameSource",
-           "TimedFrame", "check_file", "configure", "decoded", "error_cause",
-           "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
+           "TimedFrame", "DecodeLimits", "check_file", "configure", "decode_limits", "decoded",
+           "error_cause", "frame_rate", "is_timed", "open_source", "open_video", "thread_reformatter",
            "to_model_frame", "image_to_model_frame", "upright_image"]

@@ -22,6 +22,14 @@ from typing import Literal, get_args
 from ..files import atomic_write_text
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+# The phases in which a job decodes and scores: there the stall limit (--job-stall-timeout)
+# applies to the time between progress reports. Loading the model, drawing the PNG and opening
+# the writer are not decoding, and a slow disk or a cold start can take a while: those get
+# SETUP_SECONDS (or the stall limit, if longer), so that a short stall limit does not fail
+# every job. (--decode-timeout, a clip's whole decode, used to be this limit too: at 1 s every
+# job failed while its process loaded the model.)
+DECODING = ("scoring", "annotating")
+SETUP_SECONDS = 300.0
 # The files of a finished job that a client may download (the route's parameter takes only
 # these names, so no name from a client reaches the file system), with their media types.
 JobFile = Literal["timeline.json", "segments.csv", "windows.csv", "timeline.png", "video.mp4"]
@@ -43,8 +51,18 @@ def _expected_duration(path: Path) -> float:
 
 
 def run_timeline_job(checkpoint: str, device: str, precision: str, video: str, folder: str,
-                     window: dict) -> None:
-    """The job process: the timeline of `video` and its files in `folder`."""
+                     window: dict, limits: tuple[int, int] | None = None,
+                     name: str = "upload") -> None:
+    """The job process: the timeline of `video` and its files in `folder`, every open of the
+    video under the server's decode limits (max pixels, max streams). The results name the
+    video by `name`, the client's file name, never by the server's path."""
+    from ..media.video import DecodeLimits, decode_limits
+    with decode_limits(DecodeLimits(*limits) if limits else None):
+        _timeline_job(checkpoint, device, precision, video, folder, window, name)
+
+
+def _timeline_job(checkpoint: str, device: str, precision: str, video: str, folder: str,
+                  window: dict, name: str) -> None:
     from ..inference.engine import load_engine
     from ..errors import LrcnError
     from ..inference.timeline import annotate_timeline, timeline_for_video, write_timeline
@@ -65,6 +83,8 @@ def run_timeline_job(checkpoint: str, device: str, precision: str, video: str, f
         duration = _expected_duration(Path(video)) or 1.0
         timeline = timeline_for_video(engine, video, WindowConfig(**window),
                                       progress=lambda t: report(0.6 * t / duration, "scoring"))
+        timeline.facts["video"] = name
+        report(0.6, "writing the timeline")
         write_timeline(timeline, out)
         annotate_timeline(video, timeline, out / "video.mp4",
                           progress=lambda t: report(0.6 + 0.4 * t / duration, "annotating"))
@@ -82,6 +102,7 @@ class Job:
     id: str
     folder: Path
     video: Path
+    name: str = "upload"             # the client's file name (never the server's path)
     created: float = field(default_factory=time.time)
     state: str = "queued"            # queued, running, done, failed, cancelled
     error: str | None = None
@@ -96,24 +117,30 @@ class Job:
         except (OSError, ValueError, KeyError):
             return 0.0
 
-    def last_progress_at(self) -> float:
+    def last_progress_at(self) -> tuple[float, str]:
+        """When the job last reported, and the phase it said it was in."""
         try:
-            return (self.folder / "progress.json").stat().st_mtime
-        except OSError:
-            return self.created
+            report = self.folder / "progress.json"
+            return report.stat().st_mtime, json.loads(report.read_text()).get("phase", "")
+        except (OSError, ValueError):
+            return self.created, ""
 
 
 class JobRunner:
     """Runs at most `jobs` timeline processes at once; more wait in order. A job whose process
-    reports no progress for `stall_seconds` (the decoder timeout) is killed and failed. Jobs
-    finished more than `keep_seconds` ago are removed with their files."""
+    reports no progress for `stall_seconds` (--job-stall-timeout) while decoding, or for
+    SETUP_SECONDS otherwise, is killed and failed. Jobs finished more than `keep_seconds` ago
+    are removed with their files, and so are all but the newest `keep_jobs` finished jobs (so
+    that the disk they hold is bounded too). `limits`: the decode limits (max pixels, max streams)."""
 
     def __init__(self, checkpoint: str, device: str, precision: str, window: dict, root: Path,
-                 jobs: int, stall_seconds: float, keep_seconds: float):
+                 jobs: int, stall_seconds: float, keep_seconds: float,
+                 limits: tuple[int, int] | None = None, keep_jobs: int = 64):
         self.checkpoint, self.device, self.precision = checkpoint, device, precision
-        self.window = window
+        self.window, self.limits = window, limits
         self.root, self.slots = root, max(1, jobs)
         self.stall_seconds, self.keep_seconds = stall_seconds, keep_seconds
+        self.keep_jobs = keep_jobs
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
@@ -127,8 +154,8 @@ class JobRunner:
         folder.mkdir(parents=True)
         return job_id, folder
 
-    def add(self, job_id: str, folder: Path, video: Path) -> Job:
-        job = Job(job_id, folder, video)
+    def add(self, job_id: str, folder: Path, video: Path, name: str | None = None) -> Job:
+        job = Job(job_id, folder, video, name or "upload")
         with self._lock:
             self.jobs[job_id] = job
         return job
@@ -142,6 +169,11 @@ class JobRunner:
     def waiting(self) -> int:
         with self._lock:
             return sum(j.state == "queued" for j in self.jobs.values())
+
+    def unfinished(self) -> int:
+        """Jobs waiting or running."""
+        with self._lock:
+            return sum(j.state in ("queued", "running") for j in self.jobs.values())
 
     def remove(self, job_id: str) -> bool:
         """Cancel a job that is waiting or running, or remove a finished one."""
@@ -171,11 +203,15 @@ class JobRunner:
                 if not job.process.is_alive():
                     job.process.join()
                     self._finish(job)
-                elif now - job.last_progress_at() > self.stall_seconds:
+                    continue
+                at, phase = job.last_progress_at()
+                limit = self.stall_seconds if phase in DECODING else \
+                    max(SETUP_SECONDS, self.stall_seconds)
+                if now - at > limit:
                     self._kill(job)
-                    job.state, job.error = "failed", \
-                        f"timed out after {self.stall_seconds:g} s without progress (decoder " \
-                        "stalled)"
+                    cause = " (decoder stalled; --job-stall-timeout)" if phase in DECODING else ""
+                    job.state, job.error = "failed", f"timed out after {limit:g} s without " \
+                        f"progress while {phase or 'starting'}{cause}"
                     job.finished = now
         running = sum(j.state == "running" for j in jobs)
         for job in sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created):
@@ -184,14 +220,16 @@ class JobRunner:
             job.process = self._ctx.Process(
                 target=run_timeline_job, daemon=True,
                 args=(self.checkpoint, self.device, self.precision, str(job.video),
-                      str(job.folder), self.window))
+                      str(job.folder), self.window, self.limits, job.name))
             job.process.start()
             job.state, running = "running", running + 1
             # the wait for the model to load counts as progress, not as a stall
             atomic_write_text(job.folder / "progress.json",
                               json.dumps({"progress": 0.0, "phase": "starting"}))
-        for job in jobs:
-            if job.finished is not None and now - job.finished > self.keep_seconds:
+        finished = sorted((j for j in jobs if j.finished is not None),
+                          key=lambda j: j.finished, reverse=True)
+        for rank, job in enumerate(finished):     # too old, or past the newest keep_jobs
+            if now - job.finished > self.keep_seconds or rank >= self.keep_jobs:
                 self.remove(job.id)
 
     def _finish(self, job: Job) -> None:
