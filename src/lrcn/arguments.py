@@ -17,7 +17,8 @@ _RUN_SETTINGS = ("data", "--config", "--classes", "--epochs", "--batch-size", "-
                  "--patience", "--seed", "--threads", "--test-fraction", "--val-fraction",
                  "--split-seed", "--frames", "--size", "--model", "--augment", "--no-augment",
                  "--flip", "--balance", "--batchnorm", "--lstm-units", "--l2", "--device",
-                 "--precision", "--split", "--lists", "--out", "--cache")
+                 "--precision", "--split", "--lists", "--out", "--cache",
+                 "--drop-small-classes")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
 # Flags in these rules default to None or False, so that "given" can be told from "not given".
 # (--augment/--no-augment are argparse's mutually exclusive group.)
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the UCF101 split lists (default: DATA or "
                         "DATA/ucfTrainTestlist)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-DATE-TIME)")
+    p.add_argument("--drop-small-classes", action="store_true",
+                   help="train without the classes that have too few readable groups to "
+                        "appear in train, validation and test (default: refuse them)")
     train_options(p)
     p.add_argument("--no-evaluate", action="store_true",
                    help="do not evaluate on the test split after training")

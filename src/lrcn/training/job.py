@@ -18,7 +18,7 @@ from ..config import (FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_d
                       model_config_for, to_dict)
 from ..data.dataset import Sample, read_split
 from ..errors import ErrorKind, LrcnError
-from ..models.registry import settings_for
+from ..models.registry import DEFAULT_MODEL, settings_for
 
 # The model settings that follow from the data (classes) and the frames (input shape).
 DERIVED_MODEL_SETTINGS = ("num_classes", "num_frames", "height", "width")
@@ -79,7 +79,23 @@ class TrainingJob:
                 "model": to_dict(self.model_config(len(class_names))),
                 "split": to_dict(self.split), "train": to_dict(self.train),
                 "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+                "ucf_split": self.ucf_split,
+                "lists": str(self.lists.resolve()) if self.lists else None,
                 "processes": processes}
+
+
+def seed_model_hint(job: TrainingJob) -> str | None:
+    """The line `lrcn train` prints when it trains the default model, the seed tutorial's
+    LRCN, on data that is not the built-in synthetic set; None otherwise. Measured here: on
+    real footage (9 UCF101 classes, group split) the seed model is right on 22% of clips,
+    effnet-lstm on 82% (README, `lrcn compare`); on the synthetic set, whose classes differ
+    only in motion, the seed model wins (92% against 54%)."""
+    from ..data.synth import is_synthetic
+    if job.model_config(2).name != DEFAULT_MODEL or is_synthetic(job.data):
+        return None
+    return ("hint: this trains the seed tutorial's model (lrcn, the default), made for classes "
+            "told apart by motion; for real footage --model effnet-lstm is far better (82% "
+            "against 22% on real UCF101 classes, README)")
 
 
 def default_out(kind: str) -> Path:
@@ -112,7 +128,9 @@ def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
 def job_from_run(run_dir: str | Path, workers: int | None = None,
                  progress: bool = True, decode_timeout: float | None = None) -> TrainingJob:
     """The job a run folder's config.json recorded, with its split as it was made (by group,
-    from official lists or a fold), set to resume: `lrcn train --resume RUN`."""
+    from official lists or a fold), set to resume: `lrcn train --resume RUN`. A run killed
+    before its split was written (while decoding) has none yet: the data is checked and
+    split again, as the run would have done."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
@@ -128,10 +146,12 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
             split=from_dict(SplitConfig, saved["split"]),
             train=from_dict(TrainConfig, saved["train"]),
             cache_dir=Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
-            fixed=(saved["classes"], read_split(run_dir / "split.json")), resume=True,
+            ucf_split=saved.get("ucf_split"), lists=saved.get("lists"),
+            fixed=(saved["classes"], read_split(run_dir / "split.json"))
+            if (run_dir / "split.json").is_file() else None, resume=True,
             workers=workers, progress=progress, decode_timeout=decode_timeout)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
 
 
-__all__ = ["TrainingJob", "default_out", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]
+__all__ = ["TrainingJob", "default_out", "seed_model_hint", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -25,7 +26,8 @@ import torch
 from ..data.cache import CachedClip, prepare
 from ..models.checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
 from ..config import FrameConfig, TrainConfig, candidate_frames
-from ..data.dataset import Sample, load_parts, write_split
+from ..data.check import report_skipped, screen
+from ..data.dataset import Sample, find_data, split_data, write_split
 from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
@@ -59,14 +61,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
-    """Unreadable videos are listed by name and cause, never dropped silently."""
-    if failures:
-        print(f"skipped {len(failures)} unreadable video(s):", file=out)
-        for path, cause in failures:
-            print(f"  {path}: {cause}", file=out)
-
-
 @dataclass
 class TrainingData:
     """A data set made ready for training: its classes, its split (samples by part), the
@@ -97,26 +91,36 @@ def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, job: Training
     return prepare(samples, frames, progress=job.progress and not world.distributed, **options)
 
 
-def prepare_data(job: TrainingJob, log=print, on_split=None,
+def prepare_data(job: TrainingJob, log=print, on_classes=None,
                  world: World = World()) -> TrainingData:
-    """Find the job's clips, split them (or take `job.fixed`: cross-validation's folds, a
-    resumed run's split), write split.json into the run folder, call `on_split(class names)`,
-    and decode every clip into the frame cache (the test clips too, so evaluation finds them
-    there). Unreadable files are reported and skipped.
+    """Find the job's clips, decode all into the frame cache (the test clips too, for the
+    evaluation), check them before the split (data.check.screen), split the readable ones and
+    write split.json. `on_classes(class names)` is called before decoding (a run killed then
+    resumes: the check and the split are made again, from the cache) and again when classes
+    were dropped. `job.fixed` (cross-validation's folds, a resumed run's split) is used as
+    given: its unreadable files are reported and skipped.
 
-    With several processes, rank 0 alone finds and splits the data and every rank receives
-    the same split; each rank decodes its share of the clips (`rank::size`) into the shared
-    cache, and after a barrier reads every entry (an entry is complete once its JSON is there,
-    so ranks need no other coordination). Only rank 0 writes into the run folder."""
+    With several processes, rank 0 finds the data and every rank receives it; each decodes
+    its share (`rank::size`) into the shared cache, then, after a barrier, reads every entry
+    (complete once its JSON is there: no other coordination) and makes the same check and
+    split. Only rank 0 writes into the run folder and speaks."""
     data_root, run_dir = job.data, job.out
-    missing: list[tuple[str, str]] = []
     if job.fixed is not None:
-        (class_names, parts), how = job.fixed, "given folds"
+        class_names, parts = job.fixed
+        if world.main:
+            _write_split(run_dir, data_root, class_names, parts, "given folds", log)
+            if on_classes is not None:
+                on_classes(class_names)
+        clips, failures = _decode(parts["train"] + parts["val"] + parts["test"], job, log,
+                                  world)
+        skipped = [(str(sample.path), cause) for sample, cause in failures]
+        if world.main:
+            report_skipped(skipped)
     else:
         found: tuple | LrcnError | None = None
         if world.main:
             try:
-                found = load_parts(data_root, job.classes, job.split, job.ucf_split, job.lists)
+                found = find_data(data_root, job.classes, job.ucf_split, job.lists)
             except LrcnError as exc:
                 # raised on every rank, not only on rank 0, with its path and kind (an
                 # LrcnError pickles with both)
@@ -124,35 +128,52 @@ def prepare_data(job: TrainingJob, log=print, on_split=None,
         found = broadcast(found, world)
         if isinstance(found, LrcnError):
             raise found
-        class_names, parts, missing, how = found
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_split(run_dir / "split.json",
-                    data_root if data_root.is_dir() else data_root.parent, parts)
-        total = sum(len(v) for v in parts.values())
-        log(f"data: {total} clips in {len(class_names)} classes "
-            f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
-            f"val {len(parts['val'])}, test {len(parts['test'])} clips")
-        if on_split is not None:
-            on_split(class_names)
-
-    everything = parts["train"] + parts["val"] + parts["test"]
-    started = time.perf_counter()
-    clips, failures = prepare_shared(everything, job.frames, job, world)
-    seconds = time.perf_counter() - started
-    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
-        f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
-        f"{f', {world.size} processes' if world.distributed else ''})")
-    skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
-    if world.main:
-        report_skipped(skipped)
+        class_names, samples, missing, test_listed = found
+        if world.main and on_classes is not None:
+            on_classes(class_names)
+        clips, failures = _decode(samples, job, log, world)
+        checked = screen(class_names, clips, failures, missing, job.split, data_root,
+                         test_listed)
+        if world.main:
+            checked.report(log, job.train.balance)
+        if checked.refusal is not None:
+            raise checked.refusal
+        if world.main and checked.class_names != class_names and on_classes is not None:
+            on_classes(checked.class_names)
+        class_names, clips, skipped = checked.class_names, checked.clips, checked.skipped
+        parts, how = split_data([c.sample for c in clips], job.split, test_listed,
+                                job.ucf_split)
+        if world.main:
+            _write_split(run_dir, data_root, class_names, parts, how, log)
     part_of = {sample.path: part for part, members in parts.items() for sample in members}
-    by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
+    by_part = {part: [c for c in clips if part_of.get(c.sample.path) == part]
+               for part in parts}
     untrained = [n for n in class_names if not any(c.sample.class_name == n
                                                    for c in by_part["train"])]
     if untrained:
         raise LrcnError(f"no readable training clips for class {untrained[0]!r}", data_root)
     return TrainingData(data_root, class_names, parts, by_part, skipped)
+
+
+def _decode(samples: Sequence[Sample], job: TrainingJob, log, world: World):
+    """prepare_shared, timed and logged."""
+    started = time.perf_counter()
+    clips, failures = prepare_shared(samples, job.frames, job, world)
+    seconds = time.perf_counter() - started
+    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
+        f"({len(samples) / max(seconds, 1e-9):.1f} clips/s"
+        f"{f', {world.size} processes' if world.distributed else ''})")
+    return clips, failures
+
+
+def _write_split(run_dir: Path, data_root: Path, class_names: Sequence[str],
+                 parts: dict[str, list[Sample]], how: str, log) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_split(run_dir / "split.json", data_root if data_root.is_dir() else data_root.parent,
+                parts)
+    log(f"data: {sum(len(v) for v in parts.values())} clips in {len(class_names)} classes "
+        f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
+        f"val {len(parts['val'])}, test {len(parts['test'])} clips")
 
 
 def training_inputs(data: TrainingData, model, job: TrainingJob, device: torch.device, log,
@@ -304,11 +325,16 @@ def train(job: TrainingJob, log=print) -> TrainResult:
 
     def write_settings(class_names: list[str]) -> None:
         """config.json, before any decoding: a run killed in its cache fill can resume."""
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json",
                           json.dumps(job.saved_settings(class_names, world.size), indent=2))
 
+    # A run that fails (bad data, a setting refused late, a crash) before its first whole
+    # epoch leaves no folder that looks like a run: the folder it made is removed. A kill
+    # leaves it, resumable; after an epoch it holds a state to resume from, and is kept.
+    made_here = world.main and not job.resume and not run_dir.exists()
     try:
-        data = prepare_data(job, log, on_split=write_settings, world=world)
+        data = prepare_data(job, log, on_classes=write_settings, world=world)
         model_config = job.model_config(len(data.class_names))
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -324,6 +350,10 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{f', {world.size} processes' if world.distributed else ''}")
         return _train_model(model, data, config, run_dir, frames, job.progress, log, job.resume,
                             world)
+    except Exception:
+        if made_here and not (run_dir / STATE_NAME).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         teardown()
 
