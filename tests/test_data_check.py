@@ -140,7 +140,7 @@ def test_train_checks_the_data_before_the_split(awkward, tmp_path, capsys):
            "frames" in refused.err
     assert not run.exists()        # a failed run leaves no folder that looks like a run
     # the real-footage hint: the seed model was left to its default on data not synthetic
-    assert "--model effnet-lstm" in refused.err
+    assert "hint: " in refused.out and "--model effnet-lstm" in refused.out
 
     assert main(["train", str(awkward), "--out", str(run), "--drop-small-classes",
                  *common]) == 0

@@ -98,12 +98,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _model_hint(args: argparse.Namespace, job) -> None:
     """One line when the model was left to its default (no --model, no config file) and the
-    data is not the synthetic set: the default is the seed's model, weak on real footage."""
+    data is not the synthetic set: the default is the seed's model, weak on real footage.
+    On stdout, with the run's other notes (stderr is for errors and warnings)."""
     from .training.job import seed_model_hint
     hint = None if args.resume or args.model or args.config or os.environ.get("RANK", "0") != "0" \
         else seed_model_hint(job)
     if hint:
-        print(f"lrcn: {hint}", file=sys.stderr)
+        print(hint)
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
