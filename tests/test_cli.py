@@ -146,7 +146,7 @@ def test_training_skips_and_lists_broken_files(tiny_dataset, tmp_path):
     result = lrcn("train", data, "--out", tmp_path / "run", "--epochs", "1", "--quiet",
                   "--no-evaluate")
     assert result.returncode == 0, result.stderr
-    assert "skipped 2 unreadable video(s):" in result.stderr
+    assert "skipped 2 unreadable videos:" in result.stderr
     assert f"{data / 'Grow' / 'v_Grow_g01_c09.avi'}: empty file (0 bytes)" in result.stderr
     assert f"{data / 'Bounce' / 'v_Bounce_g02_c09.avi'}: not a readable video" in result.stderr
     assert "Traceback" not in result.stderr
@@ -185,7 +185,11 @@ def test_argument_validation():
 REFUSED = [
     (["train", "D", "--augment", "--no-augment"], ["--augment", "--no-augment"]),
     (["cv", "D", "--no-augment", "--augment"], ["--augment", "--no-augment"]),
-    (["train", "--resume", "R", "--epochs", "3"], ["--resume", "--epochs"]),
+    (["train", "--resume", "R", "--patience", "3"], ["--resume", "--patience"]),
+    (["train", "--resume", "R", "--overwrite"], ["--resume", "--overwrite"]),
+    (["train", "--resume", "R", "--init-from", "R"], ["--resume", "--init-from"]),
+    (["train", "D", "--init-from", "R", "--model", "convlstm"], ["--init-from", "--model"]),
+    (["train", "D", "--init-from", "R", "--size", "32"], ["--init-from", "--size"]),
     (["train", "--resume", "R", "--model", "convlstm"], ["--resume", "--model"]),
     (["train", "--resume", "R", "--augment"], ["--resume", "--augment"]),
     (["train", "--resume", "R", "--cache", "C"], ["--resume", "--cache"]),

@@ -48,3 +48,26 @@ def test_video_writer_failure_keeps_the_old_video(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
     with open_video(target) as container:
         assert sum(1 for _ in container.decode(video=0)) == 5
+
+
+def test_files_get_the_usual_permissions_whatever_the_writer_made(tmp_path):
+    """safetensors creates its file 0600; a model written through atomic_path is readable as
+    any new file is (0666 less the umask), and a file that exists keeps its mode."""
+    import os
+    import torch
+    from safetensors.torch import save_file
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "model.safetensors"
+        with atomic_path(target) as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+        os.chmod(target, 0o640)
+        with atomic_path(target) as tmp:
+            save_file({"w": torch.ones(2)}, str(tmp))
+        assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.txt", "x")
+        assert oct((tmp_path / "private.txt").stat().st_mode & 0o777) == oct(0o600)
+    finally:
+        os.umask(old)

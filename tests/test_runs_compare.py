@@ -99,7 +99,7 @@ def test_format_summary_lists_every_fold():
                "folds": [{"fold": "g01", "accuracy": 0.5, "test_clips": 4},
                          {"fold": "g02", "accuracy": 0.75, "test_clips": 8}]}
     assert format_summary(summary).splitlines() == [
-        "leave-one-group-out over 2 fold(s), 2 classes",
+        "leave-one-group-out over 2 folds, 2 classes",
         "  g01: accuracy 0.500 (4 clips)",
         "  g02: accuracy 0.750 (8 clips)",
         "mean accuracy 0.625 +- 0.125 (min 0.500, max 0.750)"]

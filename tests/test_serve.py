@@ -21,6 +21,7 @@ from conftest import free_port, indexed_frame, write_video
 from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.models.lrcn import LRCN
+from lrcn.media.plots import PALETTE, UNKNOWN_COLOUR
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -151,6 +152,16 @@ def test_a_timeline_job_runs_to_its_result(server, checkpoint, long_video):
                                [w["smoothed"] for w in expected["windows"]], atol=1e-6)
     png = httpx.get(server.url + result["links"]["png"], headers=AUTH)
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # the page's downloads: the timeline as `lrcn predict --timeline --out` writes it
+    data = httpx.get(server.url + result["links"]["json"], headers=AUTH)
+    assert data.headers["content-type"] == "application/json"
+    assert data.json() == {k: v for k, v in result.items() if k != "links"}
+    for key, rows, header in (("segments_csv", len(result["segments"]), "start,end,label,"),
+                              ("windows_csv", 13, "start,end,label,wave,jump,spin")):
+        table = httpx.get(server.url + result["links"][key], headers=AUTH)
+        assert table.headers["content-type"].startswith("text/csv")
+        lines = table.text.splitlines()
+        assert lines[0].startswith(header) and len(lines) == 1 + rows
     video_url = server.url + result["links"]["video"]
     part = httpx.get(video_url, headers={**AUTH, "Range": "bytes=100-199"})
     assert part.status_code == 206 and len(part.content) == 100
@@ -280,6 +291,31 @@ def test_the_token_is_enforced(server, clip):
     assert model["frame_spacing_s"] == pytest.approx(0.1)
     assert model["model"] == "lrcn" and model["trainable_parameters"] > 0
     assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/predict"]
+    # each class's colour, the timeline PNG's (the page draws with these)
+    assert model["colours"] == {"unknown": UNKNOWN_COLOUR, "wave": PALETTE[0],
+                                "jump": PALETTE[1], "spin": PALETTE[2]}
+
+
+def test_every_error_has_one_shape_and_the_icon_is_served(server):
+    job = "A" * 22
+    cases = [("GET", "/no/such/page", 404, "not found: /no/such/page"),
+             ("POST", "/healthz", 405, "POST is not allowed on /healthz (allowed: GET)"),
+             ("GET", f"/v1/jobs/{job}", 404, f"no job '{job}'"),
+             ("GET", f"/v1/jobs/{job}/secrets.txt", 422, "bad request: name: Input should be")]
+    for method, path, status, message in cases:
+        response = httpx.request(method, server.url + path, headers=AUTH)
+        assert response.status_code == status, (path, response.text)
+        body = response.json()
+        assert list(body) == ["error"] and body["error"].startswith(message), body
+    assert httpx.post(f"{server.url}/healthz").headers["allow"] == "GET"
+    icon = httpx.get(f"{server.url}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"        # an ICO file
+    # the docs load their scripts from this server (tests/test_page.py renders them offline)
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = httpx.get(server.url + page).text
+        assert f'src="/static-offline-docs/{script}"' in html and "cdn." not in html
+        assert httpx.get(f"{server.url}/static-offline-docs/{script}").status_code == 200
 
 
 def webcam_expected(checkpoint, jpegs: list[bytes], smooth: int = 3) -> list[dict]:

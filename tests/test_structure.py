@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lrcn"
 # foundation modules sit at the bottom, its front door (the API, the CLI) at the top.
 PACKAGES = ["foundation", "media", "models", "data", "inference", "training", "server", "front"]
 LAYERS = {
-    "foundation": [{"errors", "files"}, {"config", "devices", "distributed"}],
-    "media": [{"media.__init__", "media.sampling"}, {"media.video", "media.writer", "media.plots"},
+    "foundation": [{"errors", "files", "console"}, {"config", "devices", "distributed"}],
+    "media": [{"media.__init__", "media.sampling", "media.pipe"}, {"media.video", "media.writer", "media.plots"},
               {"media.fastdecode", "media.annotate"}, {"media.clip"}],
     "models": [{"models.__init__", "models.base"}, {"models.lrcn"},
                {"models.convlstm", "models.effnet"}, {"models.registry"},
@@ -24,9 +24,11 @@ LAYERS = {
                   {"inference.engine", "inference.windows"}, {"inference.predict"},
                   {"inference.timeline", "inference.stream"}],
     "training": [{"training.__init__", "training.history", "training.steps",
-                  "training.resume", "training.job"}, {"training.train", "training.evaluate"},
+                  "training.resume", "training.job"}, {"training.prepare"},
+                 {"training.train", "training.evaluate"},
                  {"training.runs"}, {"training.crossval", "training.compare", "training.demo"}],
-    "server": [{"server.__init__", "server.jobs"}, {"server.app"}],
+    "server": [{"server.__init__", "server.jobs", "server.pages", "server.workspace"},
+               {"server.trainjobs"}, {"server.studio"}, {"server.app"}],
     "front": [{"argtypes"}, {"api.classify"}, {"api.runs"}, {"api.__init__"},
               {"arguments", "cli", "__main__", "__init__"}],
 }
@@ -123,7 +125,7 @@ def test_long_modules_say_why():
     a new long module, fails; so does an entry no longer needed (its module gone or back under
     400 lines), so the list cannot go stale."""
     long_modules = {
-        "server.app": ("the routes, their limits and the upload parsing belong together", 500),
+        "server.app": ("the routes, their limits and the upload parsing belong together", 560),
         "models.keras_import": ("two architectures checked layer by layer, two file formats",
                                 450),
     }

@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from fractions import Fraction
 
 import av
@@ -173,7 +174,7 @@ def test_cli_timeline(checkpoint, long_video, tmp_path):
     assert len(data["windows"]) == 21   # 12 s: windows of 2 s starting 0, 0.5, ..., 10 s
     assert (tmp_path / "t" / "timeline.png").exists()
     bad = lrcn("predict", checkpoint, tmp_path / "missing.mp4", "--timeline")
-    assert bad.returncode == 1 and "missing.mp4: no such file" in bad.stderr
+    assert bad.returncode == 2 and "missing.mp4: no such file" in bad.stderr   # bad input
     assert "Traceback" not in bad.stderr
 
 
@@ -192,6 +193,32 @@ def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert "end of stream: 300 frames" in piped.stdout
     assert [line for line in piped.stdout.splitlines() if line.startswith("[")] == changes
+
+
+def test_a_pipe_is_read_as_fast_as_it_comes_and_an_unstreamable_mp4_is_told_the_fix(
+        checkpoint, long_video, tmp_path, monkeypatch):
+    """A pipe is not a camera: the 12 s video, piped as MPEG-TS, is not paced to 12 s. An MP4
+    with its moov at the end (the way most writers leave it, long_video too) cannot be read
+    from a pipe: refused in one line that names the fixes."""
+    import io
+    import types
+    ts = remux(long_video, tmp_path / "cam.ts", "mpegts")
+    engine = make_engine(load_checkpoint(checkpoint))
+    with ts.open("rb") as pipe:
+        monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=pipe))
+        started = time.perf_counter()
+        result = run_stream(engine, "-", WindowConfig(), out=io.StringIO())
+        seconds = time.perf_counter() - started
+    assert result.frames == 300 and result.skipped == 0
+    assert seconds < 11.9, seconds          # paced, the last frame (11.96 s) comes after 11.96 s
+    with long_video.open("rb") as stdin:
+        piped = lrcn("stream", checkpoint, "-", stdin=stdin)
+    assert piped.returncode == 2 and "Traceback" not in piped.stderr
+    [line] = piped.stderr.strip().splitlines()
+    assert line.startswith("lrcn: error: -: an MP4 with its index (moov) at the end")
+    for fix in ("-movflags +faststart", "frag_keyframe+empty_moov", "-f mpegts",
+                "pass the file's path"):
+        assert fix in line
 
 
 def test_stream_skips_frames_when_behind_and_says_so(checkpoint, tmp_path):

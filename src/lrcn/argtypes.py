@@ -4,16 +4,21 @@ of range (a negative L2 factor, a port above 65535) is refused before any work s
 from __future__ import annotations
 
 import argparse
+import math
 
 from .errors import LrcnError
 
 
 def _number(kind: type, text: str):
+    """`text` as an int or a finite float: no option of lrcn means anything at nan or inf."""
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def int_in(minimum: int, maximum: int | None = None):
@@ -51,7 +56,7 @@ def fraction(text: str) -> float:
 
 def positive_float(text: str) -> float:
     value = _number(float, text)
-    if not value > 0:           # also refuses nan
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 

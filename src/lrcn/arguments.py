@@ -13,18 +13,23 @@ from .argtypes import (device, fraction, name_list, non_negative_float, non_nega
                        port, positive_float, positive_int, size, split_number)
 
 # The settings a run folder holds: `lrcn train --resume RUN` takes them from there.
-_RUN_SETTINGS = ("data", "--config", "--classes", "--epochs", "--batch-size", "--lr",
+_RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr",
                  "--patience", "--seed", "--threads", "--test-fraction", "--val-fraction",
                  "--split-seed", "--frames", "--size", "--model", "--augment", "--no-augment",
                  "--flip", "--balance", "--batchnorm", "--lstm-units", "--l2", "--device",
-                 "--precision", "--split", "--lists", "--out", "--cache",
-                 "--drop-small-classes")
+                 "--precision", "--split", "--lists", "--out", "--cache", "--init-from",
+                 "--overwrite", "--drop-small-classes")
+# What --init-from takes from its checkpoint: the model and its input.
+_MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
 # Flags in these rules default to None or False, so that "given" can be told from "not given".
 # (--augment/--no-augment are argparse's mutually exclusive group.)
 CONFLICTS = {
     "train": [("--resume", _RUN_SETTINGS, "--resume RUN takes its data and settings from the "
-                                          "run folder: give no {other}"),
+                                          "run folder (--epochs N: to N epochs in all): give "
+                                          "no {other}"),
+              ("--init-from", _MODEL_SETTINGS, "{flag} takes the model and frame settings from "
+                                               "its checkpoint: give no {other}"),
               ("--split", ("--test-fraction",), "{flag} N tests on the official test list: "
                                                 "{other} does not apply")],
     "evaluate": [("--data", ("--split",), "{other} names a part of the run's split; with "
@@ -161,8 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data set: a folder <root>/<Class>/*.avi, or a CSV/text list of "
                         "path,label lines")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN",
-                   help="continue an interrupted run from its folder's last saved epoch, "
-                        "with its data and settings")
+                   help="continue a run from its folder's last saved epoch, with its data and "
+                        "settings; with --epochs N, train it on to N epochs in all (also a "
+                        "finished run)")
+    p.add_argument("--init-from", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="fine-tune a trained model on DATA: its model and frame settings, all "
+                        "its weights for the classes it knows, a new classifier row for each "
+                        "new class")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out if there is one (otherwise refused)")
     p.add_argument("--nproc", type=positive_int, default=None, metavar="P",
                    help="train data-parallel in P processes on this machine (torchrun); for "
                         "several machines run torchrun yourself (README)")
@@ -270,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "or - for a pipe on stdin")
     p.add_argument("--annotate", default=None, help="write the annotated stream (H.264 MP4)")
     p.add_argument("--realtime", action="store_true",
-                   help="pace a file like a camera (live sources always are)")
+                   help="pace a file or a pipe like a camera, skipping frames when behind "
+                        "(cameras and URLs always are; files and pipes are otherwise read as "
+                        "fast as they decode)")
     p.add_argument("--max-lag", type=non_negative_float, default=1.0,
                    help="seconds behind real time before frames are skipped (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None)
@@ -300,6 +314,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a web page and a REST API over a trained model")
     p.add_argument("checkpoint", help="run folder, checkpoint or exported .onnx file")
+    serve_options(p, device_options, window_options)
+
+    p = sub.add_parser("studio", help="the studio: make a data set from videos and a webcam, "
+                                      "train, evaluate and serve, in the browser")
+    p.add_argument("workspace", help="the workspace folder (made if missing): data/, runs/")
+    p.add_argument("--from", dest="from_data", default=None, metavar="DATA",
+                   help="start from an existing data folder (<DATA>/<Class>/<videos>): its "
+                        "files are linked (or copied) into WORKSPACE/data")
+    serve_options(p, device_options, window_options)
+
+    p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
+    p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="a whole repeat of the demo: another data set, split and training "
+                        "seed (default 0)")
+    common(p, cache=False)
+    for p in [parser, *sub.choices.values()]:
+        _one_line_errors(p)
+    return parser
+
+
+def serve_options(p: argparse.ArgumentParser, device_options, window_options) -> None:
+    """`lrcn serve`'s and `lrcn studio`'s server options (with build_parser's device and
+    window options)."""
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=8000)
@@ -319,16 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "predict --views (default 1)")
     device_options(p)
     window_options(p)
-
-    p = sub.add_parser("demo", help="synthesise data, train, evaluate and predict, end to end")
-    p.add_argument("--out", default="lrcn-demo", help="demo folder (default ./lrcn-demo)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="a whole repeat of the demo: another data set, split and training "
-                        "seed (default 0)")
-    common(p, cache=False)
-    for p in [parser, *sub.choices.values()]:
-        _one_line_errors(p)
-    return parser
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .arguments import build_parser, refused
-from .errors import ErrorKind, LrcnError
+from .errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, ErrorKind, LrcnError,
+                     batch_exit_code)
 
 # --- subcommands -------------------------------------------------------------------------------
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from .console import plural
     from .data.synth import SynthConfig, make_dataset
     width, height = args.size
     try:
@@ -32,7 +34,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = make_dataset(args.out, config, workers=args.workers, progress=not args.quiet)
     count = len(config.classes) * config.groups * config.clips_per_group
-    print(f"wrote {count} clips in {len(config.classes)} classes to {root} "
+    print(f"wrote {plural(count, 'clip')} in "
+          f"{plural(len(config.classes), 'class', 'classes')} to {root} "
           f"({time.perf_counter() - start:.0f} s); list: {root / 'manifest.csv'}")
     return 0
 
@@ -57,7 +60,7 @@ def _training_job(args: argparse.Namespace, out: Path):
                        "l2": args.l2},
         classes=args.classes, cache_dir=args.cache, ucf_split=getattr(args, "split", None),
         lists=getattr(args, "lists", None), workers=args.workers, progress=not args.quiet,
-        decode_timeout=args.decode_timeout)
+        decode_timeout=args.decode_timeout, init_from=getattr(args, "init_from", None))
 
 
 def _out(args: argparse.Namespace, kind: str) -> Path:
@@ -65,10 +68,22 @@ def _out(args: argparse.Namespace, kind: str) -> Path:
     return Path(args.out) if args.out else default_out(kind)
 
 
+def _run_job(args: argparse.Namespace):
+    """`lrcn train`'s job: a run folder's to resume (--epochs: to that many in all), or a new
+    one, in a folder that holds no run unless --overwrite."""
+    from .training.job import claim_run_folder, job_from_run
+    if args.resume:
+        return job_from_run(args.resume, args.workers, not args.quiet, args.decode_timeout,
+                            epochs=args.epochs)
+    job = _training_job(args, _out(args, "run"))      # settings first: refused before removing
+    claim_run_folder(job.out, args.overwrite)
+    return job
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.evaluate import format_report
-    from .training.job import job_from_run
     from .training.runs import train_and_evaluate
+    from .training.train import format_training
     if args.nproc and args.nproc > 1:
         import subprocess
         from .distributed import torchrun_command
@@ -78,16 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.data and not args.resume:
         raise LrcnError("lrcn train needs DATA (or --resume RUN)", kind=ErrorKind.SETTING)
     start = time.perf_counter()
-    job = job_from_run(args.resume, args.workers, not args.quiet, args.decode_timeout) \
-        if args.resume else \
-        _training_job(args, _out(args, "run"))
+    job = _run_job(args)
     _model_hint(args, job)
     result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
     training = result.training
     if training.rank != 0:
         return 0                       # rank 0 speaks for the run
-    print(f"trained {training.epochs_run} epochs in {time.perf_counter() - start:.0f} s; "
-          f"best epoch {training.best_epoch}; checkpoint: {training.checkpoint}")
+    print(format_training(training, time.perf_counter() - start))
     if result.report is not None:
         print(format_report(result.report))
         written = [job.out / "report.json", job.out / "confusion_matrix.png",
@@ -97,12 +109,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _model_hint(args: argparse.Namespace, job) -> None:
-    """One line when the model was left to its default (no --model, no config file) and the
-    data is not the synthetic set: the default is the seed's model, weak on real footage.
-    On stdout, with the run's other notes (stderr is for errors and warnings)."""
+    """One line when the model was left to its default (no --model, --config or --init-from)
+    and the data is not the synthetic set: the default is the seed's model, weak on real
+    footage. On stdout, with the run's other notes (stderr is for errors and warnings); under
+    torchrun from rank 0 only."""
+    from .distributed import launched_rank
     from .training.job import seed_model_hint
-    hint = None if args.resume or args.model or args.config or os.environ.get("RANK", "0") != "0" \
-        else seed_model_hint(job)
+    chosen = args.resume or args.model or args.config or args.init_from
+    hint = None if chosen or launched_rank() != 0 else seed_model_hint(job)
     if hint:
         print(hint)
 
@@ -192,7 +206,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             out = annotated_path(args.annotate, result.path, len(args.videos) > 1)
             annotate(result.path, result, out)
             print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
-    return 1 if any(r.error for r in results) else 0
+    return batch_exit_code(sum(1 for r in results if r.error), len(results))
 
 
 def _window_config(args: argparse.Namespace):
@@ -225,7 +239,7 @@ def _predict_timelines(classifier, args: argparse.Namespace) -> int:
         if args.annotate:
             print(f"annotated video: {files['video']}",
                   file=sys.stderr if args.json else sys.stdout)
-    return 1 if batch.failed else 0
+    return batch_exit_code(len(batch.failed), len(args.videos))
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -265,48 +279,46 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models.checkpoint import summary
+    from .models.checkpoint import format_summary, summary
     data = summary(args.checkpoint)
-    if args.json:
-        print(json.dumps(data, indent=1))
-        return 0
-    print(f"checkpoint: {data['checkpoint']}")
-    print(f"classes ({len(data['classes'])}): {', '.join(data['classes'])}")
-    print(f"model: {data['model_name']} {json.dumps(data['model'])}")
-    print(f"trainable parameters: {data['trainable_parameters']:,}")
-    print(f"input normalisation: {data['normalisation']}")
-    print(f"calibration temperature: {data['temperature']:.3f}"
-          + ("" if data["temperature"] != 1.0 else " (none fitted)"))
-    print(f"frames: {json.dumps(data['frames'])}")
-    print(f"training clips span: {data['clip_seconds']:g} s (windows of long videos and "
-          "streams cover this)" if data["clip_seconds"] else
-          "training clips span: not recorded (windows default to 6 s)")
-    metrics = data["info"].get("test_metrics")
-    if metrics:
-        print("test metrics: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                           for k, v in metrics.items()))
-    else:
-        print("test metrics: none recorded (run `lrcn evaluate`)")
-    rest = {k: v for k, v in data["info"].items() if k != "test_metrics"}
-    if rest:
-        print(f"training: {json.dumps(rest)}")
+    print(json.dumps(data, indent=1) if args.json else format_summary(data))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models.checkpoint import resolve_checkpoint_path
-    from .server.app import ServeConfig, run_server
+    from .server.app import run_server
     from .inference.engine import is_onnx_file
     target = args.checkpoint if is_onnx_file(args.checkpoint) else \
         str(resolve_checkpoint_path(args.checkpoint))
     if not Path(target).is_file():
         raise LrcnError("no such model file", target, ErrorKind.NOT_FOUND)
-    run_server(ServeConfig(checkpoint=target, host=args.host, port=args.port,
-                           max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
-                           token=args.token or os.environ.get("LRCN_TOKEN") or None,
-                           device=args.device, precision=args.precision, views=args.views,
-                           decode_timeout=args.decode_timeout,
-                           window=_window_config(args)))
+    run_server(_serve_config(args, target))
+    return 0
+
+
+def _serve_config(args: argparse.Namespace, checkpoint: str | None, studio: str | None = None):
+    from .server.app import ServeConfig
+    return ServeConfig(checkpoint=checkpoint, host=args.host, port=args.port,
+                       max_upload_mb=args.max_upload_mb, jobs=args.jobs, queue=args.queue,
+                       token=args.token or os.environ.get("LRCN_TOKEN") or None,
+                       device=args.device, precision=args.precision, views=args.views,
+                       decode_timeout=args.decode_timeout, window=_window_config(args),
+                       studio=studio)
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """The server with the studio over WORKSPACE, serving the run it served last."""
+    from .server.app import run_server
+    from .server.workspace import Workspace
+    workspace = Workspace(args.workspace)
+    if args.from_data:
+        count = workspace.import_data(args.from_data)
+        print(f"lrcn studio: {count} clips from {args.from_data} in {workspace.data}")
+    served = workspace.served_run()
+    checkpoint = served / "model.safetensors" if served else None
+    run_server(_serve_config(args, str(checkpoint) if checkpoint and checkpoint.is_file()
+                             else None, str(workspace.root)))
     return 0
 
 
@@ -318,7 +330,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "cv": cmd_cv, "compare": cmd_compare,
             "models": cmd_models, "check": cmd_check, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "stream": cmd_stream, "import-keras": cmd_import_keras,
-            "export": cmd_export, "info": cmd_info, "serve": cmd_serve, "demo": cmd_demo}
+            "export": cmd_export, "info": cmd_info, "serve": cmd_serve, "demo": cmd_demo,
+            "studio": cmd_studio}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,16 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = refused(args)
     if problem:
         print(f"lrcn {args.command}: error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
         return COMMANDS[args.command](args)
     except LrcnError as exc:
         print(f"lrcn: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("lrcn: interrupted (finished work is kept: cache entries and the best checkpoint)",
               file=sys.stderr)
         return 130
     except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
         print(f"lrcn: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except Exception:       # a bug: its traceback, and an exit code no input error gives
+        import traceback
+        traceback.print_exc()
+        print("lrcn: internal error (a bug in lrcn; the traceback above says where)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

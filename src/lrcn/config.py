@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,13 @@ from .errors import ErrorKind, LrcnError
 
 # The seed tutorial's four UCF50 classes: the default subset when a data set has all four.
 SEED_CLASSES = ("WalkingWithDog", "TaiChi", "Swing", "HorseRace")
+
+# The largest frames a model may take, so that a typo (--frames 100000 --size 4096) is refused
+# here instead of when decoding asks for terabytes: a side of at most 4096 pixels (a 4K frame)
+# and at most 1 GiB of uint8 RGB per clip (20 frames of 4096x4096 fit; the seed's clip is
+# 240 KB). Every clip array lrcn allocates is num_frames x height x width x 3 of a FrameConfig.
+MAX_FRAME_SIDE = 4096
+MAX_CLIP_BYTES = 1 << 30
 
 
 class Precision(str, enum.Enum):
@@ -41,10 +50,22 @@ class FrameConfig:
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.height < 1 or self.width < 1:
             raise ValueError("num_frames, height and width must be positive")
+        if max(self.height, self.width) > MAX_FRAME_SIDE:
+            raise ValueError(f"a frame of {self.width}x{self.height} is larger than "
+                             f"{MAX_FRAME_SIDE} pixels a side")
+        if self.clip_bytes > MAX_CLIP_BYTES:
+            raise ValueError(f"a clip of {self.num_frames}x{self.height}x{self.width} frames "
+                             f"would take {self.clip_bytes / 2**30:.1f} GiB, over the "
+                             f"{MAX_CLIP_BYTES / 2**30:g} GiB a clip may take")
         if self.channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', not {self.channel_order!r}")
         if self.interpolation not in ("area", "bilinear"):
             raise ValueError(f"interpolation must be 'area' or 'bilinear', not {self.interpolation!r}")
+
+    @property
+    def clip_bytes(self) -> int:
+        """The bytes of one decoded clip (uint8 RGB)."""
+        return self.num_frames * self.height * self.width * 3
 
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "hard_sigmoid6")   # ModelConfig's
@@ -132,8 +153,10 @@ class TrainConfig:
     balance: bool = False            # weight the loss by inverse class frequency
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 1:
-            raise ValueError("epochs, batch_size, patience and lr must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be positive")
+        if not 0 < self.lr < math.inf:          # NaN fails this too
+            raise ValueError(f"lr must be a positive finite number, not {self.lr}")
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), not {self.scale_jitter}")
         if self.precision not in tuple(Precision):
@@ -147,18 +170,58 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
-    """Rebuild a dataclass from JSON data, ignoring unknown keys (newer files) and converting
-    lists back to the tuples the dataclass declares."""
-    data = data or {}
+def _typed(hint: Any, value: Any) -> Any:
+    """`value` as the type `hint` declares (JSON's lists become tuples, whole numbers given for
+    a float become floats), or TypeError saying what was expected. Floats must be finite: no
+    setting of lrcn means anything at NaN or infinity."""
+    if hint is bool:
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "a whole number"
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        expected = "a finite number"
+        value = float(value) if ok else value
+    elif hint is str or (isinstance(hint, type) and issubclass(hint, str)):
+        ok = isinstance(value, str)     # a str enum's values: the dataclass says which
+        expected = "a string"
+    elif typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        return tuple(_typed(item, element) for element in value)
+    else:
+        return value
+    if not ok:
+        raise TypeError(f"expected {expected}, got {value!r}")
+    return value
+
+
+def typed_settings(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that are fields of `cls`, each checked against (and converted to)
+    the type the field declares; TypeError naming the field for a value of the wrong type
+    (`batch_size: 2.5`, `conv_filters: "abc"`)."""
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in fields(cls):
         if f.name in data:
-            value = data[f.name]
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
-    return cls(**kwargs)
+            try:
+                kwargs[f.name] = _typed(hints[f.name], data[f.name])
+            except TypeError as exc:
+                raise TypeError(f"{f.name}: {exc}") from None
+    return kwargs
+
+
+def from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    """Rebuild a dataclass from JSON data, ignoring unknown keys (newer files), converting
+    lists back to the tuples the dataclass declares, and refusing values of the wrong type
+    (TypeError naming the field) or out of range (the dataclass's ValueError)."""
+    if data is not None and not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object of {cls.__name__} settings")
+    return cls(**typed_settings(cls, data or {}))
 
 
 CONFIG_SECTIONS = ("frames", "model", "split", "train")
@@ -180,7 +243,18 @@ def load_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not set(data) <= set(CONFIG_SECTIONS) \
             or not all(isinstance(v, dict) for v in data.values()):
         raise LrcnError(f"a config file holds the sections {', '.join(CONFIG_SECTIONS)}", path)
+    for section, cls in _SECTION_CLASSES.items():
+        try:
+            typed_settings(cls, data.get(section, {}))
+            if section != "model":   # model settings are checked with the data's (layered)
+                from_dict(cls, data.get(section, {}))
+        except (TypeError, ValueError) as exc:
+            raise LrcnError(f"bad {section} setting: {exc}", path, ErrorKind.SETTING) from None
     return data
+
+
+_SECTION_CLASSES = {"frames": FrameConfig, "model": ModelConfig, "split": SplitConfig,
+                    "train": TrainConfig}
 
 
 def layered(cls: type, section: dict[str, Any], flags: dict[str, Any]) -> Any:
@@ -232,8 +306,13 @@ def candidate_frames(frames: FrameConfig, count: int) -> FrameConfig:
     """`count` frames per segment instead of one: what temporal jitter chooses from in
     training (augment.py) and what multi-view testing averages over. With sampling's centred
     rule, frame c of segment i among T*count lies at the instant (i + (c + 0.5) / count) / T
-    of the clip; for odd `count` the middle one is the frame of the plain setting."""
-    return dataclasses.replace(frames, num_frames=frames.num_frames * count)
+    of the clip; for odd `count` the middle one is the frame of the plain setting. A clip of
+    them over MAX_CLIP_BYTES is an LrcnError (SETTING)."""
+    try:
+        return dataclasses.replace(frames, num_frames=frames.num_frames * count)
+    except ValueError as exc:
+        raise LrcnError(f"{count} frames per segment (temporal jitter, --views): {exc}",
+                        kind=ErrorKind.SETTING) from None
 
 
 def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) -> ModelConfig:
@@ -242,6 +321,7 @@ def model_config_for(frames: FrameConfig, num_classes: int, **overrides: Any) ->
                        height=frames.height, width=frames.width, **overrides)
 
 
-__all__ = ["SEED_CLASSES", "FrameConfig", "ModelConfig", "SplitConfig", "TrainConfig",
-           "RunSettings", "to_dict", "from_dict", "model_config_for", "load_config_file",
-           "layered", "resolve_settings", "candidate_frames"]
+__all__ = ["SEED_CLASSES", "MAX_FRAME_SIDE", "MAX_CLIP_BYTES", "FrameConfig", "ModelConfig",
+           "SplitConfig", "TrainConfig", "RunSettings", "to_dict", "from_dict", "typed_settings",
+           "model_config_for", "load_config_file", "layered", "resolve_settings",
+           "candidate_frames"]

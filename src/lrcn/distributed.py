@@ -51,6 +51,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it, known before the process group is set up
+    (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def torchrun_command(argv: Sequence[str], nproc: int,
                      python: str = sys.executable) -> list[str]:
     """`lrcn train --nproc P ...` as the command that runs it under torchrun on this machine:
@@ -87,6 +93,33 @@ def setup(device_type: str) -> World:
                             kind=ErrorKind.FAILED) from None
     return World(dist.get_rank(), dist.get_world_size(),
                  int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# What gloo, NCCL and c10d say when another process stopped answering or went away (their
+# errors are plain RuntimeErrors, raised wherever a collective was waiting: DDP's gradient
+# averaging in backward(), a broadcast, a barrier).
+_GROUP_FAILURES = ("timed out", "timeout", "connection closed", "connection reset",
+                   "broken pipe", "gloo", "nccl", "c10d")
+
+
+def group_failure(exc: BaseException, world: World) -> LrcnError | None:
+    """The one-line LrcnError for a collective that failed because another process of the run
+    stalled past $LRCN_DIST_TIMEOUT or died (TIMEOUT or FAILED), or None for any other error
+    (which is then not this module's to explain). torchrun stops the other processes."""
+    if not world.distributed or not isinstance(exc, RuntimeError):
+        return None
+    first = (str(exc).splitlines() or [""])[0].strip()
+    lowered = first.lower()
+    if not (isinstance(exc, getattr(dist, "DistError", ())) or
+            any(word in lowered for word in _GROUP_FAILURES)):
+        return None
+    timeout = float(os.environ.get("LRCN_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    if "timed out" in lowered or "timeout" in lowered:
+        return LrcnError(f"rank {world.rank}: another training process did not answer within "
+                         f"{timeout:g} s ($LRCN_DIST_TIMEOUT): it stalled or died ({first})",
+                         kind=ErrorKind.TIMEOUT)
+    return LrcnError(f"rank {world.rank}: the training group failed; another process may have "
+                     f"died ({first})", kind=ErrorKind.FAILED)
 
 
 def broadcast(value: Any, world: World) -> Any:
@@ -128,5 +161,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["World", "rank_seed", "launched", "torchrun_command", "setup", "broadcast", "gather",
-           "barrier", "sum_over_ranks", "teardown", "DEFAULT_TIMEOUT_S"]
+__all__ = ["World", "rank_seed", "launched", "launched_rank", "torchrun_command", "setup",
+           "broadcast", "gather", "barrier", "sum_over_ranks", "teardown", "group_failure",
+           "DEFAULT_TIMEOUT_S"]

@@ -33,4 +33,21 @@ class LrcnError(Exception):
         return LrcnError, (self.reason, self.path, self.kind)
 
 
-__all__ = ["ErrorKind", "LrcnError"]
+# The `lrcn` command's exit codes, one rule for every command (README, "Exit codes"):
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1   # several inputs and some failed: the others' results were given
+EXIT_BAD_INPUT = 2     # usage or input: a bad flag, a missing or unusable file; nothing done
+EXIT_INTERNAL = 3      # an error in lrcn itself (a bug): printed with its traceback
+# (130: interrupted with Ctrl-C, as shells report it.)
+
+
+def batch_exit_code(failed: int, total: int) -> int:
+    """A command over several inputs: 0 when all worked, EXIT_BAD_INPUT when none did (the
+    same as one bad input alone), EXIT_SOME_FAILED when some did."""
+    if not failed:
+        return EXIT_OK
+    return EXIT_BAD_INPUT if failed >= total else EXIT_SOME_FAILED
+
+
+__all__ = ["ErrorKind", "LrcnError", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_BAD_INPUT",
+           "EXIT_INTERNAL", "batch_exit_code"]

@@ -5,6 +5,10 @@ temporary sibling (same folder, so the final rename stays on one file system and
 which replaces the target only when the write succeeded; a failed write removes the temporary
 and leaves the old file as it was. A kill (SIGKILL, power loss) can leave a temporary behind,
 never a half target; temporaries start with "." so that data set listings skip them.
+
+A file gets the usual permissions (0644 under umask 022; an existing file keeps its own):
+some writers create their temporaries private (safetensors writes 0600), which would leave a
+model nobody else on the machine can read.
 """
 from __future__ import annotations
 
@@ -40,10 +44,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
+        _usual_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:   # Ctrl-C too: never a temporary left by an orderly exit
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can only
+    be read by setting it, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _counter_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _usual_mode(tmp: Path, target: Path) -> None:
+    """Give the new file the target's mode, or a new file's (0666 less the umask), whatever
+    mode its writer created the temporary with."""
+    if not tmp.is_file():
+        return          # a writer that wrote nothing: os.replace says so
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

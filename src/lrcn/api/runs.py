@@ -128,6 +128,7 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
           precision: str | None = None, ucf_split: int | None = None,
           lists: PathLike | None = None, cache: PathLike | None = None,
           workers: int | None = None, decode_timeout: float | None = None,
+          init_from: PathLike | None = None, overwrite: bool = False,
           evaluate: bool = True, progress: bool = True, log: Log | None = print) -> Run:
     """Train a model, as `lrcn train` does, calibrate it and evaluate it on the held-out test
     groups; return the Run. A setting left at None takes the config file's value, else the
@@ -159,6 +160,10 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
     workers: decoding processes (default one per core; 0: in this process).
     decode_timeout: seconds a file may take to decode before it is reported as stalled and
         skipped (default $LRCN_DECODE_TIMEOUT or 120).
+    init_from: a run folder or checkpoint to fine-tune (`lrcn train --init-from`): its model
+        and frame settings (model, frames, size and the model options cannot be given), all
+        its weights but the classifier rows of classes it does not know.
+    overwrite: replace a run already in `out` (otherwise that is refused).
     evaluate: evaluate on the test split after training (Run.report).
     progress, log: progress bars, and where messages go (None: nowhere).
     """
@@ -175,7 +180,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
                "temporal_jitter": temporal_jitter, "flip": flip, "balance": balance},
         model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2},
         classes=classes, cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
-        progress=progress, decode_timeout=decode_timeout)
+        progress=progress, decode_timeout=decode_timeout, init_from=init_from)
+    _claim_run_folder(folder, overwrite)
     return Run(folder, _train_and_evaluate(job, log or _quiet, evaluate))
 
 
@@ -266,6 +272,11 @@ def _make_job(data: PathLike, folder: Path, *, config: PathLike | None, **settin
     from ..config import load_config_file
     from ..training.job import make_job
     return make_job(data, folder, config=load_config_file(config), **settings)
+
+
+def _claim_run_folder(folder: Path, overwrite: bool) -> None:
+    from ..training.job import claim_run_folder
+    claim_run_folder(folder, overwrite)
 
 
 def _frame_settings(config: PathLike | None, frames: dict) -> FrameConfig:

@@ -11,17 +11,16 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from ..media.clip import read_clip, truncation
 from ..config import FrameConfig, to_dict
 from .dataset import Sample
+from ..console import progress as console_progress
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path, atomic_write_text
 from .workers import run_tasks
@@ -152,8 +151,8 @@ def prepare(samples: Sequence[Sample], frames: FrameConfig, cache_dir: Path | No
     if todo:
         by_path = {str(s.path): s for s in todo}
         tasks = [(str(s.path), keys[s.path], str(cache_dir), to_dict(frames)) for s in todo]
-        bar = tqdm(total=len(tasks), desc="decoding", unit="clip", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = console_progress(total=len(tasks), desc="decoding", unit="clip",
+                               enabled=progress)
         with bar:
             for result in run_tasks(_decode_into_cache, tasks, workers, timeout=timeout):
                 path = result.item[0]

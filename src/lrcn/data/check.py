@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .cache import CachedClip, prepare
 from ..config import FrameConfig, SplitConfig
+from ..console import plural
 from .dataset import Sample, load_samples, read_ucf101_split, split_data
 from ..errors import LrcnError
 
@@ -128,10 +129,6 @@ def format_check(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def small_classes(samples: Sequence[Sample], names: Sequence[str], split: SplitConfig,
                   test_listed: set[Path] | None = None) -> dict[str, str]:
     """The classes that the split of `samples` (readable clips; dataset.split_data, the rule
@@ -154,8 +151,8 @@ def small_classes(samples: Sequence[Sample], names: Sequence[str], split: SplitC
         lacking = [label for part, label in wanted.items()
                    if not any(s.class_name == name for s in parts[part])]
         if lacking:
-            found[name] = (f"{_plural(len(groups[name]), 'readable group')} "
-                           f"({_plural(clips[name], 'clip')}), none for "
+            found[name] = (f"{plural(len(groups[name]), 'readable group')} "
+                           f"({plural(clips[name], 'clip')}), none for "
                            f"{' or '.join(lacking)}")
     return found
 
@@ -178,7 +175,7 @@ def imbalance(samples: Sequence[Sample], names: Sequence[str]) -> str | None:
     if counts[largest] <= IMBALANCE_RATIO * counts[smallest]:
         return None
     ratio = f"{counts[largest] / counts[smallest]:.1f}x" if counts[smallest] else "no clips"
-    return (f"imbalanced classes: {largest!r} has {_plural(counts[largest], 'clip')}, "
+    return (f"imbalanced classes: {largest!r} has {plural(counts[largest], 'clip')}, "
             f"{smallest!r} {counts[smallest]} ({ratio})")
 
 
@@ -199,7 +196,7 @@ class Screened:
         report_skipped(self.skipped)
         if self.truncated:
             count = len(self.truncated)
-            print(f"warning: {_plural(count, 'truncated video')} (used as far as "
+            print(f"warning: {plural(count, 'truncated video')} (used as far as "
                   f"{'it decodes' if count == 1 else 'they decode'}):", file=sys.stderr)
             for path, cause in self.truncated:
                 print(f"  {path}: {cause}", file=sys.stderr)
@@ -214,7 +211,7 @@ def report_skipped(failures: Sequence[tuple[str, str]], out=None) -> None:
     """Unreadable videos are listed by name and cause, never dropped silently."""
     out = out or sys.stderr
     if failures:
-        print(f"skipped {len(failures)} unreadable video(s):", file=out)
+        print(f"skipped {plural(len(failures), 'unreadable video')}:", file=out)
         for path, cause in failures:
             print(f"  {path}: {cause}", file=out)
 
@@ -240,7 +237,7 @@ def screen(names: Sequence[str], clips: Sequence[CachedClip],
                             "--drop-small-classes to train without "
                             f"{'it' if len(small) == 1 else 'them'}", where)
     elif small:
-        notes.append(f"dropped {_plural(len(small), 'class')} too small to split{need}: "
+        notes.append(f"dropped {plural(len(small), 'class')} too small to split{need}: "
                      f"{listed}")
     kept = [n for n in names if n not in small] if refusal is None else list(names)
     if refusal is None and len(kept) < 2:

@@ -332,10 +332,17 @@ def write_split(path: Path, root: Path, split: dict[str, list[Sample]]) -> None:
 
 
 def read_split(path: Path, root: Path | None = None) -> dict[str, list[Sample]]:
-    data = json.loads(Path(path).read_text())
-    root = Path(root or data["root"])
-    return {part: [Sample(root / e["path"], e["class"], e["group"]) for e in data[part]]
-            for part in ("train", "val", "test")}
+    """A run's split.json (write_split's), or a one-line LrcnError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise LrcnError("no split.json (the run's split)", path, ErrorKind.NOT_FOUND)
+    try:
+        data = json.loads(path.read_text())
+        root = Path(root or data["root"])
+        return {part: [Sample(root / e["path"], e["class"], e["group"]) for e in data[part]]
+                for part in ("train", "val", "test")}
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise LrcnError(f"damaged split.json ({type(exc).__name__}: {exc})", path) from None
 
 
 __all__ = ["Sample", "discover", "load_samples", "find_data", "split_data", "read_list",

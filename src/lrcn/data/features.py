@@ -10,15 +10,14 @@ its share, then every process reads them all (as the frame cache is filled).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .cache import CachedClip
+from ..console import plural, progress as console_progress
 from ..distributed import World, barrier
 from ..files import atomic_path
 from ..models.base import clips_to_input
@@ -41,8 +40,8 @@ def cached_features(model, clips: Sequence[CachedClip], device: torch.device,
     todo = [i for i, path in enumerate(paths) if not path.exists()][world.rank::world.size]
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(todo), desc="features", unit="clip", disable=not progress,
-               file=sys.stderr, leave=False, dynamic_ncols=True)
+    bar = console_progress(total=len(todo), desc="features", unit="clip", enabled=progress,
+                           leave=False)
     try:
         for start in range(0, len(todo), CLIPS_PER_CALL):
             part = todo[start:start + CLIPS_PER_CALL]
@@ -57,7 +56,7 @@ def cached_features(model, clips: Sequence[CachedClip], device: torch.device,
         model.train(was_training)
     barrier(world)
     if todo:
-        log(f"features: computed for {len(todo)} clips ({model.config.name}'s backbone)")
+        log(f"features: computed for {plural(len(todo), 'clip')} ({model.config.name}'s backbone)")
     return paths
 
 

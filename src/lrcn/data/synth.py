@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..console import progress as console_progress
 from ..files import atomic_write_text
 from ..media.writer import VideoWriter
 from .workers import run_tasks
@@ -56,8 +57,8 @@ class SynthConfig:
             raise ValueError("need at least 2 classes, 1 group and 1 clip per group")
         if not 16 <= self.width <= 4096 or not 16 <= self.height <= 4096:
             raise ValueError("frame size must be between 16 and 4096 pixels")
-        if not 0.1 <= self.min_seconds <= self.max_seconds:
-            raise ValueError("need 0.1 <= min_seconds <= max_seconds")
+        if not 0.1 <= self.min_seconds <= self.max_seconds <= 3600:   # NaN fails too
+            raise ValueError("need 0.1 <= min_seconds <= max_seconds <= 3600")
 
 
 def _group_setting(rng: np.random.Generator, width: int, height: int) -> dict:
@@ -253,7 +254,6 @@ def is_synthetic(data: str | os.PathLike) -> bool:
 def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                  workers: int | None = None, progress: bool = True) -> Path:
     """Write the synthetic data set under `root` (a folder per class) with a manifest.csv."""
-    from tqdm import tqdm
     if workers is None:
         workers = os.cpu_count() or 1
     root = Path(root)
@@ -263,7 +263,8 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
              for c in config.classes for g in range(1, config.groups + 1)]
     rows: list[dict] = []
     errors: list[str] = []
-    with tqdm(total=len(tasks), desc="synthesising", unit="group", disable=not progress) as bar:
+    with console_progress(total=len(tasks), desc="synthesising", unit="group",
+                          enabled=progress) as bar:
         for result in run_tasks(_make_group, tasks, workers, timeout=600):
             if result.error:
                 errors.append(f"{result.item[2]} g{result.item[3]:02d}: {result.error}")

@@ -31,7 +31,8 @@ import numpy as np
 from .calibrate import softmax
 from ..config import FrameConfig, from_dict
 from ..errors import ErrorKind, LrcnError
-from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, feature_graph, sequence_graph
+from .export import (ONNX_FORMAT, ONNX_FORMAT_VERSION, check_onnx_file, feature_graph,
+                     sequence_graph)
 
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
@@ -87,8 +88,21 @@ class Engine:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes) logits."""
         single = clips.ndim == 4
         batch = clips[None] if single else clips
-        logits = self._clip_logits(batch)
+        logits = self.check_logits(self._clip_logits(batch))
         return logits[0] if single else logits
+
+    def check_logits(self, logits: np.ndarray) -> np.ndarray:
+        """`logits` when they are one finite number per class name; else an LrcnError, so that
+        no NaN reaches a printed probability, a JSON answer or an annotated video. (Files are
+        checked when they are loaded; this catches what gets past: an output whose size the
+        file does not declare, overflow in fp16.)"""
+        if logits.shape[-1] != len(self.names):
+            raise LrcnError(f"the model gives {logits.shape[-1]} outputs for "
+                            f"{len(self.names)} class names")
+        if not np.isfinite(logits).all():
+            raise LrcnError("the model's outputs are NaN or infinite (damaged weights, or an "
+                            "overflow in reduced precision)")
+        return logits
 
     def probabilities(self, clips: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> calibrated probabilities: `logits`
@@ -233,8 +247,11 @@ class OrtEngine(Engine):
             info = json.loads(meta.get("info", "{}"))
             clip_seconds = float(meta.get("clip_seconds", info.get("clip_seconds", 0.0)))
             temperature = float(meta.get("temperature", 1.0))
+            if not (0 < temperature < np.inf and 0 <= clip_seconds < np.inf):
+                raise ValueError(f"temperature {temperature}, clip_seconds {clip_seconds}")
         except (KeyError, TypeError, ValueError) as exc:
             raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
+        check_onnx_file(session, frames, names, path)
         return cls(names, frames, clip_seconds, clip=session,
                    clip_takes_float=inputs[0].type == "tensor(float)",
                    clip_gives_probabilities=version < 3, temperature=temperature)

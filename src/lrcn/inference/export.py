@@ -24,7 +24,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import to_dict
+import numpy as np
+
+from ..config import FrameConfig, to_dict
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 
@@ -114,5 +116,57 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike) -> Path:
     return out
 
 
+def check_onnx_file(session, frames: FrameConfig, names: list[str], path: Path) -> None:
+    """What an exported file must hold to be run, checked when it is loaded (engine.py, with
+    its ONNX Runtime `session` and the frame settings and class names of its metadata): the
+    shapes this exporter writes and finite weights. An LrcnError naming the file otherwise."""
+    _check_shapes(session, frames, names, path)
+    _check_weights(path)
+
+
+def _check_shapes(session, frames: FrameConfig, names: list[str], path: Path) -> None:
+    """The shapes a file declares against its own metadata, before anything runs: input
+    (batch, T, H, W, 3) as its frame settings say, output (batch, one per class name). ONNX
+    Runtime would otherwise refuse every clip (InvalidArgument), or hand out fewer
+    probabilities than there are names. A dimension the file leaves symbolic is not checked
+    here (Engine.check_logits checks the output of every call)."""
+    expected = ["batch", frames.num_frames, frames.height, frames.width, 3]
+    declared = list(session.get_inputs()[0].shape)
+    if len(declared) != 5 or any(isinstance(d, int) and d != e
+                                 for d, e in zip(declared[1:], expected[1:])):
+        raise LrcnError(f"the ONNX model's input shape {declared} does not match its frame "
+                        f"settings {expected}", path)
+    outputs = session.get_outputs()
+    out = list(outputs[0].shape) if len(outputs) == 1 else []
+    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(names)):
+        raise LrcnError(f"the ONNX model's output shape {out} does not match its "
+                        f"{len(names)} class names", path)
+
+
+def _check_weights(path: Path) -> None:
+    """Refuse an ONNX file with a NaN or infinite weight (initializers and constants): its
+    answers would be NaN, or silently wrong where max-pooling drops a NaN. Reading the weights
+    again costs little (0.3 MB for the seed's model); without the onnx package this check is
+    skipped and Engine.check_logits still guards each answer."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError   # onnx's own dependency
+        from onnx import numpy_helper
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path))
+    except (OSError, ValueError, DecodeError) as exc:
+        raise LrcnError(f"not a loadable ONNX model ({exc})", path) from None
+    tensors = list(model.graph.initializer) + [
+        attribute.t for node in model.graph.node if node.op_type == "Constant"
+        for attribute in node.attribute if attribute.HasField("t")]
+    for tensor in tensors:
+        array = numpy_helper.to_array(tensor)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise LrcnError(f"the ONNX model's weights are damaged: {tensor.name or 'a constant'} "
+                            "holds NaN or infinite values", path)
+
+
 __all__ = ["OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "feature_graph", "sequence_graph",
-           "clip_graph", "export_onnx"]
+           "clip_graph", "export_onnx", "check_onnx_file"]

@@ -5,8 +5,9 @@ trailing average (a stream has no future), printing each change of label with it
 Keeping up: a live source produces frames at its own pace. When a frame's time falls behind the
 wall clock by more than `max_lag` seconds, the frames it would feed to the CNN are replaced by
 the last frame that was processed (decoding goes on, so the picture does not break), and the
-skips are counted and reported. Files are read as fast as they decode unless `realtime` asks
-to pace them like a camera.
+skips are counted and reported. Only a camera and a URL are live; files and pipes are read as
+fast as they decode unless `realtime` asks to pace them like a camera (a pipe from a live
+producer: then frames are skipped when lrcn falls behind, as for a camera).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..console import plural
 from ..media.annotate import AnnotatedVideo, Label
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
@@ -90,8 +92,9 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
     result.skipped = scorer.skipped
     result.seconds = frames.end_time
     how = "stopped by Ctrl-C" if result.interrupted else "end of stream"
-    print(f"{how}: {result.frames} frames ({result.seconds:.1f} s), {result.windows} windows, "
-          f"{result.changes} label changes, {result.skipped} frames skipped to keep up",
+    print(f"{how}: {plural(result.frames, 'frame')} ({result.seconds:.1f} s), "
+          f"{plural(result.windows, 'window')}, {plural(result.changes, 'label change')}, "
+          f"{plural(result.skipped, 'frame')} skipped to keep up",
           file=out, flush=True)
     if result.frames == 0 and not result.interrupted:
         raise LrcnError("no video frames could be decoded", source)

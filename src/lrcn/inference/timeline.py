@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import plural
 from ..media.annotate import Label, annotate_video
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
@@ -161,8 +162,9 @@ def annotate_timeline(video: str | os.PathLike, timeline: Timeline,
 
 def format_timeline(timeline: Timeline) -> str:
     f = timeline.facts
-    lines = [f"{f['video']}: {f['duration']:.1f} s, {len(timeline.windows)} windows of "
-             f"{f['span']:.2f} s every {f['stride']:.2f} s, {len(timeline.segments)} segments "
+    lines = [f"{f['video']}: {f['duration']:.1f} s, {plural(len(timeline.windows), 'window')} of "
+             f"{f['span']:.2f} s every {f['stride']:.2f} s, "
+             f"{plural(len(timeline.segments), 'segment')} "
              f"({f['speed_x_realtime']:.0f}x real time)"]
     for seg in timeline.segments:
         lines.append(f"  {clock(seg.start)} - {clock(seg.end)}  {seg.label:<20} "

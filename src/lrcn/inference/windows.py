@@ -22,6 +22,7 @@ of a video as a clip sees the same frames, variable frame rate included.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import av
@@ -43,8 +44,10 @@ class WindowConfig:
     reject_below: float = 0.0   # a label less probable than this is shown as "unknown"
 
     def __post_init__(self) -> None:
-        if self.span < 0 or self.stride < 0 or self.smooth < 1 or self.batch < 1:
-            raise ValueError("span, stride, smoothing and batch must be positive")
+        # `not 0 <= x < inf` refuses NaN too
+        if not (0 <= self.span < math.inf and 0 <= self.stride < math.inf) \
+                or self.smooth < 1 or self.batch < 1:
+            raise ValueError("span, stride, smoothing and batch must be positive and finite")
         if not 0 <= self.reject_below < 1:
             raise ValueError("reject_below must be in [0, 1)")
 
@@ -180,7 +183,7 @@ class WindowScorer:
 def window_probabilities(engine, sequences: np.ndarray) -> np.ndarray:
     """(B, num_frames, F) windows of frame features -> (B, classes) calibrated probabilities:
     the engine's sequence logits through the temperature and the one softmax, as a clip's."""
-    return softmax(engine.sequence_logits(sequences), engine.temperature)
+    return softmax(engine.check_logits(engine.sequence_logits(sequences)), engine.temperature)
 
 
 class TrailingAverage:

@@ -10,6 +10,18 @@ import numpy as np
 
 from ..files import atomic_path
 
+# The colour of each class, by its index in the model's class list: matplotlib's tab10, written
+# out so that the timeline PNG and the page (which gets them from GET /v1/model) use one list.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+UNKNOWN_COLOUR = "#c0c0c0"      # "unknown" (--reject-below): lighter than tab10's grey
+
+
+def class_colours(classes: Sequence[str]) -> dict[str, str]:
+    """Each class's colour (the palette repeats past 10 classes), and "unknown"'s."""
+    return {"unknown": UNKNOWN_COLOUR,
+            **{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(classes)}}
+
 
 def _pyplot():
     import matplotlib
@@ -116,14 +128,13 @@ def plot_timeline(timeline, path: Path) -> None:
     """A timeline's smoothed probabilities over time, its segments shaded by label."""
     plt = _pyplot()
     centres = [(w.start + w.end) / 2 for w in timeline.windows]
-    colours = plt.get_cmap("tab10")
+    colours = class_colours(timeline.classes)
     fig, ax = plt.subplots(figsize=(12, 4))
     for seg in timeline.segments:
-        colour = colours(timeline.classes.index(seg.label) % 10) \
-            if seg.label in timeline.classes else "grey"     # "unknown" (--reject-below)
-        ax.axvspan(seg.start, seg.end, color=colour, alpha=0.15, lw=0)
+        ax.axvspan(seg.start, seg.end, color=colours.get(seg.label, UNKNOWN_COLOUR),
+                   alpha=0.15, lw=0)
     for i, name in enumerate(timeline.classes):
-        ax.plot(centres, timeline.smoothed[:, i], color=colours(i % 10), label=name, lw=1.6)
+        ax.plot(centres, timeline.smoothed[:, i], color=colours[name], label=name, lw=1.6)
     ax.set_xlim(0, timeline.facts["duration"])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("time (s)")
@@ -134,4 +145,5 @@ def plot_timeline(timeline, path: Path) -> None:
     _save_figure(fig, path, dpi=110)
 
 
-__all__ = ["plot_confusion", "plot_curves", "plot_timeline"]
+__all__ = ["PALETTE", "UNKNOWN_COLOUR", "class_colours", "plot_confusion", "plot_curves",
+           "plot_timeline"]

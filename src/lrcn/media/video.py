@@ -25,6 +25,7 @@ from av.video.reformatter import VideoReformatter
 
 from ..config import FrameConfig
 from ..errors import ErrorKind, LrcnError
+from .pipe import checked_pipe
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".3gp", ".ogv", ".ts", ".mts")
@@ -105,10 +106,12 @@ def open_video(path: str | os.PathLike) -> av.container.InputContainer:
 
 
 def open_source(source: str) -> tuple[av.container.InputContainer, bool]:
-    """A camera index, '-' (stdin), a URL or a file -> (opened container, live?)."""
+    """A camera index, '-' (stdin), a URL or a file -> (opened container, live?). A camera
+    and a URL are live (they come at their own pace); a pipe is not: it is read as fast as it
+    comes, like a file."""
     try:
         if source == "-":
-            container, live = _av_open(sys.stdin.buffer, mode="r"), True
+            container, live = _av_open(checked_pipe(sys.stdin.buffer), mode="r"), False
         elif source.isdigit():
             if sys.platform.startswith("linux"):
                 container = _av_open(f"/dev/video{source}", format="v4l2")

@@ -12,6 +12,7 @@ carry it twice, and loading checks that the two agree.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..config import FrameConfig, ModelConfig, from_dict, to_dict
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from .base import count_trainable
-from .registry import build_model, get_spec
+from .registry import OPTIONS, build_model, get_spec
 
 FORMAT = "lrcn-checkpoint"
 FORMAT_VERSION = 2
@@ -50,6 +51,16 @@ class Checkpoint:
             model.load_state_dict(self.state_dict)
         model.eval()
         return model
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None. A
+    model with one gives NaN probabilities for every input: it is refused where it is loaded,
+    not met as a crash or invalid JSON in predict, or a 500 from every request of serve."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
@@ -118,8 +129,10 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         # Format 1 kept the clip span among the free info entries.
         clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
         temperature = float(header.get("temperature", 1.0))
-        if not temperature > 0:
+        if not 0 < temperature < math.inf:
             raise ValueError(f"temperature {temperature}")
+        if not 0 <= clip_seconds < math.inf:
+            raise ValueError(f"clip_seconds {clip_seconds}")
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"checkpoint settings are damaged ({exc})", path) from None
     for key in _INPUT_SHAPE:
@@ -152,6 +165,11 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         for name, tensor in expected.items():
             if name not in state or state[name].shape != tensor.shape:
                 raise LrcnError(f"checkpoint weights do not fit its model (tensor {name})", path)
+        damaged = first_non_finite(state)
+        if damaged:
+            raise LrcnError(f"checkpoint weights are damaged: tensor {damaged} holds NaN or "
+                            "infinite values (a diverged training run, or a corrupted file)",
+                            path)
         checkpoint.state_dict = state
     return checkpoint
 
@@ -168,15 +186,105 @@ def update_info(path: str | os.PathLike, temperature: float | None = None,
                     temperature=checkpoint.temperature if temperature is None else temperature)
 
 
+HEAD = "head."      # every model's classifier layer (base.add_lstm_head, convlstm): a row a class
+
+
+def init_from(model, checkpoint: Checkpoint, class_names: list[str]) -> str:
+    """Start `model` (built for `class_names`) from a trained checkpoint's weights, for
+    fine-tuning (`lrcn train --init-from`): every weight but the classifier's is copied; the
+    classifier's row (and bias) of each class the checkpoint knows is copied too, and a new
+    class keeps its fresh row. Returns what was taken, for the log."""
+    state = checkpoint.state_dict or {}
+    own = model.state_dict()
+    known = [name for name in class_names if name in checkpoint.class_names]
+    taken = {}
+    for name, tensor in own.items():
+        saved = state.get(name)
+        head = name.startswith(HEAD)     # its first dimension is the classes
+        fits = saved is not None and (saved.shape[1:] == tensor.shape[1:] if head else
+                                      saved.shape == tensor.shape)
+        if not fits:
+            raise LrcnError(f"the checkpoint's weights do not fit this model (tensor {name})",
+                            kind=ErrorKind.SETTING)
+        if head:
+            rows = tensor.clone()
+            for i, class_name in enumerate(class_names):
+                if class_name in checkpoint.class_names:
+                    rows[i] = state[name][checkpoint.class_names.index(class_name)]
+            taken[name] = rows
+        else:
+            taken[name] = state[name]
+    model.load_state_dict(taken)
+    if known == list(checkpoint.class_names) == list(class_names):
+        return "all weights (the same classes)"
+    new = [name for name in class_names if name not in known]
+    return (f"every weight but the classifier's; its rows for {len(known)} known "
+            f"class{'' if len(known) == 1 else 'es'}" +
+            (f", new rows for {', '.join(new)}" if new else " (in a new order)"))
+
+
+def used_settings(config: ModelConfig) -> dict[str, Any]:
+    """A model's settings without the options it does not use (ModelSpec.uses): effnet-lstm
+    has no conv_filters, whatever ModelConfig's defaults say."""
+    uses = get_spec(config.name).uses
+    return {k: v for k, v in to_dict(config).items() if k not in OPTIONS or k in uses}
+
+
 def summary(path: str | os.PathLike) -> dict[str, Any]:
-    """What `lrcn info` shows: a checkpoint's classes, parameter count, settings, clip span,
-    training summary and test metrics."""
+    """What `lrcn info --json` shows: a checkpoint's classes, parameter count, settings (those
+    its model uses), clip span, training summary and test metrics."""
     path = resolve_checkpoint_path(path)
     checkpoint = load_checkpoint(path)
     return {"checkpoint": str(path), "model_name": checkpoint.model_config.name,
             "classes": checkpoint.class_names,
             "trainable_parameters": count_trainable(checkpoint.build_model()),
             "normalisation": get_spec(checkpoint.model_config.name).normalisation,
-            "frames": to_dict(checkpoint.frame_config), "model": to_dict(checkpoint.model_config),
+            "frames": to_dict(checkpoint.frame_config),
+            "model": used_settings(checkpoint.model_config),
             "clip_seconds": checkpoint.clip_seconds, "temperature": checkpoint.temperature,
             "info": checkpoint.info}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_value(v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_summary(data: dict[str, Any]) -> str:
+    """`lrcn info`: summary() for a person, a line a subject."""
+    frames, info = data["frames"], dict(data["info"])
+    options = {k: v for k, v in data["model"].items()
+               if k not in ("name", "num_classes", "num_frames", "height", "width", "channels")}
+    lines = [("checkpoint", data["checkpoint"]),
+             ("model", f"{data['model_name']}, {data['trainable_parameters']:,} trainable "
+                       f"parameters"),
+             ("settings", "; ".join(f"{k} {_value(v)}" for k, v in options.items())),
+             (f"classes ({len(data['classes'])})", ", ".join(data["classes"])),
+             ("frames", f"{frames['num_frames']} of {frames['width']}x{frames['height']}, "
+                        f"{frames['channel_order'].upper()}, {frames['interpolation']} resize; "
+                        f"input {data['normalisation']}"),
+             ("clip span", f"{data['clip_seconds']:g} s (windows of long videos and streams "
+                           "cover this)" if data["clip_seconds"] else
+                           "not recorded (windows default to 6 s)")]
+    calibration = info.pop("calibration", None)
+    lines.append(("calibration", f"temperature {data['temperature']:.3f}" + (
+        f", fitted on {calibration.get('num_clips', '?')} validation clips"
+        if calibration else "" if data["temperature"] != 1.0 else " (none fitted)")))
+    metrics = info.pop("test_metrics", None)
+    lines.append(("test metrics", ", ".join(f"{k.replace('_', ' ')} {_value(v)}"
+                                     for k, v in metrics.items()) if metrics else
+                  "none recorded (run `lrcn evaluate`)"))
+    clips = info.pop("clips", None)
+    if clips:
+        lines.append(("clips", ", ".join(f"{k} {v}" for k, v in clips.items())))
+    for key in ("data", "init_from", "run_dir"):
+        if key in info:
+            lines.append((key.replace("_", " "), str(info.pop(key))))
+    if info:
+        lines.append(("training", "; ".join(f"{k.replace('_', ' ')} {_value(v)}"
+                                            for k, v in info.items())))
+    width = max(len(label) for label, _ in lines) + 2
+    return "\n".join(f"{label:<{width}}{text}" for label, text in lines)

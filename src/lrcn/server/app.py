@@ -7,7 +7,8 @@
 - POST /v1/timeline: a long video -> 202 and a job (jobs.py), polled at GET /v1/jobs/{id},
   with the timeline PNG and the annotated H.264 video served with range requests.
 - WS /v1/stream: a browser's camera, one JPEG per grid step, labelled as it comes.
-- GET /v1/model, /healthz, /metrics (Prometheus), /docs (OpenAPI), and the page at /.
+- GET /v1/model, /healthz, /metrics (Prometheus), /docs and /redoc (OpenAPI, served with no
+  network: pages.py, as are the one JSON shape of every error and the icon), and the page at /.
 Uploads are streamed to a temporary folder (never read whole into memory), with the size limit
 enforced while reading; every temporary file is removed after its request, also when the
 client goes away, and at shutdown. Bad input gets 413, 415 or 422 with a one-line JSON error;
@@ -28,7 +29,6 @@ import secrets
 import shutil
 import signal
 import struct
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -51,12 +50,14 @@ from ..inference.engine import is_onnx_file, load_engine
 from ..inference.predict import Predictor
 from ..inference.stream import CameraWindow
 from ..errors import ErrorKind, LrcnError
-from .jobs import JobRunner
+from .jobs import MEDIA_TYPES, JobFile, JobRunner
+from .pages import WEB, base_app
+from .pages import error_response as _error
+from ..media.plots import class_colours
 from ..media.video import image_to_model_frame, open_video
 from ..inference.windows import DEFAULT_SPAN, WindowConfig
 from ..data.workers import WorkerPool
 
-WEB = Path(__file__).parent / "web"
 CHUNK = 1 << 16
 # The HTTP status of a request that failed with an LrcnError of each kind: what is not a video
 # lrcn can read is 415; a damaged video, a bad value, or a decoder that stalled (TIMEOUT) or
@@ -68,7 +69,7 @@ STATUS_OF_KIND = {ErrorKind.NOT_VIDEO: 415, ErrorKind.BAD_INPUT: 422, ErrorKind.
 
 @dataclass(frozen=True)
 class ServeConfig:
-    checkpoint: str
+    checkpoint: str | None                # None: no model yet (a studio before its first run)
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = 200.0
@@ -82,14 +83,11 @@ class ServeConfig:
     keep_seconds: float = 3600.0          # finished timeline jobs are removed after this
     shutdown_grace: float = 20.0          # SIGTERM: running work gets this long to finish
     window: WindowConfig = WindowConfig()
+    studio: str | None = None             # a studio workspace (studio.py) at /studio
 
 
 class UploadTooLarge(Exception):
     pass
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def receive_upload(request: Request, target: Path, limit: int) -> int:
@@ -150,17 +148,20 @@ class Server:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.engine = load_engine(config.checkpoint, device=config.device,
-                                  precision=config.precision)
-        self.predictor = Predictor(self.engine, config.window.reject_below, config.views)
-        self.names = list(self.engine.names)
+        self.checkpoint = self.engine = self.predictor = None
+        self.names: list[str] = []
+        self.model_info: dict = {"classes": [], "model": None,
+                                 "max_upload_mb": config.max_upload_mb,
+                                 "token_required": bool(config.token)}
+        self.closers: list = []             # the studio's trainer, stopped before the pool
+        if config.checkpoint:
+            self.use_model(config.checkpoint)
         self.timeout = config.decode_timeout or default_decode_timeout()
         self.work = Path(tempfile.mkdtemp(prefix="lrcn-serve-"))
         self.limit = int(config.max_upload_mb * 1024 * 1024)
         self.active = 0                     # predict requests admitted and not finished
         self.pool: WorkerPool | None = None
         self.runner: JobRunner | None = None
-        self.model_info = self._model_info()
         self.registry = CollectorRegistry()
         self.requests = Counter("lrcn_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)
@@ -173,14 +174,35 @@ class Server:
               "timeline jobs", registry=self.registry).set_function(
             lambda: self.active + (self.runner.waiting() if self.runner else 0))
 
+    def use_model(self, checkpoint: str, on_served=None, run=None) -> None:
+        """Serve `checkpoint` from now on (at start, or a run the studio trained): requests
+        that began keep the model they began with; new ones and new timeline jobs get this."""
+        engine = load_engine(checkpoint, device=self.config.device,
+                             precision=self.config.precision)
+        predictor = Predictor(engine, self.config.window.reject_below, self.config.views)
+        self.checkpoint = checkpoint
+        self.engine, self.predictor, self.names = engine, predictor, list(engine.names)
+        self.model_info = self._model_info()
+        if getattr(self, "runner", None) is not None:
+            self.runner.checkpoint = checkpoint
+        if on_served is not None:
+            on_served(run)
+
+    def no_model(self) -> JSONResponse | None:
+        if self.engine is not None:
+            return None
+        return _error(409, "no model yet: train one in the studio (/studio) first")
+
     def start(self) -> None:
         self.pool = WorkerPool(read_clip_task, self.config.jobs, timeout=self.timeout)
-        self.runner = JobRunner(self.config.checkpoint, self.config.device,
+        self.runner = JobRunner(self.checkpoint, self.config.device,
                                 self.config.precision,
                                 to_dict(self.config.window), self.work / "jobs",
                                 self.config.jobs, self.timeout, self.config.keep_seconds)
 
     def stop(self) -> None:
+        for close in self.closers:
+            close()
         if self.runner is not None:
             self.runner.close(self.config.shutdown_grace)
         if self.pool is not None:
@@ -207,12 +229,14 @@ class Server:
         """GET /v1/model's answer, made once at start (the model does not change)."""
         frames = self.engine.frame_config
         span = self.engine.clip_seconds or DEFAULT_SPAN
-        info = {"classes": self.names, "frames": to_dict(frames),
+        info = {"classes": self.names, "colours": class_colours(self.names),
+                "frames": to_dict(frames),
                 "clip_seconds": self.engine.clip_seconds, "frame_spacing_s": span / frames.num_frames,
                 "backend": str(self.engine.backend), "views": self.config.views,
                 "max_upload_mb": self.config.max_upload_mb,
                 "token_required": bool(self.config.token)}
-        checkpoint = Path(self.config.checkpoint)
+        checkpoint = Path(self.checkpoint)
+        info["run"] = checkpoint.parent.name
         if not is_onnx_file(checkpoint):
             from ..models.checkpoint import summary
             about = summary(checkpoint)
@@ -248,8 +272,10 @@ class Server:
             view["error"] = job.error
         if job.state == "done":
             data = json.loads((job.folder / "timeline.json").read_text())
-            view["result"] = {**data, "links": {"png": f"{base}/timeline.png",
-                                                "video": f"{base}/video.mp4"}}
+            view["result"] = {**data, "links": {
+                "json": f"{base}/timeline.json", "segments_csv": f"{base}/segments.csv",
+                "windows_csv": f"{base}/windows.csv", "png": f"{base}/timeline.png",
+                "video": f"{base}/video.mp4"}}
         return view
 
 
@@ -264,24 +290,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         finally:
             server.stop()
 
-    app = FastAPI(title="lrcn", version="1", lifespan=lifespan,
-                  description="Human action recognition in video: a clip's label, a long "
-                              "video's timeline, a live camera.")
+    app = base_app(title="lrcn", version="1", lifespan=lifespan,
+                   description="Human action recognition in video: a clip's label, a long "
+                               "video's timeline, a live camera.")
     app.state.server = server
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        return _error(422, f"bad request: {first.get('msg', 'invalid input')}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        print(f"lrcn serve: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return _error(500, f"internal error ({type(exc).__name__})")
+    @app.exception_handler(LrcnError)
+    async def lrcn_error(request: Request, exc: LrcnError):
+        return _error(STATUS_OF_KIND[exc.kind], exc.reason)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -305,6 +321,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
+    if config.studio:
+        from .studio import studio_router
+        from .workspace import Workspace
+        app.include_router(studio_router(server, Workspace(config.studio), receive_upload,
+                                         _upload_refused))
+
+        @app.get("/studio", include_in_schema=False)
+        async def studio_page():
+            return FileResponse(WEB / "studio.html")
 
     @app.get("/healthz")
     async def healthz():
@@ -321,6 +346,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/predict", status_code=200,
               summary="Classify a clip (multipart file or raw body)")
     async def predict(request: Request):
+        if server.no_model():
+            return server.no_model()
         if server.active >= config.jobs + config.queue:
             return _error(503, "busy: the queue is full, try again shortly",
                           {"Retry-After": "2"})
@@ -343,6 +370,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/timeline", status_code=202,
               summary="Start a timeline job for a long video; poll /v1/jobs/{id}")
     async def timeline(request: Request):
+        if server.no_model():
+            return server.no_model()
         if server.runner.waiting() >= config.queue:
             return _error(503, "busy: too many timeline jobs waiting, try again later",
                           {"Retry-After": "10"})
@@ -399,18 +428,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"id": job.id, "removed": True,
                 "cancelled": state in ("queued", "running")}
 
-    @app.get("/v1/jobs/{job_id}/timeline.png")
-    async def job_png(job_id: str):
-        return _job_file(find_job(job_id), "timeline.png", "image/png")
-
-    @app.get("/v1/jobs/{job_id}/video.mp4")
-    async def job_video(job_id: str):
-        return _job_file(find_job(job_id), "video.mp4", "video/mp4")
-
-    def _job_file(job, name: str, media_type: str) -> FileResponse:
+    @app.get("/v1/jobs/{job_id}/{name}",
+             summary="A finished job's file: JSON, CSV, PNG, the annotated video")
+    async def job_file(job_id: str, name: JobFile):
+        job = find_job(job_id)
         if job.state != "done":
             raise HTTPException(409, f"job {job.id} is {job.state}, not done")
-        return FileResponse(job.folder / name, media_type=media_type)   # ranges included
+        return FileResponse(job.folder / name, media_type=MEDIA_TYPES[name])   # ranges too
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket):
@@ -418,6 +442,10 @@ def create_app(config: ServeConfig) -> FastAPI:
             await socket.close(code=4401, reason="missing or wrong token")
             return
         await socket.accept()
+        if server.engine is None:
+            await socket.send_json({"error": "no model yet: train one in the studio first"})
+            await socket.close()
+            return
         await _camera_session(server, socket)
 
     return app
@@ -464,6 +492,15 @@ async def _camera_session(server: Server, socket: WebSocket) -> None:
         return
 
 
+def _upload_refused(exc: Exception) -> Exception:
+    """The studio's uploads: over the limit, 413 (as /v1/predict's); a client gone, 499."""
+    if isinstance(exc, UploadTooLarge):
+        return HTTPException(413, "upload larger than the server's --max-upload-mb")
+    if isinstance(exc, ClientDisconnect):
+        return HTTPException(499, "client disconnected")
+    return exc
+
+
 def _probe(path: Path) -> None:
     open_video(path).close()
 
@@ -471,7 +508,9 @@ def _probe(path: Path) -> None:
 def run_server(config: ServeConfig) -> None:
     import uvicorn
     app = create_app(config)
-    print(f"lrcn serve: {config.checkpoint} on http://{config.host}:{config.port}/ "
+    where = f"the studio on {config.studio}, at /studio; " if config.studio else ""
+    print(f"lrcn serve: {where}{config.checkpoint or 'no model yet'} on "
+          f"http://{config.host}:{config.port}/ "
           f"(API at /v1, docs at /docs; Ctrl-C or SIGTERM stops)", flush=True)
     # uvicorn stops gracefully on SIGTERM and Ctrl-C, then raises the signal again for the
     # handler that was there before it: this one, so that a requested stop exits with 0.

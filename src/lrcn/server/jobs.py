@@ -17,10 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..files import atomic_write_text
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+# The files of a finished job that a client may download (the route's parameter takes only
+# these names, so no name from a client reaches the file system), with their media types.
+JobFile = Literal["timeline.json", "segments.csv", "windows.csv", "timeline.png", "video.mp4"]
+MEDIA_TYPES = dict(zip(get_args(JobFile), ("application/json", "text/csv", "text/csv",
+                                          "image/png", "video/mp4")))
 
 
 def new_job_id() -> str:
@@ -214,4 +220,5 @@ class JobRunner:
                 self._kill(job)
 
 
-__all__ = ["Job", "JobRunner", "JOB_ID", "new_job_id", "run_timeline_job"]
+__all__ = ["Job", "JobFile", "JobRunner", "JOB_ID", "MEDIA_TYPES", "new_job_id",
+           "run_timeline_job"]

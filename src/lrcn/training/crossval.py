@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ..console import plural
 from ..data.dataset import group_number, load_samples, split_train_val
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
@@ -52,7 +53,7 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
         test = [s for s in samples if group_number(s) == tag]
         rest = [s for s in samples if group_number(s) != tag]
         parts = {**split_train_val(rest, job.split), "test": test}
-        log(f"fold {k}/{len(tags)}: test group {tag} ({len(test)} clips)")
+        log(f"fold {k}/{len(tags)}: test group {tag} ({plural(len(test), 'clip')})")
         run = out / f"fold-{tag}"
         result = train_and_evaluate(replace(job, out=run, fixed=(names, parts)), log)
         report = result.report
@@ -60,7 +61,8 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
                      "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                      "group_accuracy": report["group_accuracy"],
                      "best_epoch": result.training.best_epoch, "run": str(run)})
-        log(f"fold {tag}: accuracy {report['accuracy']:.3f} on {report['num_clips']} clips")
+        log(f"fold {tag}: accuracy {report['accuracy']:.3f} on "
+            f"{plural(report['num_clips'], 'clip')}")
     accuracies = [r["accuracy"] for r in rows]
     summary = {"protocol": "leave-one-group-out", "data": str(data.resolve()),
                "classes": names, "folds": rows,
@@ -78,9 +80,11 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
 
 def format_summary(summary: dict) -> str:
     rows = summary["folds"]
-    lines = [f"leave-one-group-out over {len(rows)} fold(s), {len(summary['classes'])} classes"]
+    lines = [f"leave-one-group-out over {plural(len(rows), 'fold')}, "
+             f"{plural(len(summary['classes']), 'class', 'classes')}"]
     for r in rows:
-        lines.append(f"  {r['fold']}: accuracy {r['accuracy']:.3f} ({r['test_clips']} clips)")
+        lines.append(f"  {r['fold']}: accuracy {r['accuracy']:.3f} "
+                     f"({plural(r['test_clips'], 'clip')})")
     lines.append(f"mean accuracy {summary['mean_accuracy']:.3f} +- "
                  f"{summary['std_accuracy']:.3f} (min {summary['min_accuracy']:.3f}, max "
                  f"{summary['max_accuracy']:.3f})")

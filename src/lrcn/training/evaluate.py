@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from ..console import plural
 from ..data.cache import prepare
 from ..inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
                                    softmax, too_few_to_fit)
@@ -245,11 +246,35 @@ def record_test_metrics(checkpoint_path: Path, report: dict) -> None:
         k: report[k] for k in ("accuracy", "macro_f1", "group_accuracy", "num_clips")})
 
 
+def format_confusion(names: Sequence[str], matrix: Sequence[Sequence[int]],
+                     width: int, line_limit: int = 100) -> list[str]:
+    """The confusion matrix with a header row: the class names when they fit in
+    `line_limit` characters, else their numbers, each row then starting with its number."""
+    cell = max(4, len(str(max((max(row) for row in matrix), default=0))) + 1,
+               max(len(n) for n in names) + 1)
+    numbered = 2 + width + cell * len(names) > line_limit
+    if numbered:
+        cell = max(4, len(str(len(names) - 1)) + 2,
+                   len(str(max((max(row) for row in matrix), default=0))) + 1)
+        labels = [f"{i}" for i in range(len(names))]
+        rows = [f"{i} {name}" for i, name in enumerate(names)]
+        width = max(width, max(len(r) for r in rows) + 1)
+    else:
+        labels, rows = list(names), list(names)
+    lines = ["confusion matrix (rows: true, columns: predicted"
+             + (", by class number):" if numbered else "):"),
+             "  " + " " * width + "".join(f"{label:>{cell}}" for label in labels)]
+    for label, row in zip(rows, matrix):
+        lines.append(f"  {label:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    return lines
+
+
 def format_report(report: dict) -> str:
     names = report["classes"]
     width = max(12, max(len(n) for n in names) + 2)
-    lines = [f"accuracy {report['accuracy']:.3f} on {report['num_clips']} clips "
-             f"(group-level {report['group_accuracy']:.3f} on {report['num_groups']} groups), "
+    lines = [f"accuracy {report['accuracy']:.3f} on {plural(report['num_clips'], 'clip')} "
+             f"(group-level {report['group_accuracy']:.3f} on "
+             f"{plural(report['num_groups'], 'group')}), "
              f"macro F1 {report['macro_f1']:.3f}"
              + (f"; frames {report['frame_order']}"
                 if report.get("frame_order", "as recorded") != "as recorded" else "")
@@ -259,9 +284,7 @@ def format_report(report: dict) -> str:
         row = report["per_class"][name]
         lines.append(f"{name:<{width}}{row['precision']:>10.3f}{row['recall']:>8.3f}"
                      f"{row['f1']:>8.3f}{row['support']:>7d}")
-    lines.append("confusion matrix (rows: true, columns: predicted):")
-    for name, row in zip(names, report["confusion_matrix"]):
-        lines.append(f"  {name:<{width}}" + " ".join(f"{v:4d}" for v in row))
+    lines.extend(format_confusion(names, report["confusion_matrix"], width))
     calibration = report.get("calibration")
     if calibration:
         lines.append(f"calibration: temperature {calibration['temperature']:.3f}, expected "
@@ -271,5 +294,5 @@ def format_report(report: dict) -> str:
 
 
 __all__ = ["evaluate", "evaluate_run", "calibrate_checkpoint", "metrics", "record_test_metrics",
-           "format_report", "samples_for", "predict_cached", "cached_logits",
+           "format_report", "format_confusion", "samples_for", "predict_cached", "cached_logits",
            "view_probabilities", "Evaluation"]

@@ -4,11 +4,14 @@ API hand to runs.train_and_evaluate, which hands it to train.train and train.pre
 
 A run folder's config.json holds the job's saved settings (`saved_settings`); `job_from_run`
 reads them back, so a resumed run is the job that was started. The format is the one runs have
-always written: data, classes, frames, model, split, train, cache_dir, processes.
+always written: data, classes, frames, model, split, train, cache_dir, processes, and
+evaluate (absent in older runs: true).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,12 @@ from typing import Any, Sequence
 from ..config import (FrameConfig, ModelConfig, SplitConfig, TrainConfig, from_dict,
                       model_config_for, to_dict)
 from ..data.dataset import Sample, read_split
+from ..distributed import launched_rank
+from ..console import plural
 from ..errors import ErrorKind, LrcnError
+from ..models.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint_path
 from ..models.registry import DEFAULT_MODEL, settings_for
+from .resume import STATE_NAME, saved_progress
 
 # The model settings that follow from the data (classes) and the frames (input shape).
 DERIVED_MODEL_SETTINGS = ("num_classes", "num_frames", "height", "width")
@@ -44,6 +51,13 @@ class TrainingJob:
     # resumed run's split as it was made
     fixed: tuple[list[str], dict[str, list[Sample]]] | None = None
     resume: bool = False                     # continue from the run folder's training state
+    # evaluate on the test split after training (--no-evaluate: False); saved with the run,
+    # so that --resume finishes the run as it was started
+    evaluate: bool = True
+    # a resumed run that had finished, given more epochs: early stopping's patience counts
+    # again from where it stopped
+    extend: bool = False
+    init_from: Path | None = None            # a trained checkpoint to start from (fine-tuning)
     # how to run, not what: neither is saved with the run
     workers: int | None = None               # decoding processes (None: one per core)
     progress: bool = True                    # progress bars
@@ -59,6 +73,8 @@ class TrainingJob:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         if self.lists is not None:
             object.__setattr__(self, "lists", Path(self.lists))
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", Path(self.init_from))
         derived = sorted(set(self.model) & set(DERIVED_MODEL_SETTINGS))
         if derived:
             raise LrcnError(f"model setting {derived[0]!r} follows from the data and the frames",
@@ -81,7 +97,8 @@ class TrainingJob:
                 "cache_dir": str(self.cache_dir) if self.cache_dir else None,
                 "ucf_split": self.ucf_split,
                 "lists": str(self.lists.resolve()) if self.lists else None,
-                "processes": processes}
+                "processes": processes, "evaluate": self.evaluate,
+                "init_from": str(self.init_from.resolve()) if self.init_from else None}
 
 
 def seed_model_hint(job: TrainingJob) -> str | None:
@@ -104,6 +121,35 @@ def default_out(kind: str) -> Path:
     return Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
+# What a run writes into its folder: a new run over an old one removes these first (--overwrite),
+# so that no file of the old run (a report, an exported model) passes for the new one's.
+RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_NAME,
+             "report.json", "confusion_matrix.png", "reliability.png", "curves.png",
+             "model.onnx", "eval", "shuffled-frames")
+
+
+def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
+    """The folder of a new run: refused (one line, naming the flags) when it holds a run
+    already, unless `overwrite`, which removes that run's files (RUN_FILES; nothing else).
+    Under torchrun only rank 0 looks (the others would find what rank 0 has begun to write);
+    the others wait for its split, and stop with it if it stops here."""
+    out = Path(out)
+    if launched_rank() != 0:
+        return out
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise LrcnError(f"already holds a run ({', '.join(present[:3])}"
+                        f"{', ...' if len(present) > 3 else ''}): --overwrite replaces it, "
+                        "--resume continues it, or choose another --out", out,
+                        ErrorKind.SETTING)
+    for name in present:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    return out
+
+
 def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
              config: dict[str, dict[str, Any]] | None = None,
              frames: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
@@ -111,35 +157,65 @@ def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
              augment: bool | None = None, classes: Sequence[str] | None = None,
              cache_dir: str | Path | None = None, ucf_split: int | None = None,
              lists: str | Path | None = None, workers: int | None = None,
-             progress: bool = True, decode_timeout: float | None = None) -> TrainingJob:
+             progress: bool = True, decode_timeout: float | None = None,
+             init_from: str | Path | None = None) -> TrainingJob:
     """A job from settings given in layers (registry.settings_for): the model `model` (None:
     the config's, else the default), its defaults, then `config` (a settings file's sections,
     config.load_config_file), then `frames`, `split`, `train` and `model_options` (None
     values: not given), with `augment` (True, False, None: as the model and config say) over
-    the training settings. `lrcn train`, `lrcn cv` and the Python API build their jobs here."""
+    the training settings. `lrcn train`, `lrcn cv` and the Python API build their jobs here.
+
+    `init_from` (a checkpoint or run folder): fine-tune that model; its model and frame
+    settings are the job's (giving others is refused), the training settings are layered as
+    above on that model's defaults."""
+    base = None
+    if init_from is not None:
+        init_from = resolve_checkpoint_path(init_from)
+        base = load_checkpoint(init_from, weights=False)
+        given = [k for k, v in {"model": model, **(frames or {}), **(model_options or {})}.items()
+                 if v is not None] + [f"the config file's {k} section"
+                                      for k in ("model", "frames") if (config or {}).get(k)]
+        if given:
+            raise LrcnError(f"--init-from takes the model and frame settings from the "
+                            f"checkpoint: {given[0]} cannot be given with it",
+                            kind=ErrorKind.SETTING)
+        model = base.model_config.name
     settings = settings_for(model, config, frames=frames, split=split, train=train,
                             model=model_options, augment=augment)
+    if base is not None:
+        settings = dataclasses.replace(
+            settings, frames=base.frame_config,
+            model={k: v for k, v in to_dict(base.model_config).items()
+                   if k not in DERIVED_MODEL_SETTINGS})
     return TrainingJob(data, out, classes=classes, frames=settings.frames,
                        model=settings.model, split=settings.split, train=settings.train,
                        cache_dir=cache_dir, ucf_split=ucf_split, lists=lists, workers=workers,
-                       progress=progress, decode_timeout=decode_timeout)
+                       progress=progress, decode_timeout=decode_timeout, init_from=init_from)
 
 
 def job_from_run(run_dir: str | Path, workers: int | None = None,
-                 progress: bool = True, decode_timeout: float | None = None) -> TrainingJob:
+                 progress: bool = True, decode_timeout: float | None = None,
+                 epochs: int | None = None) -> TrainingJob:
     """The job a run folder's config.json recorded, with its split as it was made (by group,
     from official lists or a fold), set to resume: `lrcn train --resume RUN`. A run killed
     before its split was written (while decoding) has none yet: the data is checked and
-    split again, as the run would have done."""
+    split again, as the run would have done.
+
+    `epochs`: train to this many epochs in all (more than the run has done). A run that is
+    finished (all its epochs done, or stopped early) is refused without it: there is nothing
+    to resume. A run that had stopped early trains on with early stopping's patience counted
+    again from there."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
         raise LrcnError("not a run folder (no config.json): nothing to resume", run_dir,
                         ErrorKind.NOT_FOUND)
+    # its own error names split.json; a run killed while decoding has none yet
+    split = read_split(run_dir / "split.json") if (run_dir / "split.json").exists() else None
     try:
         saved = json.loads(path.read_text())
         model = to_dict(from_dict(ModelConfig, saved["model"]))
-        return TrainingJob(
+        job = TrainingJob(
             data=Path(saved["data"]), out=run_dir, classes=saved["classes"],
             frames=from_dict(FrameConfig, saved["frames"]),
             model={k: v for k, v in model.items() if k not in DERIVED_MODEL_SETTINGS},
@@ -147,11 +223,34 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
             train=from_dict(TrainConfig, saved["train"]),
             cache_dir=Path(saved["cache_dir"]) if saved.get("cache_dir") else None,
             ucf_split=saved.get("ucf_split"), lists=saved.get("lists"),
-            fixed=(saved["classes"], read_split(run_dir / "split.json"))
-            if (run_dir / "split.json").is_file() else None, resume=True,
+            fixed=None if split is None else (saved["classes"], split), resume=True,
+            evaluate=saved.get("evaluate", True) is not False,   # runs from before: True
+            init_from=saved.get("init_from"),
             workers=workers, progress=progress, decode_timeout=decode_timeout)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise LrcnError(f"damaged config.json ({exc})", run_dir) from None
+        raise LrcnError(f"damaged config.json ({exc})", path) from None
+    return _continued(job, saved_progress(run_dir / STATE_NAME), epochs)
 
 
-__all__ = ["TrainingJob", "default_out", "seed_model_hint", "make_job", "job_from_run", "DERIVED_MODEL_SETTINGS"]
+def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> TrainingJob:
+    """A resumed job with `epochs` (None: as saved), refused when there is nothing to train."""
+    trained = len(done["history"]) if done else 0
+    finished = bool(done) and (done["stopped"] or trained >= job.train.epochs)
+    if epochs is not None and epochs <= trained:
+        raise LrcnError(f"the run has trained {plural(trained, 'epoch')} already; --epochs "
+                        f"{epochs} would train none (--epochs N is the total: more than "
+                        f"{trained})", job.out, ErrorKind.SETTING)
+    if epochs is None and finished:
+        how = (f"stopped early after {plural(trained, 'epoch')}" if done["stopped"] else
+               f"all {plural(trained, 'epoch')} trained")
+        raise LrcnError(f"the run is finished ({how}; best epoch {done['best_epoch']}): "
+                        f"nothing to resume; --epochs N (more than {trained}) trains it on",
+                        job.out, ErrorKind.SETTING)
+    if epochs is None:
+        return job
+    return dataclasses.replace(job, train=dataclasses.replace(job.train, epochs=epochs),
+                               extend=finished)
+
+
+__all__ = ["TrainingJob", "default_out", "seed_model_hint", "make_job", "job_from_run",
+           "claim_run_folder", "RUN_FILES", "DERIVED_MODEL_SETTINGS"]

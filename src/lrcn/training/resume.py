@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import LrcnError
 from ..files import atomic_path
 from ..models.base import ClipClassifier, MaskDropout
+from ..models.checkpoint import first_non_finite
 
 STATE_NAME = "state.safetensors"
 FORMAT = "lrcn-train-state"
@@ -59,6 +60,23 @@ def save_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "state": json.dumps(header)})
 
 
+def saved_progress(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A saved state's progress (history, best, best_epoch, waited, stopped), read from its
+    header alone; None when there is no state (a run killed before its first epoch ended)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise LrcnError("not an lrcn training state", path)
+        return json.loads(metadata["state"])["progress"]
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise LrcnError(f"the training state is damaged ({exc}); delete it to start the "
+                        "run again", path) from None
+
+
 def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.optim.Optimizer,
                shuffle: torch.Generator, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Put a saved state back into a freshly built model, optimizer and shuffling generator;
@@ -76,6 +94,10 @@ def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise LrcnError(f"the training state is damaged ({exc}); delete it to start the "
                         "run again", path) from None
+    damaged = first_non_finite(tensors)
+    if damaged:    # training would go on at NaN: refused here (fit's loss check does the rest)
+        raise LrcnError(f"the training state is damaged: tensor {damaged} holds NaN or infinite "
+                        "values; delete it to start the run again", path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
@@ -106,4 +128,4 @@ def load_state(path: str | os.PathLike, model: ClipClassifier, optimizer: torch.
 
 
 
-__all__ = ["STATE_NAME", "save_state", "load_state"]
+__all__ = ["STATE_NAME", "save_state", "load_state", "saved_progress"]

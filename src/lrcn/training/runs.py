@@ -2,6 +2,7 @@
 test figures in it. `lrcn train`, `lrcn demo` and `lrcn cv` (each fold) all run this."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,10 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     validation clips, then evaluate the checkpoint on the run's test part, writing report.json,
     confusion_matrix.png, reliability.png and curves.png into the run folder (`job.out`), and
     record the test figures in the checkpoint (for `lrcn info`). Files that cannot be read
-    were reported while training prepared the data."""
+    were reported while training prepared the data. `evaluate_test=False` (or a job that says
+    so: a resumed run started with --no-evaluate) skips the test evaluation; the run folder
+    records it."""
+    job = dataclasses.replace(job, evaluate=job.evaluate and evaluate_test)
     run_dir, config = job.out, job.train
     cache_dir, workers, progress = job.cache_dir, job.workers, job.progress
     result = train(job, log)
@@ -36,7 +40,7 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
                          workers=workers, device=config.device, log=log,
                          decode_timeout=job.decode_timeout)
-    if not evaluate_test:
+    if not job.evaluate:
         return RunResult(result, None)
     test = result.parts["test"]
     if not test:

@@ -8,14 +8,15 @@ parallelism need (no host syncs between steps, DDP's averaging made the whole ba
 from __future__ import annotations
 
 import contextlib
-import sys
+import math
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..console import progress as console_progress
 from ..devices import autocast
 from ..distributed import World, sum_over_ranks
+from ..errors import ErrorKind, LrcnError
 from ..models.base import ClipClassifier, clips_to_input
 
 
@@ -136,8 +137,7 @@ def run_epoch(model: ClipClassifier, loader, optimizer=None, desc: str = "", pro
     Returns (mean loss, accuracy), the loss being the data loss without the L2 term, as Keras
     reports it; with several processes, over all of their clips."""
     total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = console_progress(loader, desc=desc, unit="batch", leave=False, enabled=progress)
     for step, batch in enumerate(bar):
         clips, labels = batch
         divisor = getattr(batch, "divisor", None) if world.distributed else None
@@ -159,4 +159,27 @@ def run_epoch(model: ClipClassifier, loader, optimizer=None, desc: str = "", pro
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-__all__ = ["CHUNK_CLIPS", "make_optimizer", "train_step", "eval_batch", "run_epoch"]
+def check_finite(epoch: int, losses: dict[str, float], model: ClipClassifier, lr: float,
+                 best_epoch: int) -> None:
+    """Stop a run whose training diverged, after epoch `epoch`: a loss (`losses`, the
+    figures the run watches) or a weight that is NaN or infinite. Every later epoch would be
+    NaN too, and early stopping never sees an improvement. The one-line LrcnError (FAILED)
+    says so before this epoch's state or history is written, so the run folder keeps the last
+    good epoch's state and the best checkpoint so far. With several processes the figures
+    and the weights are the same on every rank, so all of them stop here."""
+    names = {"loss": "training loss", "val_loss": "validation loss"}
+    bad = next((f"the {names.get(k, k)} is {v}" for k, v in losses.items()
+                if not math.isfinite(v)), None)
+    if bad is None:
+        weight = next((name for name, p in model.named_parameters()
+                       if not bool(torch.isfinite(p.detach()).all())), None)
+        bad = weight and f"the weights of {weight} are not finite"
+    if bad:
+        kept = f"the checkpoint keeps epoch {best_epoch}, the best before" if best_epoch else \
+            "no checkpoint was written"
+        raise LrcnError(f"training diverged at epoch {epoch}: {bad}; try a lower learning "
+                        f"rate (--lr, now {lr:g}); {kept}", kind=ErrorKind.FAILED)
+
+
+__all__ = ["CHUNK_CLIPS", "make_optimizer", "train_step", "eval_batch", "run_epoch",
+           "check_finite"]

@@ -14,7 +14,6 @@ import math
 import random
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,23 +22,26 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.cache import CachedClip, prepare
-from ..models.checkpoint import CHECKPOINT_NAME, save_checkpoint, update_info
-from ..config import FrameConfig, TrainConfig, candidate_frames
-from ..data.check import report_skipped, screen
-from ..data.dataset import Sample, find_data, split_data, write_split
+from ..data.cache import CachedClip
+from ..console import plural
+from ..models.checkpoint import (CHECKPOINT_NAME, init_from, load_checkpoint, save_checkpoint,
+                                 update_info)
+from ..config import TrainConfig, candidate_frames
+from ..data.check import report_skipped
+from ..data.dataset import Sample
 from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
 from ..devices import resolve_device
-from ..distributed import World, barrier, broadcast, gather, rank_seed, setup, teardown
+from ..distributed import World, gather, group_failure, rank_seed, setup, teardown
 from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
-from .job import TrainingJob
+from .job import TrainingJob, claim_run_folder
+from .prepare import TrainingData, prepare_data, prepare_shared
 from .resume import STATE_NAME, dropout_states, load_state, save_state
-from .steps import make_optimizer, run_epoch
+from .steps import check_finite, make_optimizer, run_epoch
 from ..models.registry import build_model, check_settings, get_spec
 
 
@@ -53,127 +55,13 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     parts: dict[str, list[Sample]]       # the split: samples by part
     rank: int = 0                        # this process's rank (0 writes the run folder)
+    resumed_after: int = 0               # epochs done before this process started (resumed)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainingData:
-    """A data set made ready for training: its classes, its split (samples by part), the
-    decoded clips by part (in the frame cache), and the files skipped, with the cause."""
-    root: Path
-    class_names: list[str]
-    parts: dict[str, list[Sample]]
-    clips: dict[str, list[CachedClip]]
-    skipped: list[tuple[str, str]]
-    # what the loaders read instead of a part's cached frames (training_inputs): candidate
-    # frames for temporal jitter, cached features of a frozen CNN
-    inputs: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
-    candidates: int = 1            # frames per segment in inputs["train"]
-
-
-def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, job: TrainingJob,
-                   world: World):
-    """prepare() with the job's cache, workers and decode timeout, in several processes: each
-    decodes its share (`rank::size`) into the shared cache, then, after a barrier, every one
-    reads every entry (an entry is complete once its JSON is there, so no other coordination is
-    needed). (clips, failures) as prepare's."""
-    options = {"cache_dir": job.cache_dir, "workers": job.workers,
-               "timeout": job.decode_timeout}
-    if world.distributed:
-        prepare(samples[world.rank::world.size], frames, progress=job.progress and world.main,
-                **options)
-        barrier(world)
-    return prepare(samples, frames, progress=job.progress and not world.distributed, **options)
-
-
-def prepare_data(job: TrainingJob, log=print, on_classes=None,
-                 world: World = World()) -> TrainingData:
-    """Find the job's clips, decode all into the frame cache (the test clips too, for the
-    evaluation), check them before the split (data.check.screen), split the readable ones and
-    write split.json. `on_classes(class names)` is called before decoding (a run killed then
-    resumes: the check and the split are made again, from the cache) and again when classes
-    were dropped. `job.fixed` (cross-validation's folds, a resumed run's split) is used as
-    given: its unreadable files are reported and skipped.
-
-    With several processes, rank 0 finds the data and every rank receives it; each decodes
-    its share (`rank::size`) into the shared cache, then, after a barrier, reads every entry
-    (complete once its JSON is there: no other coordination) and makes the same check and
-    split. Only rank 0 writes into the run folder and speaks."""
-    data_root, run_dir = job.data, job.out
-    if job.fixed is not None:
-        class_names, parts = job.fixed
-        if world.main:
-            _write_split(run_dir, data_root, class_names, parts, "given folds", log)
-            if on_classes is not None:
-                on_classes(class_names)
-        clips, failures = _decode(parts["train"] + parts["val"] + parts["test"], job, log,
-                                  world)
-        skipped = [(str(sample.path), cause) for sample, cause in failures]
-        if world.main:
-            report_skipped(skipped)
-    else:
-        found: tuple | LrcnError | None = None
-        if world.main:
-            try:
-                found = find_data(data_root, job.classes, job.ucf_split, job.lists)
-            except LrcnError as exc:
-                # raised on every rank, not only on rank 0, with its path and kind (an
-                # LrcnError pickles with both)
-                found = exc
-        found = broadcast(found, world)
-        if isinstance(found, LrcnError):
-            raise found
-        class_names, samples, missing, test_listed = found
-        if world.main and on_classes is not None:
-            on_classes(class_names)
-        clips, failures = _decode(samples, job, log, world)
-        checked = screen(class_names, clips, failures, missing, job.split, data_root,
-                         test_listed)
-        if world.main:
-            checked.report(log, job.train.balance)
-        if checked.refusal is not None:
-            raise checked.refusal
-        if world.main and checked.class_names != class_names and on_classes is not None:
-            on_classes(checked.class_names)
-        class_names, clips, skipped = checked.class_names, checked.clips, checked.skipped
-        parts, how = split_data([c.sample for c in clips], job.split, test_listed,
-                                job.ucf_split)
-        if world.main:
-            _write_split(run_dir, data_root, class_names, parts, how, log)
-    part_of = {sample.path: part for part, members in parts.items() for sample in members}
-    by_part = {part: [c for c in clips if part_of.get(c.sample.path) == part]
-               for part in parts}
-    untrained = [n for n in class_names if not any(c.sample.class_name == n
-                                                   for c in by_part["train"])]
-    if untrained:
-        raise LrcnError(f"no readable training clips for class {untrained[0]!r}", data_root)
-    return TrainingData(data_root, class_names, parts, by_part, skipped)
-
-
-def _decode(samples: Sequence[Sample], job: TrainingJob, log, world: World):
-    """prepare_shared, timed and logged."""
-    started = time.perf_counter()
-    clips, failures = prepare_shared(samples, job.frames, job, world)
-    seconds = time.perf_counter() - started
-    log(f"frame cache: {len(clips)} clips ready in {seconds:.1f} s "
-        f"({len(samples) / max(seconds, 1e-9):.1f} clips/s"
-        f"{f', {world.size} processes' if world.distributed else ''})")
-    return clips, failures
-
-
-def _write_split(run_dir: Path, data_root: Path, class_names: Sequence[str],
-                 parts: dict[str, list[Sample]], how: str, log) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_split(run_dir / "split.json", data_root if data_root.is_dir() else data_root.parent,
-                parts)
-    log(f"data: {sum(len(v) for v in parts.values())} clips in {len(class_names)} classes "
-        f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
-        f"val {len(parts['val'])}, test {len(parts['test'])} clips")
 
 
 def training_inputs(data: TrainingData, model, job: TrainingJob, device: torch.device, log,
@@ -220,16 +108,19 @@ class FitResult:
     best: float              # the monitored figure at the best epoch
     monitor: str             # "val_loss", or "loss" when there are no validation clips
     history: list[dict[str, float]]
+    resumed_after: int = 0   # epochs that were done before (a resumed run)
 
 
 def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path,
         progress: bool = True, log=print, resume: bool = False,
-        world: World = World()) -> FitResult:
+        world: World = World(), extend: bool = False) -> FitResult:
     """Keras's `model.fit` with early stopping: an epoch over the shuffled training clips, then
     validation; `save_best(model, extra info)` is called whenever the monitored loss improves
     (so the best weights are on disk from the moment they are found); training stops after
     `config.patience` epochs without improvement. history.csv is rewritten every epoch, and
-    so is the whole training state (resume.py), from which `resume=True` continues.
+    so is the whole training state (resume.py), from which `resume=True` continues;
+    `extend`: a run that early stopping had stopped trains on to `config.epochs`, its patience
+    counted again from there (the best so far stays the one to beat).
 
     With several processes the model is wrapped in DistributedDataParallel; every rank steps
     through the same global batches (its share of each), the epoch's figures are summed over
@@ -262,7 +153,11 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
                           world=world.size)
         history, best, best_epoch = done["history"], done["best"], done["best_epoch"]
         waited, stopped = done["waited"], done["stopped"]
-        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch})")
+        if extend and stopped:
+            waited, stopped = 0, False
+        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch}); training "
+            f"to epoch {config.epochs}")
+    resumed_after = len(history)
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stopped:
             break
@@ -276,6 +171,9 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         val_loss, val_accuracy = (run_epoch(model, val_loader, precision=config.precision,
                                             world=world)
                                   if len(data.clips["val"]) else (math.nan, math.nan))
+        watched = {"loss": loss, "val_loss": val_loss} if monitor == "val_loss" else \
+            {"loss": loss}
+        check_finite(epoch, watched, model, config.lr, best_epoch)
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
         history.append(row)
@@ -300,9 +198,10 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
                        {"history": history, "best": best, "best_epoch": best_epoch,
                         "waited": waited, "stopped": stopped}, dropout_by_rank=dropout)
         if stopped:
-            log(f"early stopping: {monitor} has not improved for {config.patience} epochs; "
+            log(f"early stopping: {monitor} has not improved for "
+                f"{plural(config.patience, 'epoch')}; "
                 f"best weights are from epoch {best_epoch}")
-    return FitResult(best_epoch, best, monitor, history)
+    return FitResult(best_epoch, best, monitor, history, resumed_after)
 
 
 def train(job: TrainingJob, log=print) -> TrainResult:
@@ -329,10 +228,10 @@ def train(job: TrainingJob, log=print) -> TrainResult:
         atomic_write_text(run_dir / "config.json",
                           json.dumps(job.saved_settings(class_names, world.size), indent=2))
 
-    # A run that fails (bad data, a setting refused late, a crash) before its first whole
-    # epoch leaves no folder that looks like a run: the folder it made is removed. A kill
-    # leaves it, resumable; after an epoch it holds a state to resume from, and is kept.
-    made_here = world.main and not job.resume and not run_dir.exists()
+    # A run that fails (bad data, an error) before its first whole epoch leaves nothing that
+    # looks like a run (_discard). A kill leaves its folder, to resume; so does a failure
+    # after an epoch, whose state can be resumed.
+    existed = run_dir.exists() if world.main and not job.resume else None
     try:
         data = prepare_data(job, log, on_classes=write_settings, world=world)
         model_config = job.model_config(len(data.class_names))
@@ -340,6 +239,9 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             torch.set_num_threads(config.num_threads)
         seed_everything(config.seed)
         model = build_model(model_config, pretrained=True)
+        if job.init_from is not None and not (job.resume and (run_dir / STATE_NAME).exists()):
+            log(f"starting from {job.init_from}: " + init_from(
+                model, load_checkpoint(job.init_from), data.class_names))
         # Rank 0 draws the dropout masks one process would draw; the others streams of their own.
         model.seed_dropout(rank_seed(config.seed, world.rank))
         model.to(device)
@@ -348,26 +250,36 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"on {device}"
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
-        return _train_model(model, data, config, run_dir, frames, job.progress, log, job.resume,
-                            world)
-    except Exception:
-        if made_here and not (run_dir / STATE_NAME).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        return _train_model(model, data, job, log, world)
+    except Exception as exc:
+        if existed is not None and not (run_dir / STATE_NAME).exists():
+            _discard(run_dir, existed)
+        if isinstance(exc, RuntimeError):   # another process stalled or died: one line
+            raise (group_failure(exc, world) or exc) from None
         raise
     finally:
         teardown()
+
+
+def _discard(run_dir: Path, existed: bool) -> None:
+    """What a run that failed before its first epoch wrote: its folder, or in a folder that
+    was there already, the run's files (claim_run_folder's RUN_FILES; nothing else)."""
+    if existed:
+        claim_run_folder(run_dir, overwrite=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0: one voice is enough."""
 
 
-def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
-                 frames: FrameConfig, progress: bool, log, resume: bool,
-                 world: World) -> TrainResult:
+def _train_model(model, data: TrainingData, job: TrainingJob, log, world: World) -> TrainResult:
+    run_dir, frames, config = job.out, job.frames, job.train
     clip_seconds = _clip_seconds(data.clips["train"])
     info = {"data": str(data.root.resolve()), "run_dir": str(run_dir.resolve()),
-            "clips": {part: len(clips) for part, clips in data.clips.items()}}
+            "clips": {part: len(clips) for part, clips in data.clips.items()},
+            **({"init_from": str(job.init_from.resolve())} if job.init_from else {})}
     checkpoint_path = run_dir / CHECKPOINT_NAME
 
     def save_best(best_model, entries: dict) -> None:
@@ -375,7 +287,8 @@ def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
                         {**info, **entries}, clip_seconds=clip_seconds)
 
     try:
-        result = fit(model, data, config, save_best, run_dir, progress, log, resume, world)
+        result = fit(model, data, config, save_best, run_dir, job.progress, log, job.resume,
+                     world, extend=job.extend)
     except KeyboardInterrupt:
         if (run_dir / STATE_NAME).exists():
             log(f"interrupted: the state after the last whole epoch is in {run_dir / STATE_NAME}"
@@ -386,7 +299,17 @@ def _train_model(model, data: TrainingData, config: TrainConfig, run_dir: Path,
                     **{f"best_{result.monitor}": result.best}, epochs_run=len(result.history),
                     val_accuracy=result.history[result.best_epoch - 1]["val_accuracy"])
     return TrainResult(run_dir, checkpoint_path, result.best_epoch, len(result.history),
-                       result.history, data.skipped, data.parts, world.rank)
+                       result.history, data.skipped, data.parts, world.rank,
+                       result.resumed_after)
+
+
+def format_training(result: TrainResult, seconds: float) -> str:
+    """The line `lrcn train` ends its training with."""
+    done = result.epochs_run - result.resumed_after
+    what = (f"trained {plural(done, 'epoch')} more ({result.epochs_run} in all)"
+            if result.resumed_after else f"trained {plural(done, 'epoch')}")
+    return (f"{what} in {seconds:.0f} s; best epoch {result.best_epoch}; checkpoint: "
+            f"{result.checkpoint}")
 
 
 def _clip_seconds(clips: Sequence[CachedClip]) -> float:
@@ -397,4 +320,4 @@ def _clip_seconds(clips: Sequence[CachedClip]) -> float:
 
 
 __all__ = ["train", "prepare_data", "fit", "TrainResult", "TrainingData", "TrainingJob",
-           "report_skipped"]
+           "report_skipped", "format_training"]

@@ -4,9 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const COLOURS = ["#3b6ee8", "#e8743b", "#19a979", "#ed4a7b", "#945ecf", "#13a4b4",
-                 "#525df4", "#bf399e", "#6c8893", "#ee6868"];
-let model = null;
+let model = null;         // GET /v1/model: classes, their colours (those of the PNG), frames
+let clipURL = null;       // the object URL of the file being shown
+let shownTimeline = null; // redrawn when the window's width changes
 let token = sessionStorage.getItem("lrcn-token") || "";
 
 function headers() {
@@ -42,6 +42,10 @@ async function loadModel() {
     `${f.num_frames} frames of ${f.width}x${f.height}; clips of ${model.clip_seconds || "?"} s`;
 }
 
+function colour(name) {
+  return (model && model.colours && model.colours[name]) || "#9aa3b5";
+}
+
 function showBars(container, probabilities) {
   container.innerHTML = "";
   const ranked = Object.entries(probabilities).sort((a, b) => b[1] - a[1]);
@@ -52,6 +56,7 @@ function showBars(container, probabilities) {
                     `</span><span class="value"></span>`;
     row.querySelector(".name").textContent = name;
     row.querySelector(".fill").style.width = (100 * p).toFixed(1) + "%";
+    row.querySelector(".fill").style.background = colour(name);
     row.querySelector(".value").textContent = (100 * p).toFixed(1) + "%";
     container.appendChild(row);
   }
@@ -89,15 +94,33 @@ async function chooseMode(file) {
     probe.preload = "metadata";
     probe.onloadedmetadata = () => resolve(probe.duration);
     probe.onerror = () => resolve(NaN);     // a format the browser does not play (AVI)
-    probe.src = URL.createObjectURL(file);
+    probe.src = clipURL;
   });
   if (Number.isFinite(duration)) return duration > long ? "timeline" : "clip";
   return file.size > 30e6 ? "timeline" : "clip";
 }
 
-async function handle(file) {
+// Hide the last answer (a new file, the webcam, an error): nothing stale stays on screen.
+function clearResult() {
   $("result").hidden = true;
   $("timeline-section").hidden = true;
+  shownTimeline = null;
+  for (const id of ["clip-video", "video"]) {
+    const video = $(id);
+    video.pause();
+    video.onerror = null;
+    video.removeAttribute("src");
+    video.load();
+  }
+  $("clip-video").hidden = true;
+  $("clip-note").textContent = "";
+  if (clipURL) URL.revokeObjectURL(clipURL);
+  clipURL = null;
+}
+
+async function handle(file) {
+  clearResult();
+  clipURL = URL.createObjectURL(file);     // the file itself, shown beside its label
   $("upload-bar").value = 0;
   $("process-bar").value = 0;
   $("process-bar").removeAttribute("value");   // indeterminate until there is progress
@@ -108,7 +131,9 @@ async function handle(file) {
     if (mode === "clip") {
       const result = await upload("/v1/predict", file);
       $("process-bar").value = 1;
-      showResult(result.label, result.probability, result.probabilities);
+      showResult("", result.label, (100 * result.probability).toFixed(1) + "%",
+                 "each class's probability for this clip", result.probabilities);
+      showClip(file);
       status(`${file.name}: ${result.frames.length} frames in ${result.seconds.toFixed(2)} s`);
     } else {
       const job = await upload("/v1/timeline", file);
@@ -116,15 +141,29 @@ async function handle(file) {
     }
   } catch (error) {
     $("process-bar").value = 0;
-    status(error.message, true);
+    clearResult();
+    status(`${file.name}: ${error.message}`, true);   // which file, and what is wrong with it
   }
 }
 
-function showResult(label, probability, probabilities) {
+function showResult(kind, label, figure, caption, bars) {
   $("result").hidden = false;
+  $("label-kind").textContent = kind;
   $("label").textContent = label;
-  $("probability").textContent = (100 * probability).toFixed(1) + "%";
-  showBars($("bars"), probabilities);
+  $("probability").textContent = figure;
+  $("bars-caption").textContent = caption;
+  showBars($("bars"), bars);
+}
+
+function showClip(file) {
+  const video = $("clip-video");
+  video.hidden = false;
+  video.onerror = () => {          // AVI, MJPEG, ...: the server reads more than browsers play
+    video.hidden = true;
+    $("clip-note").textContent = `${file.name}: this browser cannot play the file's format ` +
+                                 "(the server can: the label above is its answer)";
+  };
+  video.src = clipURL;
 }
 
 async function follow(id, name) {
@@ -133,84 +172,218 @@ async function follow(id, name) {
     $("process-bar").value = job.progress;
     if (job.state === "done") return showTimeline(job.result, name);
     if (job.state === "failed" || job.state === "cancelled") {
-      throw new Error(`${name}: ${job.error || job.state}`);
+      throw new Error(job.error || job.state);
     }
     status(`${name}: ${job.state}, ${(100 * job.progress).toFixed(0)}%`);
     await new Promise((r) => setTimeout(r, 400));
   }
 }
 
+function percent(fraction) {
+  return (100 * fraction).toFixed(0) + "%";
+}
+
+// A long video's answer: which label holds most of its time (from the segments), the share of
+// the time of each label, the timeline, the downloads and the annotated video.
 function showTimeline(result, name) {
   const facts = result.facts;
-  status(`${name}: ${facts.duration.toFixed(1)} s, ${result.segments.length} segment(s), ` +
+  const duration = facts.duration;
+  status(`${name}: ${duration.toFixed(1)} s, ${result.segments.length} segment(s), ` +
          `${result.windows.length} windows`);
-  // The bars: each class's smoothed probability averaged over the video's windows.
-  const classes = result.classes;
-  const mean = classes.map((c, k) =>
-    result.windows.reduce((sum, w) => sum + w.smoothed[k], 0) / result.windows.length);
-  const top = mean.indexOf(Math.max(...mean));
-  showResult(classes[top], mean[top], Object.fromEntries(classes.map((c, k) => [c, mean[k]])));
+  const time = {};
+  for (const s of result.segments) time[s.label] = (time[s.label] || 0) + (s.end - s.start);
+  const share = Object.fromEntries(Object.entries(time).map(([c, t]) => [c, t / duration]));
+  const labels = Object.keys(share);
+  const top = labels.length ? labels.reduce((a, b) => (share[b] > share[a] ? b : a)) : "none";
+  showResult("most frequent:", top, `${percent(share[top] || 0)} of the time`,
+             `each label's share of the video's ${duration.toFixed(1)} s (its segments)`, share);
   $("timeline-section").hidden = false;
+  shownTimeline = result;
   drawTimeline(result);
+  showDownloads(result, name);
   const video = $("video");
   video.src = withToken(result.links.video);
   video.load();
 }
 
+function showDownloads(result, name) {
+  const stem = name.replace(/\.[^.]*$/, "");
+  const files = [["JSON", "json", "timeline.json"], ["CSV (segments)", "segments_csv", "segments.csv"],
+                 ["CSV (windows)", "windows_csv", "windows.csv"], ["PNG", "png", "timeline.png"],
+                 ["annotated video (MP4)", "video", "annotated.mp4"]];
+  const links = $("downloads-links");
+  links.innerHTML = "";
+  for (const [text, key, suffix] of files) {
+    const a = document.createElement("a");
+    a.textContent = text;
+    a.href = withToken(result.links[key]);
+    a.download = `${stem}.${suffix}`;
+    a.dataset.kind = key;
+    links.appendChild(a);
+  }
+}
+
+// The time axis: a step from this list that gives a tick every 80 px or more.
+const STEPS = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+
+function tickStep(duration, width) {
+  const most = Math.max(2, Math.floor(width / 80));
+  return STEPS.find((step) => duration / step <= most) || STEPS[STEPS.length - 1];
+}
+
+function clock(t, duration) {
+  if (duration < 60) return (Number.isInteger(t) ? t : t.toFixed(1)) + " s";
+  const r = Math.round(t);
+  const h = Math.floor(r / 3600), m = Math.floor((r % 3600) / 60), s = r % 60;
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  return (h ? h + ":" : "") + mm + ":" + String(s).padStart(2, "0");
+}
+
+let measure = null;
+function textWidth(text) {       // in the font of the segments' labels (style.css)
+  measure = measure || document.createElement("canvas").getContext("2d");
+  measure.font = "12px system-ui, sans-serif";
+  return measure.measureText(text).width;
+}
+
+function readableOn(hex) {       // dark text on light colours, white on dark ones
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return 0.299 * r + 0.587 * g + 0.114 * b > 150 ? "#1d2330" : "#fff";
+}
+
 function drawTimeline(result) {
+  const duration = result.facts.duration;
+  const w = $("timeline-wrap").clientWidth;
+  const at = (t) => (100 * t / duration) + "%";
+  // The segments: coloured by class, the class name where it fits, the full label on hover.
+  const band = $("segments");
+  band.innerHTML = "";
+  for (const s of result.segments) {
+    const seg = document.createElement("div");
+    seg.className = "seg";
+    seg.style.left = at(s.start);
+    seg.style.width = at(s.end - s.start);
+    seg.style.background = colour(s.label);
+    seg.style.color = readableOn(colour(s.label));
+    seg.dataset.label = s.label;
+    seg.title = `${s.label}: ${clock(s.start, duration)} to ${clock(s.end, duration)}, ` +
+                `confidence ${percent(s.confidence)}`;
+    const pixels = ((s.end - s.start) / duration) * w;
+    if (pixels >= textWidth(s.label) + 8) seg.textContent = s.label;
+    band.appendChild(seg);
+  }
+  // The axis: ticks at round times, labelled.
+  const axis = $("axis");
+  axis.innerHTML = "";
+  const step = tickStep(duration, w);
+  for (let t = 0; t <= duration + 1e-6; t += step) {
+    const tick = document.createElement("div");
+    tick.className = "tick";
+    tick.style.left = at(t);
+    tick.innerHTML = "<span></span>";
+    tick.querySelector("span").textContent = clock(t, duration);
+    axis.appendChild(tick);
+  }
+  // The curves, as the PNG draws them: segments shaded, each class's smoothed probability.
   const canvas = $("timeline");
   const scale = window.devicePixelRatio || 1;
   canvas.width = canvas.clientWidth * scale;
   canvas.height = canvas.clientHeight * scale;
   const ctx = canvas.getContext("2d");
   ctx.scale(scale, scale);
-  const w = canvas.clientWidth, h = canvas.clientHeight, band = 36;
-  const duration = result.facts.duration;
+  const h = canvas.clientHeight;
   const x = (t) => (t / duration) * w;
-  const colour = (name) => result.classes.includes(name)
-    ? COLOURS[result.classes.indexOf(name) % COLOURS.length] : "#9aa3b5";   // "unknown"
   ctx.clearRect(0, 0, w, h);
-  for (const s of result.segments) {           // segments coloured by class
+  ctx.globalAlpha = 0.15;
+  for (const s of result.segments) {
     ctx.fillStyle = colour(s.label);
-    ctx.fillRect(x(s.start), 0, Math.max(1, x(s.end) - x(s.start)), band);
+    ctx.fillRect(x(s.start), 0, Math.max(1, x(s.end) - x(s.start)), h);
   }
-  result.classes.forEach((name, k) => {        // each class's smoothed probability over time
-    ctx.strokeStyle = COLOURS[k % COLOURS.length];
-    ctx.lineWidth = 1.5;
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = "#dfe3ea";      // gridlines at the ticks
+  ctx.lineWidth = 1;
+  for (let t = 0; t <= duration + 1e-6; t += step) {
+    ctx.beginPath(); ctx.moveTo(x(t) + 0.5, 0); ctx.lineTo(x(t) + 0.5, h); ctx.stroke();
+  }
+  result.classes.forEach((name, k) => {
+    ctx.strokeStyle = colour(name);
+    ctx.lineWidth = 1.6;
     ctx.beginPath();
     result.windows.forEach((win, i) => {
-      const px = x((win.start + win.end) / 2), py = h - 4 - win.smoothed[k] * (h - band - 12);
+      const px = x((win.start + win.end) / 2), py = h - 3 - win.smoothed[k] * (h - 8);
       if (i === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
     });
     ctx.stroke();
   });
-  $("legend").innerHTML = result.classes.map((c, k) =>
-    `<span><i style="background:${COLOURS[k % COLOURS.length]}"></i>${c}</span>`).join("");
-  canvas.onmousemove = (e) => {
-    const t = (e.offsetX / w) * duration;
+  $("legend").innerHTML = "";
+  for (const c of result.classes) {
+    const item = document.createElement("span");
+    item.innerHTML = "<i></i>";
+    item.querySelector("i").style.background = colour(c);
+    item.append(c);
+    $("legend").appendChild(item);
+  }
+  const wrap = $("timeline-wrap");
+  wrap.onmousemove = (e) => {
+    const box = wrap.getBoundingClientRect();
+    const t = Math.min(duration, Math.max(0, ((e.clientX - box.left) / w) * duration));
     const seg = result.segments.find((s) => t >= s.start && t < s.end) ||
                 result.segments[result.segments.length - 1];
     const win = result.windows.reduce((a, b) =>
       Math.abs((b.start + b.end) / 2 - t) < Math.abs((a.start + a.end) / 2 - t) ? b : a);
     const top = result.classes.map((c, k) => [c, win.smoothed[k]])
       .sort((a, b) => b[1] - a[1]).slice(0, 3)
-      .map(([c, p]) => `${c} ${(100 * p).toFixed(0)}%`).join("\n");
+      .map(([c, p]) => `${c} ${percent(p)}`).join("\n");
     const tip = $("tip");
     tip.hidden = false;
-    tip.textContent = `${t.toFixed(1)} s: ${seg.label} (${seg.start.toFixed(1)}-` +
-                      `${seg.end.toFixed(1)} s)\n${top}`;
-    tip.style.left = Math.min(e.offsetX + 12, w - 180) + "px";
-    tip.style.top = "8px";
+    tip.textContent = `${clock(Math.round(t * 10) / 10, duration)}: ${seg.label} ` +
+                      `(${clock(seg.start, duration)} to ${clock(seg.end, duration)})\n${top}`;
+    tip.style.left = Math.min(e.clientX - box.left + 12, w - 220) + "px";
+    tip.style.top = "34px";
   };
-  canvas.onmouseleave = () => { $("tip").hidden = true; };
-  canvas.onclick = (e) => { $("video").currentTime = (e.offsetX / w) * duration; };
+  wrap.onmouseleave = () => { $("tip").hidden = true; };
+  wrap.onclick = (e) => {
+    const box = wrap.getBoundingClientRect();
+    $("video").currentTime = ((e.clientX - box.left) / w) * duration;
+  };
 }
+
+window.addEventListener("resize", () => { if (shownTimeline) drawTimeline(shownTimeline); });
 
 // The webcam: one JPEG per grid step (the model's frame spacing), 8 bytes of time first.
 let camera = null;
+
+// What getUserMedia's errors mean, said for a person (the browser says "Requested device not
+// found").
+function cameraProblem(error) {
+  switch (error.name) {
+    case "NotFoundError": case "DevicesNotFoundError": case "OverconstrainedError":
+      return "no camera found: connect a camera (and check that the browser may use it), " +
+             "then press webcam again";
+    case "NotAllowedError": case "PermissionDeniedError": case "SecurityError":
+      return "the camera was not allowed: allow this page to use it (the camera icon in the " +
+             "address bar), then press webcam again";
+    case "NotReadableError": case "TrackStartError": case "AbortError":
+      return "the camera could not be started: another program may be using it";
+    default:
+      return `the camera could not be opened (${error.name}: ${error.message})`;
+  }
+}
+
 async function toggleCamera() {
   if (camera) { camera.stop(); camera = null; $("camera-section").hidden = true; return; }
-  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  clearResult();
+  status("");
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new Error("no camera access on this page: browsers give the camera only to " +
+                    "https:// pages and to http://localhost");
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (error) {
+    throw new Error(cameraProblem(error));
+  }
   const video = $("camera");
   video.srcObject = stream;
   $("camera-section").hidden = false;
@@ -243,7 +416,16 @@ async function toggleCamera() {
       $("camera-probability").textContent = (100 * reply.probability).toFixed(0) + "%";
     }
   };
-  camera = { stop() { clearInterval(timer); socket.close(); stream.getTracks().forEach((t) => t.stop()); } };
+  let stopping = false;
+  socket.onclose = () => {
+    clearInterval(timer);
+    if (stopping) return;
+    stream.getTracks().forEach((t) => t.stop());
+    camera = null;
+    status("the connection to the server closed: press webcam to try again", true);
+  };
+  camera = { stop() { stopping = true; clearInterval(timer); socket.close();
+                      stream.getTracks().forEach((t) => t.stop()); } };
 }
 
 const drop = $("drop");
