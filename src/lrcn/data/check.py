@@ -146,10 +146,10 @@ def small_classes(samples: Sequence[Sample], names: Sequence[str], split: SplitC
     for sample in samples:
         groups[sample.class_name].add(sample.group)
     clips = Counter(s.class_name for s in samples)
+    present = {(part, s.class_name) for part, members in parts.items() for s in members}
     found = {}
     for name in names:
-        lacking = [label for part, label in wanted.items()
-                   if not any(s.class_name == name for s in parts[part])]
+        lacking = [label for part, label in wanted.items() if (part, name) not in present]
         if lacking:
             found[name] = (f"{plural(len(groups[name]), 'readable group')} "
                            f"({plural(clips[name], 'clip')}), none for "
