@@ -53,11 +53,14 @@ def indexed_frame(index: int, width: int, height: int) -> np.ndarray:
 
 
 def write_video(path: Path, frames, fps: float = 25, codec: str = "xvid_avi",
-                options: dict | None = None, rotation: int | None = None) -> Path:
+                options: dict | None = None, rotation: int | None = None,
+                container_options: dict | None = None) -> Path:
+    """`options`: the encoder's; `container_options`: the muxer's (e.g. {"movflags":
+    "faststart"}: the MP4's index before its frames, as streaming sites write them)."""
     fmt, codec_name, pix_fmt, _ = CODECS[codec]
     frames = list(frames)
     height, width = frames[0].shape[:2]
-    with av.open(str(path), mode="w", format=fmt) as out:
+    with av.open(str(path), mode="w", format=fmt, options=container_options or {}) as out:
         stream = out.add_stream(codec_name, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec_name == "mpeg4":

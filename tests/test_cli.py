@@ -64,7 +64,8 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
     # layers: a flag beats the config file (epochs), which beats the defaults (lr, split)
     assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 0.002
     assert config["train"]["batch_size"] == 4 and config["train"]["patience"] == 15
-    assert config["split"] == {"test_fraction": 0.25, "val_fraction": 0.3, "seed": 27}
+    assert config["split"] == {"test_fraction": 0.25, "val_fraction": 0.3, "seed": 27,
+                               "drop_small_classes": False}
     assert config["model"]["lstm_units"] == 32
 
 

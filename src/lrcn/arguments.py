@@ -18,7 +18,7 @@ _RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr",
                  "--split-seed", "--frames", "--size", "--model", "--augment", "--no-augment",
                  "--flip", "--balance", "--batchnorm", "--lstm-units", "--l2", "--device",
                  "--precision", "--split", "--lists", "--out", "--cache", "--init-from",
-                 "--overwrite")
+                 "--overwrite", "--drop-small-classes")
 # What --init-from takes from its checkpoint: the model and its input.
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the UCF101 split lists (default: DATA or "
                         "DATA/ucfTrainTestlist)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-DATE-TIME)")
+    p.add_argument("--drop-small-classes", action="store_true",
+                   help="train without the classes that have too few readable groups to "
+                        "appear in train, validation and test (default: refuse them)")
     train_options(p)
     p.add_argument("--no-evaluate", action="store_true",
                    help="do not evaluate on the test split after training")

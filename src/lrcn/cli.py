@@ -50,7 +50,8 @@ def _training_job(args: argparse.Namespace, out: Path):
         augment=True if args.augment else False if args.no_augment else None,
         frames={"num_frames": args.frames, "height": height, "width": width},
         split={"test_fraction": args.test_fraction, "val_fraction": args.val_fraction,
-               "seed": args.split_seed},
+               "seed": args.split_seed,
+               "drop_small_classes": getattr(args, "drop_small_classes", None) or None},
         train={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
                "device": args.device, "precision": args.precision,
@@ -93,6 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise LrcnError("lrcn train needs DATA (or --resume RUN)", kind=ErrorKind.SETTING)
     start = time.perf_counter()
     job = _run_job(args)
+    _model_hint(args, job)
     result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
     training = result.training
     if training.rank != 0:
@@ -104,6 +106,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                    job.out / "reliability.png", job.out / "curves.png"]
         print("wrote " + ", ".join(str(p) for p in written if p.exists()))
     return 0
+
+
+def _model_hint(args: argparse.Namespace, job) -> None:
+    """One line when the model was left to its default (no --model, --config or --init-from)
+    and the data is not the synthetic set: the default is the seed's model, weak on real
+    footage. On stdout, with the run's other notes (stderr is for errors and warnings); under
+    torchrun from rank 0 only."""
+    from .distributed import launched_rank
+    from .training.job import seed_model_hint
+    chosen = args.resume or args.model or args.config or args.init_from
+    hint = None if chosen or launched_rank() != 0 else seed_model_hint(job)
+    if hint:
+        print(hint)
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
@@ -143,7 +158,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .config import FrameConfig, layered, load_config_file
-    from .data.check import check_dataset, format_check
+    from .data.check import BAD_FILE_KINDS, check_dataset, format_check
     width, height = args.size if args.size else (None, None)
     # the frame settings that `lrcn train` would use with the same options
     frames = layered(FrameConfig, load_config_file(args.config).get("frames", {}),
@@ -153,7 +168,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                            progress=not args.quiet,
                            decode_timeout=args.decode_timeout)
     print(json.dumps(report, indent=1) if args.json else format_check(report))
-    return 1 if any(p["kind"] in ("unreadable", "missing") for p in report["problems"]) else 0
+    return 1 if any(p["kind"] in BAD_FILE_KINDS for p in report["problems"]) else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -179,6 +194,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.timeline:
         return _predict_timelines(classifier, args)
     results = classifier.predict_many(args.videos, top_k=args.top_k, views=args.views or 1)
+    for result in (r for r in results if r.warning):
+        print(f"lrcn: warning: {result.path}: {result.warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     else:

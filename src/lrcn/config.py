@@ -124,6 +124,9 @@ class SplitConfig:
     test_fraction: float = 0.25      # the tutorial's test_size
     val_fraction: float = 0.2        # the tutorial's validation_split, of what is left
     seed: int = 27                   # the tutorial's seed_constant
+    # A class with too few readable groups to appear in train, validation and test: refused
+    # (False: the user adds clips or decides), or dropped from the run with a message (True).
+    drop_small_classes: bool = False
 
     def __post_init__(self) -> None:
         if not (0 <= self.test_fraction < 1 and 0 <= self.val_fraction < 1):

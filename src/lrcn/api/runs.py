@@ -121,7 +121,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
           patience: int | None = None, seed: int | None = None, threads: int | None = None,
           frames: int | None = None, size: Size | None = None,
           test_fraction: float | None = None, val_fraction: float | None = None,
-          split_seed: int | None = None, augment: bool | None = None,
+          split_seed: int | None = None, drop_small_classes: bool | None = None,
+          augment: bool | None = None,
           scale_jitter: float | None = None,
           temporal_jitter: bool | None = None, flip: bool | None = None,
           balance: bool | None = None, batchnorm: bool | None = None,
@@ -146,6 +147,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
     frames, size: frames per clip (20) and their size, 64 or (width, height) (64x64).
     test_fraction, val_fraction, split_seed: the group-aware split (clips of one group
         are never on two sides).
+    drop_small_classes: train without the classes with too few readable groups to appear in
+        train, validation and test (default: such a class is an LrcnError).
     augment: True: the augmentation the model can take (`lrcn train --augment`: crop/scale
         and TSN temporal jitter; temporal only for effnet-lstm); False: none; None: as the
         model and the config file say (off for the seed's model, on for effnet-lrcn).
@@ -172,7 +175,7 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         data, folder, model=model, config=config, augment=augment,
         frames={"num_frames": frames, "height": height, "width": width},
         split={"test_fraction": test_fraction, "val_fraction": val_fraction,
-               "seed": split_seed},
+               "seed": split_seed, "drop_small_classes": drop_small_classes},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                "seed": seed, "num_threads": threads, "device": device,
                "precision": precision, "scale_jitter": scale_jitter,

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..media.clip import read_clip
+from ..media.clip import read_clip, truncation
 from ..config import FrameConfig, to_dict
 from .dataset import Sample
 from ..console import progress as console_progress
@@ -25,7 +25,9 @@ from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path, atomic_write_text
 from .workers import run_tasks
 
-CACHE_VERSION = 3          # bump when decoding changes what lands in the cache
+# bump when decoding changes what lands in the cache (4: header_frames is the container's
+# claim on every path, not the demux pass's count, so that truncated MP4s are found)
+CACHE_VERSION = 4
 DECODE_TIMEOUT_S = 120.0   # a clip that takes longer is reported as stalled and skipped
 
 
@@ -76,6 +78,11 @@ class CachedClip:
     @property
     def duration(self) -> float:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    @property
+    def truncated(self) -> str | None:
+        """Why the file looks cut short (media.clip.truncation), or None."""
+        return truncation(self.num_frames, (self.meta or {}).get("header_frames", 0))
 
 
 def _entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:

@@ -237,22 +237,33 @@ def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None,
     return names, samples, []
 
 
-def load_parts(data: str | os.PathLike, classes: Sequence[str] | None, split: SplitConfig,
-               ucf_split: int | None = None, lists: str | os.PathLike | None = None
-               ) -> tuple[list[str], dict[str, list[Sample]], list[tuple[str, str]], str]:
-    """Any supported data set -> (classes, {"train", "val", "test"} samples, listed-but-missing
-    files with causes, a description of the split). Sources: a folder per class; a CSV/text
-    list of `path,label`; a folder with the official UCF101 split lists (`ucf_split` N)."""
-    data = Path(data)
-    missing: list[tuple[str, str]] = []
+def find_data(data: str | os.PathLike, classes: Sequence[str] | None,
+              ucf_split: int | None = None, lists: str | os.PathLike | None = None
+              ) -> tuple[list[str], list[Sample], list[tuple[str, str]], set[Path] | None]:
+    """Any supported data set -> (classes, samples, listed-but-missing files with causes, the
+    paths of the official test list or None). Sources: a folder per class; a CSV/text list of
+    `path,label`; a folder with the official UCF101 split lists (`ucf_split` N). Nothing is
+    split yet: training checks the clips first (data/check.py), then `split_data`."""
     if ucf_split is not None:
         names, fixed, missing = read_ucf101_split(data, ucf_split, lists, classes)
-        parts = {**split_train_val(fixed["train"], split), "test": fixed["test"]}
-        how = f"official split {ucf_split} (test list as published; validation groups " \
-              "from the training list)"
-        return names, parts, missing, how
+        return names, fixed["train"] + fixed["test"], missing, {s.path for s in fixed["test"]}
     names, samples, missing = load_samples(data, classes)
-    return names, split_samples(samples, split), missing, "split by group"
+    return names, samples, missing, None
+
+
+def split_data(samples: Sequence[Sample], split: SplitConfig,
+               test_listed: set[Path] | None = None, ucf_split: int | None = None
+               ) -> tuple[dict[str, list[Sample]], str]:
+    """`find_data`'s samples (those to use) -> {"train", "val", "test"} and a description of
+    the split: by group, or with `test_listed`, the official test list as published and
+    validation groups out of the training list."""
+    if test_listed is None:
+        return split_samples(samples, split), "split by group"
+    train = [s for s in samples if s.path not in test_listed]
+    parts = {**split_train_val(train, split), "test": [s for s in samples
+                                                       if s.path in test_listed]}
+    return parts, f"official split {ucf_split} (test list as published; validation groups " \
+                  "from the training list)"
 
 
 def split_groups(groups_by_class: dict[str, Sequence[str]], config: SplitConfig
@@ -334,7 +345,8 @@ def read_split(path: Path, root: Path | None = None) -> dict[str, list[Sample]]:
         raise LrcnError(f"damaged split.json ({type(exc).__name__}: {exc})", path) from None
 
 
-__all__ = ["Sample", "discover", "load_samples", "load_parts", "read_list", "read_ucf101_split",
+__all__ = ["Sample", "discover", "load_samples", "find_data", "split_data", "read_list",
+           "read_ucf101_split",
            "split_groups", "split_samples", "random_split", "split_train_val", "group_number",
            "write_split",
            "read_split"]

@@ -236,6 +236,21 @@ def _make_group(task: tuple) -> list[dict]:
     return rows
 
 
+MANIFEST_HEADER = "path,class,group,fps,frames,seconds"   # manifest.csv's first line
+
+
+def is_synthetic(data: str | os.PathLike) -> bool:
+    """Whether `data` is a data set this module wrote: its manifest.csv, and class folders
+    of its classes only."""
+    root = Path(data)
+    try:
+        header = (root / "manifest.csv").read_text().split("\n", 1)[0]
+    except OSError:
+        return False
+    return header == MANIFEST_HEADER and all(
+        p.name in CLASSES for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                  workers: int | None = None, progress: bool = True) -> Path:
     """Write the synthetic data set under `root` (a folder per class) with a manifest.csv."""
@@ -259,7 +274,8 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
     if errors:
         raise RuntimeError("synthesis failed: " + "; ".join(errors))
     rows.sort(key=lambda r: r["path"])
-    lines = [",".join(rows[0].keys())] + [",".join(str(v) for v in r.values()) for r in rows]
+    assert ",".join(rows[0].keys()) == MANIFEST_HEADER
+    lines = [MANIFEST_HEADER] + [",".join(str(v) for v in r.values()) for r in rows]
     atomic_write_text(root / "manifest.csv", "\n".join(lines) + "\n")
     return root
 

@@ -32,13 +32,16 @@ class Prediction:
     `probability`: the most probable class's; `probabilities`: per class, in the classes'
     order, or the k most probable, most probable first, when top_k was asked for. With an
     `error` (the one-line cause), `error_kind` is its ErrorKind's value ("not_found",
-    "not_video", ...), so that callers decide by it, not by the message's text."""
+    "not_video", ...), so that callers decide by it, not by the message's text. `warning`:
+    why the answer may be off though the file was read (a file cut short:
+    media.clip.truncation), else None."""
     path: str | None = None
     label: str | None = None
     probability: float = 0.0
     probabilities: dict[str, float] | None = None
     error: str | None = None
     error_kind: str | None = None
+    warning: str | None = None
 
     @classmethod
     def failed(cls, path: str | os.PathLike, error: LrcnError) -> "Prediction":
@@ -48,8 +51,9 @@ class Prediction:
     def as_dict(self) -> dict:
         if self.error:
             return {"path": self.path, "error": self.error, "error_kind": self.error_kind}
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "probabilities": self.probabilities}
+        answer = {"path": self.path, "label": self.label, "probability": self.probability,
+                  "probabilities": self.probabilities}
+        return {**answer, "warning": self.warning} if self.warning else answer
 
     def as_label(self) -> Label:
         return Label(self.label, self.probability, self.probabilities)
@@ -122,7 +126,11 @@ class Predictor:
                              top_k, path)
 
     def predict_file(self, path: str | os.PathLike, top_k: int | None = None) -> Prediction:
-        return self.predict_frames(read_clip(path, self.decode_frames).frames, path, top_k)
+        """A file's Prediction; one that looks cut short gets its `warning`."""
+        clip = read_clip(path, self.decode_frames)
+        prediction = self.predict_frames(clip.frames, path, top_k)
+        prediction.warning = clip.truncated
+        return prediction
 
     def predict_files(self, paths: Sequence[str | os.PathLike],
                       top_k: int | None = None) -> list[Prediction]:

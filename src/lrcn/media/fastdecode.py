@@ -37,6 +37,16 @@ def header_frame_count(container, stream) -> int:
     return 0
 
 
+def header_seconds(container, stream) -> float:
+    """The duration the container states for the video (the stream's, else the file's), in
+    seconds; 0.0 where it states none."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
 def decode_counting(container, stream, keep: set[int], convert
                     ) -> tuple[int, dict[int, np.ndarray]]:
     """Decode the whole stream in output order; return the frame count and the kept frames
@@ -181,12 +191,24 @@ class Timing:
         odd = np.abs(deltas - median) > max(0.1 * median, 1.0)
         return float(odd.mean()) > 0.02
 
+    @property
+    def end(self) -> float:
+        """Where the video ends (time_base units): the last frame's time plus the typical
+        frame duration (1 unit for a single frame)."""
+        deltas = np.diff(np.asarray(self.pts, dtype=np.float64))
+        return self.pts[-1] + (float(np.median(deltas)) if len(deltas) else 1.0)
+
+    @property
+    def seconds(self) -> float:
+        """The time the frames span, first frame to `end` (0.0 for a single frame)."""
+        if len(self.pts) < 2:
+            return 0.0
+        return float((self.end - self.pts[0]) * self.time_base)
+
     def indices_by_time(self, count: int) -> list[int]:
         """The frames on screen at the centres of `count` equal slices of the video's time:
         the time analogue of sample_indices (identical to it for a constant frame rate)."""
-        deltas = np.diff(np.asarray(self.pts, dtype=np.float64))
-        end = self.pts[-1] + (float(np.median(deltas)) if len(deltas) else 1.0)
-        return frames_at(self.pts, segment_instants(self.pts[0], end, count))
+        return frames_at(self.pts, segment_instants(self.pts[0], self.end, count))
 
     def seek_cost(self, wanted: list[int]) -> int:
         """Frames decoded when each wanted frame is reached from the keyframe before it (or by

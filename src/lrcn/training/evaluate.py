@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from ..console import plural
 from ..data.cache import prepare
 from ..inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
-                                   softmax)
+                                   softmax, too_few_to_fit)
 from ..config import candidate_frames
 from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
 from ..data.dataset import Sample, discover, read_split
@@ -175,17 +175,23 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
                          device: str = "auto", log=print,
                          decode_timeout: float | None = None) -> float:
     """Fit the checkpoint's temperature on `samples` (the validation clips) and store it,
-    with the validation ECE before and after. Returns the temperature (1.0: no clips).
+    with the validation ECE before and after. Returns the temperature (1.0: no clips, or too
+    few to fit one on: calibrate.too_few_to_fit; the checkpoint then records why).
     `decode_timeout`: the run's (a clip that stalled under it in data prep is not retried
     with a longer default)."""
     checkpoint = load_checkpoint(checkpoint_path)
-    if not samples:
-        log("calibration: no validation clips; temperature stays 1")
-        return 1.0
-    logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device, "fp32",
-                               decode_timeout=decode_timeout)
-    logits = logits[:, 0]
     names = checkpoint.class_names
+    too_few = too_few_to_fit(len(samples), len(names))
+    if not too_few:
+        logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device,
+                                   "fp32", decode_timeout=decode_timeout)
+        logits = logits[:, 0]
+        too_few = too_few_to_fit(len(clips), len(names))   # some may not have decoded
+    if too_few:
+        update_info(checkpoint_path, temperature=1.0,
+                    calibration={"temperature": 1.0, "fitted_on": None, "skipped": too_few})
+        log(f"calibration: skipped, {too_few}; temperature stays 1")
+        return 1.0
     labels = [names.index(c.sample.class_name) for c in clips]
     temperature = fit_temperature(logits, labels)
     before = expected_calibration_error(softmax(logits), labels)

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +22,24 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.cache import CachedClip, prepare
+from ..data.cache import CachedClip
 from ..console import plural
 from ..models.checkpoint import (CHECKPOINT_NAME, init_from, load_checkpoint, save_checkpoint,
                                  update_info)
-from ..config import FrameConfig, TrainConfig, candidate_frames
-from ..data.dataset import Sample, load_parts, write_split
+from ..config import TrainConfig, candidate_frames
+from ..data.check import report_skipped
+from ..data.dataset import Sample
 from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
 from ..devices import resolve_device
-from ..distributed import (World, barrier, broadcast, gather, group_failure, rank_seed, setup,
-                           teardown)
+from ..distributed import World, gather, group_failure, rank_seed, setup, teardown
 from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
-from .job import TrainingJob
+from .job import TrainingJob, claim_run_folder
+from .prepare import TrainingData, prepare_data, prepare_shared
 from .resume import STATE_NAME, dropout_states, load_state, save_state
 from .steps import check_finite, make_optimizer, run_epoch
 from ..models.registry import build_model, check_settings, get_spec
@@ -61,102 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def report_skipped(failures: Sequence[tuple[str, str]], out=sys.stderr) -> None:
-    """Unreadable videos are listed by name and cause, never dropped silently."""
-    if failures:
-        print(f"skipped {plural(len(failures), 'unreadable video')}:", file=out)
-        for path, cause in failures:
-            print(f"  {path}: {cause}", file=out)
-
-
-@dataclass
-class TrainingData:
-    """A data set made ready for training: its classes, its split (samples by part), the
-    decoded clips by part (in the frame cache), and the files skipped, with the cause."""
-    root: Path
-    class_names: list[str]
-    parts: dict[str, list[Sample]]
-    clips: dict[str, list[CachedClip]]
-    skipped: list[tuple[str, str]]
-    # what the loaders read instead of a part's cached frames (training_inputs): candidate
-    # frames for temporal jitter, cached features of a frozen CNN
-    inputs: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
-    candidates: int = 1            # frames per segment in inputs["train"]
-
-
-def prepare_shared(samples: Sequence[Sample], frames: FrameConfig, job: TrainingJob,
-                   world: World):
-    """prepare() with the job's cache, workers and decode timeout, in several processes: each
-    decodes its share (`rank::size`) into the shared cache, then, after a barrier, every one
-    reads every entry (an entry is complete once its JSON is there, so no other coordination is
-    needed). (clips, failures) as prepare's."""
-    options = {"cache_dir": job.cache_dir, "workers": job.workers,
-               "timeout": job.decode_timeout}
-    if world.distributed:
-        prepare(samples[world.rank::world.size], frames, progress=job.progress and world.main,
-                **options)
-        barrier(world)
-    return prepare(samples, frames, progress=job.progress and not world.distributed, **options)
-
-
-def prepare_data(job: TrainingJob, log=print, on_split=None,
-                 world: World = World()) -> TrainingData:
-    """Find the job's clips, split them (or take `job.fixed`: cross-validation's folds, a
-    resumed run's split), write split.json into the run folder, call `on_split(class names)`,
-    and decode every clip into the frame cache (the test clips too, so evaluation finds them
-    there). Unreadable files are reported and skipped.
-
-    With several processes, rank 0 alone finds and splits the data and every rank receives
-    the same split; each rank decodes its share of the clips (`rank::size`) into the shared
-    cache, and after a barrier reads every entry (an entry is complete once its JSON is there,
-    so ranks need no other coordination). Only rank 0 writes into the run folder."""
-    data_root, run_dir = job.data, job.out
-    missing: list[tuple[str, str]] = []
-    if job.fixed is not None:
-        (class_names, parts), how = job.fixed, "given folds"
-    else:
-        found: tuple | LrcnError | None = None
-        if world.main:
-            try:
-                found = load_parts(data_root, job.classes, job.split, job.ucf_split, job.lists)
-            except LrcnError as exc:
-                # raised on every rank, not only on rank 0, with its path and kind (an
-                # LrcnError pickles with both)
-                found = exc
-        found = broadcast(found, world)
-        if isinstance(found, LrcnError):
-            raise found
-        class_names, parts, missing, how = found
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_split(run_dir / "split.json",
-                    data_root if data_root.is_dir() else data_root.parent, parts)
-        total = sum(len(v) for v in parts.values())
-        log(f"data: {plural(total, 'clip')} in {plural(len(class_names), 'class', 'classes')} "
-            f"({', '.join(class_names)}); {how}: train {len(parts['train'])}, "
-            f"val {len(parts['val'])}, test {len(parts['test'])} clips")
-        if on_split is not None:
-            on_split(class_names)
-
-    everything = parts["train"] + parts["val"] + parts["test"]
-    started = time.perf_counter()
-    clips, failures = prepare_shared(everything, job.frames, job, world)
-    seconds = time.perf_counter() - started
-    log(f"frame cache: {plural(len(clips), 'clip')} ready in {seconds:.1f} s "
-        f"({len(everything) / max(seconds, 1e-9):.1f} clips/s"
-        f"{f', {world.size} processes' if world.distributed else ''})")
-    skipped = missing + [(str(sample.path), cause) for sample, cause in failures]
-    if world.main:
-        report_skipped(skipped)
-    part_of = {sample.path: part for part, members in parts.items() for sample in members}
-    by_part = {part: [c for c in clips if part_of[c.sample.path] == part] for part in parts}
-    untrained = [n for n in class_names if not any(c.sample.class_name == n
-                                                   for c in by_part["train"])]
-    if untrained:
-        raise LrcnError(f"no readable training clips for class {untrained[0]!r}", data_root)
-    return TrainingData(data_root, class_names, parts, by_part, skipped)
 
 
 def training_inputs(data: TrainingData, model, job: TrainingJob, device: torch.device, log,
@@ -319,11 +224,16 @@ def train(job: TrainingJob, log=print) -> TrainResult:
 
     def write_settings(class_names: list[str]) -> None:
         """config.json, before any decoding: a run killed in its cache fill can resume."""
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json",
                           json.dumps(job.saved_settings(class_names, world.size), indent=2))
 
+    # A run that fails (bad data, an error) before its first whole epoch leaves nothing that
+    # looks like a run (_discard). A kill leaves its folder, to resume; so does a failure
+    # after an epoch, whose state can be resumed.
+    existed = run_dir.exists() if world.main and not job.resume else None
     try:
-        data = prepare_data(job, log, on_split=write_settings, world=world)
+        data = prepare_data(job, log, on_classes=write_settings, world=world)
         model_config = job.model_config(len(data.class_names))
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -341,10 +251,23 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
         return _train_model(model, data, job, log, world)
-    except RuntimeError as exc:      # another process stalled or died: one line, not a trace
-        raise (group_failure(exc, world) or exc) from None
+    except Exception as exc:
+        if existed is not None and not (run_dir / STATE_NAME).exists():
+            _discard(run_dir, existed)
+        if isinstance(exc, RuntimeError):   # another process stalled or died: one line
+            raise (group_failure(exc, world) or exc) from None
+        raise
     finally:
         teardown()
+
+
+def _discard(run_dir: Path, existed: bool) -> None:
+    """What a run that failed before its first epoch wrote: its folder, or in a folder that
+    was there already, the run's files (claim_run_folder's RUN_FILES; nothing else)."""
+    if existed:
+        claim_run_folder(run_dir, overwrite=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _silent(*args, **kwargs) -> None:
