@@ -294,7 +294,11 @@ def test_float_settings_of_the_python_api_must_be_finite():
 def test_resume_of_a_run_made_with_no_evaluate_does_not_evaluate(run, tmp_path):
     copy = shutil.copytree(run, tmp_path / "run")
     assert json.loads((copy / "config.json").read_text())["evaluate"] is False
-    assert main(["train", "--resume", str(copy), "--quiet", "--workers", "1"]) == 0
+    # the run is finished: --epochs trains it on (a plain --resume is refused), and the
+    # extended run still does not evaluate
+    assert main(["train", "--resume", str(copy), "--epochs", "3", "--quiet",
+                 "--workers", "1"]) == 0
+    assert len((copy / "history.csv").read_text().splitlines()) == 4     # header + 3 epochs
     assert not (copy / "report.json").exists()
     assert "test_metrics" not in json.loads(_tensors(copy / "model.safetensors")[1]["lrcn"])[
         "info"]

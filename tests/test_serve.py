@@ -408,3 +408,16 @@ def test_sigterm_lets_a_running_job_finish_then_stops(checkpoint, long_video, tm
     assert stop_server(served) == 0
     assert time.monotonic() - started < 60
     assert not list((tmp_path / "tmp").glob("lrcn-serve-*"))
+
+
+def test_predict_warns_about_a_file_cut_short(server, tmp_path):
+    """A faststart MP4 cut to its first 30% still decodes (about 30 of its 100 frames): it is
+    answered, as `lrcn predict` answers it, with a warning that it looks cut short."""
+    from test_data_check import cut, faststart_mp4
+    short = cut(faststart_mp4(tmp_path / "whole.mp4"), tmp_path / "cut.mp4")
+    response = httpx.post(f"{server.url}/v1/predict", headers=AUTH, content=short.read_bytes())
+    assert response.status_code == 200, response.text
+    assert response.json()["warning"].startswith("header claims 100 frames")
+    whole = httpx.post(f"{server.url}/v1/predict", headers=AUTH,
+                       content=(tmp_path / "whole.mp4").read_bytes())
+    assert whole.status_code == 200 and "warning" not in whole.json()

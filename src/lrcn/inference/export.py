@@ -166,7 +166,11 @@ def _check_weights(path: Path) -> None:
         for attribute in node.attribute if attribute.HasField("t")]
     for tensor in tensors:
         array = numpy_helper.to_array(tensor)
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        # A lone infinite constant is the exporter's own (-inf padding before convlstm's
+        # max-pooling); a weight never is one number alone.
+        if np.isnan(array).any() or (array.size > 1 and np.isinf(array).any()):
             raise LrcnError(f"the ONNX model's weights are damaged: {tensor.name or 'a constant'} "
                             "holds NaN or infinite values", path)
 

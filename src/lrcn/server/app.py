@@ -252,6 +252,7 @@ class Server:
             return self.decode_failed(LrcnError(result["error"],
                                                 kind=ErrorKind(result["kind"])))
         prediction = await run_in_threadpool(self.predictor.predict_frames, result["frames"])
+        prediction.warning = result.get("truncated")    # cut short: answered, with a warning
         answer = prediction.as_dict()
         del answer["path"]                   # the server's temporary file: not the client's
         duration = result["num_frames"] / result["fps"] if result["fps"] else 0.0
