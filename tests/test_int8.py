@@ -125,3 +125,18 @@ def test_graphs_are_exported_once_per_checkpoint(tiny_run, capsys, monkeypatch):
     make_engine(checkpoint, device="cpu")
     assert len(list((default_cache_dir() / "onnx").glob("*-features.onnx"))) == 2
     checkpoint.path.unlink()
+
+
+def test_an_unwritable_cache_costs_the_export_not_the_answer(tiny_run, tmp_path, capsys,
+                                                            monkeypatch):
+    """A cache folder that cannot be made (here a file stands where it would be): the graphs
+    are exported in memory, with one warning, and the probabilities are the cached path's."""
+    clips = _clips(tiny_run)
+    expected = make_engine(load_checkpoint(tiny_run), device="cpu").probabilities(clips)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with monkeypatch.context() as patched:
+        patched.setenv("LRCN_CACHE_DIR", str(blocker))
+        engine = make_engine(load_checkpoint(tiny_run), device="cpu")
+        np.testing.assert_array_equal(engine.probabilities(clips), expected)
+    assert "cannot keep the exported graph" in capsys.readouterr().err

@@ -18,6 +18,7 @@ kernels are slower than its fp32 ones there (seed model: 62 ms against 35 ms for
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 import tempfile
 from pathlib import Path
@@ -67,11 +68,17 @@ def cached_graph(checkpoint: Checkpoint, kind: str, make: Callable[[], bytes]) -
     from ..data.cache import default_cache_dir
     key = hashlib.sha256(f"{_weights_sha256(checkpoint)} {kind} {_versions()}".encode())
     path = default_cache_dir() / "onnx" / f"{key.hexdigest()[:32]}-{kind}.onnx"
-    if not path.is_file():
-        graph = make()
+    if path.is_file():
+        return str(path)
+    graph = make()
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(graph)
+    except OSError as exc:   # a read-only or full cache folder costs the export, not the answer
+        print(f"lrcn: warning: {path.parent}: cannot keep the exported graph "
+              f"({exc.strerror or exc}); it is exported again next time", file=sys.stderr)
+        return graph
     return str(path)
 
 

@@ -125,7 +125,7 @@ def default_out(kind: str) -> Path:
 # so that no file of the old run (a report, an exported model) passes for the new one's.
 RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_NAME,
              "report.json", "confusion_matrix.png", "reliability.png", "curves.png",
-             "model.onnx", "eval", "shuffled-frames")
+             "model.onnx", "model.int8.onnx", "eval", "shuffled-frames")
 
 
 def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
