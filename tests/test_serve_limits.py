@@ -271,6 +271,35 @@ def test_the_server_origin_check():
                           ("https://app.example/",))
 
 
+def test_other_pages_cannot_send_requests_through_the_visitors_browser(server, checkpoint,
+                                                                         clip, tmp_path):
+    """A POST from another page's Origin is refused (403 naming --allow-origin), even as
+    text/plain, the kind a page may send without asking; an allowed page's passes. Without a
+    token, a Host that is not this server's (DNS rebinding) is refused on every route."""
+    from lrcn.server.limits import host_allowed
+    evil = httpx.post(f"{server.url}/v1/predict", content=clip.read_bytes(), timeout=60,
+                      headers={**AUTH, "Origin": "http://evil.example",
+                               "Content-Type": "text/plain"})
+    assert evil.status_code == 403 and "--allow-origin" in evil.json()["error"]
+    good = httpx.post(f"{server.url}/v1/predict", content=clip.read_bytes(), timeout=60,
+                      headers={**AUTH, "Origin": "http://good.example"})
+    assert good.status_code == 200, good.text
+    open_server = start_server(checkpoint, tmp_path / "tmp")          # no token
+    try:
+        assert httpx.get(f"{open_server.url}/v1/model").status_code == 200
+        rebound = httpx.get(f"{open_server.url}/v1/model", headers={"Host": "evil.example"})
+        assert rebound.status_code == 403 and "by the name 'evil.example'" in \
+            rebound.json()["error"]
+        assert httpx.get(f"{open_server.url}/", headers={"Host": "evil.example"}).status_code \
+            == 403
+    finally:
+        assert stop_server(open_server) == 0
+    assert host_allowed("localhost:8000", "127.0.0.1", ()) and host_allowed("[::1]:80", "x", ())
+    assert host_allowed("box.lan:8000", "box.lan", ())
+    assert host_allowed("app.example", "127.0.0.1", ("https://app.example",))
+    assert not host_allowed("evil.example:8000", "127.0.0.1", ())
+
+
 def _run_job(served, video: Path, name: str) -> dict:
     with video.open("rb") as handle:
         response = post(served, "timeline", files={"file": (name, handle, "video/mp4")})

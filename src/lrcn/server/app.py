@@ -54,7 +54,8 @@ from ..inference.predict import Predictor
 from ..inference.stream import CameraWindow
 from ..errors import ErrorKind, LrcnError
 from .jobs import MEDIA_TYPES, JobFile, JobRunner
-from .limits import Limits, camera_image_error, decode_task, limits_dict, origin_allowed
+from .limits import (Limits, camera_image_error, decode_task, host_allowed, limits_dict,
+                     origin_allowed)
 from .pages import WEB, base_app
 from .pages import error_response as _error
 from .uploads import UploadRefused, Uploads
@@ -296,6 +297,22 @@ def create_app(config: ServeConfig) -> FastAPI:
                                "video's timeline, a live camera.")
     app.state.server = server
 
+    def cross_site(request: Request) -> str | None:
+        """Why a request is refused as another web page's (None: it is not). A page's browser
+        sends the visitor's requests with no token to stop them when none is set: a POST from
+        another Origin (a form, or JSON sent as text/plain) is refused, and so is any request
+        under a Host that is not this server's (DNS rebinding)."""
+        limits, headers = config.limits, request.headers
+        if not config.token and not host_allowed(headers.get("host"), config.host,
+                                                 limits.allow_origins):
+            return (f"requests to this server by the name {headers.get('host', '')[:100]!r} "
+                    "are refused (use its address, or allow a page with --allow-origin)")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not origin_allowed(
+                headers.get("origin"), headers.get("host"), config.host, limits.allow_origins):
+            return (f"a page from {headers.get('origin', '')[:100]!r} may not send requests "
+                    "to this server (allow it with --allow-origin)")
+        return None
+
     @app.exception_handler(LrcnError)
     async def lrcn_error(request: Request, exc: LrcnError):
         return _error(STATUS_OF_KIND[exc.kind], exc.reason)
@@ -303,6 +320,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
+        if refusal := cross_site(request):
+            server.requests.labels("cross-site", "403").inc()
+            return _error(403, refusal)
         if path.startswith(("/v1/", "/metrics")) and not server.authorised(
                 request, query_allowed=request.method in ("GET", "HEAD")
                 and bool(TOKEN_IN_QUERY.fullmatch(path))):

@@ -179,5 +179,15 @@ def origin_allowed(origin: str | None, host_header: str | None, config_host: str
         _is_local_name(host) or host == config_host.lower())
 
 
+def host_allowed(host_header: str | None, config_host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a request's Host names this server: an address, 'localhost', the --host it was
+    given, or the host of an --allow-origin page. Any other name is a page that had its name
+    point at this machine (DNS rebinding), whose same-origin reads carry no Origin to check."""
+    host = urlsplit(f"//{(host_header or '').lower()}").hostname or ""
+    if not host or _is_local_name(host) or host == config_host.lower() or "*" in allowed:
+        return True
+    return host in {urlsplit(a.lower()).hostname for a in allowed}
+
+
 __all__ = ["Limits", "decode_task", "limits_dict", "jpeg_size", "camera_image_error",
-           "origin_allowed"]
+           "origin_allowed", "host_allowed"]
