@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -172,6 +173,19 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrcn: error: ") and message in lines[0]
+
+
+def test_a_reader_that_leaves_stops_it_quietly(trained_run):
+    """`lrcn info RUN | head -0`: stdout's reader is gone before the first line (deterministic
+    here: the pipe's read end is closed first). No 'Broken pipe' error, no exit 2."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "lrcn", "info", str(trained_run)],
+                                stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == ""
 
 
 def test_argument_validation():

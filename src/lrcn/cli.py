@@ -362,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lrcn: interrupted (finished work is kept: cache entries and the best checkpoint)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
+        return 141
     except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
         print(f"lrcn: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

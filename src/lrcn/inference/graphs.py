@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -140,10 +141,16 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
     with tempfile.TemporaryDirectory(prefix="lrcn-int8-") as folder:
         source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
         source.write_bytes(graph)
-        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, op_types_to_quantize=["Conv"],
-                        nodes_to_exclude=_fp32_first_convs(model))
+        # ONNX Runtime's advice to pre-process the graph goes to the root logger, where a
+        # user reads it as their mistake: this graph is lrcn's own export, already optimised
+        logging.disable(logging.WARNING)
+        try:
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, op_types_to_quantize=["Conv"],
+                            nodes_to_exclude=_fp32_first_convs(model))
+        finally:
+            logging.disable(logging.NOTSET)
         return target.read_bytes()
 
 

@@ -273,9 +273,13 @@ def format_summary(data: dict[str, Any]) -> str:
                            "cover this)" if data["clip_seconds"] else
                            "not recorded (windows default to 6 s)")]
     calibration = info.pop("calibration", None)
-    lines.append(("calibration", f"temperature {data['temperature']:.3f}" + (
-        f", fitted on {calibration.get('num_clips', '?')} validation clips"
-        if calibration else "" if data["temperature"] != 1.0 else " (none fitted)")))
+    if calibration and calibration.get("skipped"):
+        fitted = f" (none fitted: {calibration['skipped']})"
+    elif calibration:
+        fitted = f", fitted on {calibration.get('num_clips', '?')} validation clips"
+    else:
+        fitted = "" if data["temperature"] != 1.0 else " (none fitted)"
+    lines.append(("calibration", f"temperature {data['temperature']:.3f}{fitted}"))
     metrics = info.pop("test_metrics", None)
     lines.append(("test metrics", ", ".join(f"{k.replace('_', ' ')} {_value(v)}"
                                      for k, v in metrics.items()) if metrics else

@@ -201,7 +201,7 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
                              "num_clips": len(clips), "val_ece_before": before,
                              "val_ece_after": after})
     log(f"calibration: temperature {temperature:.3f} fitted on {len(clips)} validation clips "
-        f"(ECE {before:.3f} -> {after:.3f})")
+        f"(ECE on them {before:.3f} -> {after:.3f})")
     return temperature
 
 
@@ -288,7 +288,7 @@ def format_report(report: dict) -> str:
     calibration = report.get("calibration")
     if calibration:
         lines.append(f"calibration: temperature {calibration['temperature']:.3f}, expected "
-                     f"calibration error {calibration['ece_before']:.3f} without it, "
+                     f"calibration error on these clips {calibration['ece_before']:.3f} without it, "
                      f"{calibration['ece_after']:.3f} with it")
     return "\n".join(lines)
 
