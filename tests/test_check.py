@@ -122,3 +122,19 @@ def test_a_class_without_a_folder_or_without_videos_is_refused(salted, tmp_path)
         check_dataset(empty, frames=FRAMES, cache_dir=tmp_path, workers=0, progress=False)
     assert error.value.path == str(empty / "Walk")
     assert error.value.reason.startswith("class folder has no video files")
+
+
+def test_check_with_a_model_decodes_what_its_training_will_read(salted, tmp_path):
+    """`lrcn check DATA --model effnet-lstm` fills the cache at that model's frames (160x128
+    RGB), the entries `lrcn train DATA --model effnet-lstm` then reads."""
+    from lrcn.cli import main
+    from lrcn.data.cache import cache_key
+    from lrcn.models.registry import settings_for
+    cache = tmp_path / "cache"
+    main(["check", str(salted), "--classes", "Walk", "--model", "effnet-lstm", "--cache",
+          str(cache), "--workers", "0", "--quiet"])
+    frames = settings_for("effnet-lstm").frames
+    assert (frames.width, frames.height, frames.channel_order) == (160, 128, "rgb")
+    cached = " ".join(p.name for p in cache.rglob("*"))
+    for clip in ("v_Walk_g01_c01", "v_Walk_g01_c02", "v_Walk_g02_c01"):
+        assert cache_key(salted / "Walk" / f"{clip}.avi", frames) in cached

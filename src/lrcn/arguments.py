@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", default=None,
                    help="JSON settings file (its frames section is used, as by train)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="decode at this model's frame settings, as `lrcn train --model NAME` "
+                        "does, so that its training finds the cache warm")
     frame_options(p)
     common(p)
 

@@ -157,12 +157,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import FrameConfig, layered, load_config_file
+    from .config import load_config_file
     from .data.check import BAD_FILE_KINDS, check_dataset, format_check
+    from .models.registry import settings_for
     width, height = args.size if args.size else (None, None)
-    # the frame settings that `lrcn train` would use with the same options
-    frames = layered(FrameConfig, load_config_file(args.config).get("frames", {}),
-                     {"num_frames": args.frames, "height": height, "width": width})
+    # the frame settings that `lrcn train` would use with the same options (and --model)
+    frames = settings_for(args.model, load_config_file(args.config), frames={
+        "num_frames": args.frames, "height": height, "width": width}).frames
     report = check_dataset(args.data, args.classes, frames=frames, ucf_split=args.split,
                            lists=args.lists, cache_dir=args.cache, workers=args.workers,
                            progress=not args.quiet,
