@@ -322,15 +322,14 @@ def _serve_config(args: argparse.Namespace, checkpoint: str | None, studio: str 
 def cmd_studio(args: argparse.Namespace) -> int:
     """The server with the studio over WORKSPACE, serving the run it served last."""
     from .server.app import run_server
+    from .server.studio import served_checkpoint
     from .server.workspace import Workspace
     workspace = Workspace(args.workspace)
     if args.from_data:
         count = workspace.import_data(args.from_data)
         print(f"lrcn studio: {count} clips from {args.from_data} in {workspace.data}")
-    served = workspace.served_run()
-    checkpoint = served / "model.safetensors" if served else None
-    run_server(_serve_config(args, str(checkpoint) if checkpoint and checkpoint.is_file()
-                             else None, str(workspace.root)))
+    checkpoint = served_checkpoint(workspace, args.device, args.precision)
+    run_server(_serve_config(args, checkpoint, str(workspace.root)))
     return 0
 
 

@@ -2,15 +2,23 @@
 goes. On a terminal a progress bar (tqdm) redraws itself in place; in a log file or a pipe
 those redraws are carriage returns that pile up (19 KB of them in one short training log), so
 there progress is a plain line now and then (every PROGRESS_EVERY seconds, and one at the end
-of a bar that stays), each a whole line.
+of a bar that stays), each a whole line. `live_bars()` says where every open bar of either
+kind is (the studio's training job reports it as its progress).
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from typing import Any, Iterable, TextIO
 
 PROGRESS_EVERY = 30.0     # seconds between plain progress lines (not on a terminal)
+
+# The bars made by progress(), oldest first, weakly held (a bar dropped without close() goes
+# with its object); another thread may read them (live_bars) while they are made.
+_BARS: list[weakref.ref] = []
+_BARS_LOCK = threading.Lock()
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -89,6 +97,26 @@ def _length(iterable: Iterable | None) -> int | None:
         return None
 
 
+def _closed(bar) -> bool:
+    # tqdm's close() sets `disable`; _Lines sets `closed`
+    return bool(getattr(bar, "closed", False) or getattr(bar, "disable", False))
+
+
+def _register(bar):
+    with _BARS_LOCK:
+        _BARS[:] = [ref for ref in _BARS if (b := ref()) is not None and not _closed(b)]
+        _BARS.append(weakref.ref(bar))
+    return bar
+
+
+def live_bars() -> list[tuple[str, int, int | None]]:
+    """(desc, n, total) of every progress bar open now in this process, oldest first: tqdm's
+    and the plain-line ones alike."""
+    with _BARS_LOCK:
+        bars = [b for ref in _BARS if (b := ref()) is not None and not _closed(b)]
+    return [(bar.desc, bar.n, bar.total) for bar in bars]
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", enabled: bool = True, leave: bool = True,
              file: TextIO | None = None):
@@ -96,10 +124,11 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     plain lines otherwise, nothing when not `enabled`."""
     file = file or sys.stderr
     if enabled and not _on_terminal(file):
-        return _Lines(iterable, total, desc, unit, leave, file)
+        return _register(_Lines(iterable, total, desc, unit, leave, file))
     from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave,
-                disable=not enabled, file=file, dynamic_ncols=True)
+    bar = tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave,
+               disable=not enabled, file=file, dynamic_ncols=True)
+    return _register(bar) if enabled else bar
 
 
-__all__ = ["plural", "progress", "PROGRESS_EVERY"]
+__all__ = ["plural", "progress", "live_bars", "PROGRESS_EVERY"]

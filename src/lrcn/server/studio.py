@@ -6,26 +6,38 @@ the same data and runs. Training runs as a job in a process of its own (as timel
 a cancel kills it, and the server's event loop never waits for it); the process writes
 progress.json as it goes, and the runs' history.csv gives the curves. When a run is trained
 and evaluated it becomes the served model (Server.use_model). The routes sit under /v1/, so
-the server's token and limits apply to them as to the rest of the API.
+the server's token and limits apply to them as to the rest of the API: an uploaded video is
+probed and cut in a decoder process of the studio's under the decode limits (workspace.
+source_task; the server process never opens it), a recording's JPEGs are checked by their
+headers (count and pixels) before one is decoded.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import struct
+import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..data.workers import WorkerPool
 from ..errors import ErrorKind, LrcnError
+from .limits import camera_image_error
 from .trainjobs import DEFAULT_MODEL, Busy, Trainer, history
-from .workspace import RUN_NAME, Workspace, check_class
+from .workspace import RUN_NAME, Workspace, check_class, plain_file, source_task
 
 MAX_RECORD_FRAMES = 300            # one recorded clip: 30 s at 10 frames/s at most
 PLOTS = ("confusion_matrix.png", "curves.png", "reliability.png")
+# A probe or a cut in the studio's decoder process that takes longer is stopped (its process
+# replaced). A cut decodes the source up to its last segment and encodes every segment: ten
+# minutes of 1080p video take a few minutes on 2 cores, so only a stalled decoder comes near.
+SOURCE_TASK_SECONDS = 900.0
 
 
 def run_view(workspace: Workspace, run: Path) -> dict:
@@ -67,13 +79,12 @@ def _export(run: Path) -> None:
     export_onnx(load_checkpoint(run / "model.safetensors"), run / "model.onnx")
 
 
-def read_jpegs(path: Path) -> list:
-    """A recording's body: frames, each a 4-byte big-endian length and a JPEG -> RGB arrays
-    of one size (the first frame's)."""
-    import cv2
-    import numpy as np
+def read_jpegs(path: Path, max_pixels: int) -> list[bytes]:
+    """A recording's body: frames, each a 4-byte big-endian length and a JPEG -> the JPEGs,
+    checked before any is decoded: how many (MAX_RECORD_FRAMES) and each one's size from its
+    header (limits.camera_image_error, as the webcam socket's; --max-pixels)."""
     data = path.read_bytes()
-    images, at = [], 0
+    jpegs, at = [], 0
     while at < len(data):
         if at + 4 > len(data):
             raise LrcnError("truncated recording (a frame's length is cut off)")
@@ -82,17 +93,85 @@ def read_jpegs(path: Path) -> list:
         at += 4 + size
         if len(jpeg) != size:
             raise LrcnError("truncated recording (a frame is cut off)")
+        jpegs.append(jpeg)
+        if len(jpegs) > MAX_RECORD_FRAMES:
+            raise LrcnError(f"more than {MAX_RECORD_FRAMES} frames in one recording")
+    if len(jpegs) < 2:
+        raise LrcnError("a recording needs at least 2 frames")
+    for number, jpeg in enumerate(jpegs, 1):
+        refused = camera_image_error(jpeg, max_pixels)
+        if refused is not None:
+            raise LrcnError(f"frame {number} of the recording: {refused}")
+    return jpegs
+
+
+def decode_jpegs(jpegs: list[bytes]) -> Iterator:
+    """read_jpegs' frames decoded one at a time -> RGB arrays of one size (the first's)."""
+    import cv2
+    import numpy as np
+    first = None
+    for number, jpeg in enumerate(jpegs, 1):
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise LrcnError(f"frame {len(images) + 1} of the recording is not a JPEG image")
-        if images and image.shape != images[0].shape:
-            image = cv2.resize(image, images[0].shape[1::-1])
-        images.append(image[:, :, ::-1])
-        if len(images) > MAX_RECORD_FRAMES:
-            raise LrcnError(f"more than {MAX_RECORD_FRAMES} frames in one recording")
-    if len(images) < 2:
-        raise LrcnError("a recording needs at least 2 frames")
-    return images
+            raise LrcnError(f"frame {number} of the recording is not a JPEG image")
+        if first is None:
+            first = image.shape
+        elif image.shape != first:
+            image = cv2.resize(image, first[1::-1])
+        yield image[:, :, ::-1]
+
+
+def served_checkpoint(workspace: Workspace, device: str, precision: str) -> str | None:
+    """The checkpoint of the run the workspace served last, if it still loads as the server
+    would load it (inference.engine.load_engine); else None, with a one-line warning: the studio
+    then starts with no model, and the user trains or serves another run in the page."""
+    from ..inference.engine import load_engine
+    served = workspace.served_run()
+    checkpoint = served / "model.safetensors" if served else None
+    if checkpoint is None or not checkpoint.is_file():
+        return None
+    try:
+        load_engine(str(checkpoint), device=device, precision=precision)
+    except LrcnError as exc:
+        print(f"lrcn studio: warning: the served run {served.name} does not load "
+              f"({exc.reason}); starting with no model", file=sys.stderr, flush=True)
+        return None
+    return str(checkpoint)
+
+
+class SourceDecoder:
+    """The studio's decoder process (workspace.source_task), started on first use: a crash or
+    stall there costs one upload or cut, never the server."""
+
+    def __init__(self, limits, timeout: float):
+        self.limits, self.timeout = tuple(limits), timeout
+        self._pool: WorkerPool | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, *task) -> dict:
+        import asyncio
+        with self._lock:
+            if self._pool is None:
+                self._pool = WorkerPool(source_task, 1, timeout=self.timeout)
+            future = self._pool.submit((*task, self.limits))
+        answer = await asyncio.wrap_future(future)   # LrcnError: stalled (TIMEOUT), crashed
+        if "error" in answer:
+            raise LrcnError(answer["error"], kind=ErrorKind(answer["kind"]))
+        return answer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def run_path(folder: Path, name: str) -> Path:
+    """A run's file, if it is there as a plain file (a running or failed run may lack it)."""
+    path = folder / name
+    if not plain_file(path):
+        raise LrcnError(f"run {folder.name} has no {name}", kind=ErrorKind.NOT_FOUND)
+    return path
 
 
 def studio_router(server, workspace: Workspace, receive_upload, upload_error) -> APIRouter:
@@ -105,6 +184,9 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
                                                                 run=run),
                       server.config.jobs, server.config.device)
     server.closers.append(trainer.close)
+    sources = SourceDecoder(server.config.limits.decode(),
+                            max(SOURCE_TASK_SECONDS, server.timeout))
+    server.closers.append(sources.close)
 
     async def upload(request: Request) -> Path:
         folder = Path(tempfile.mkdtemp(dir=server.work))
@@ -125,8 +207,10 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
     @router.get("", summary="The workspace: clips per class and group, sources, runs, the job")
     async def overview():
         summary = await run_in_threadpool(workspace.summary)
-        return {**summary, "sources": workspace.list_sources(), "job": trainer.view(),
-                "workspace": workspace.root.name}
+        # the run served now (None when the one served last did not load at start)
+        served = Path(server.checkpoint).parent.name if server.checkpoint else None
+        return {**summary, "served": served, "sources": workspace.list_sources(),
+                "job": trainer.view(), "workspace": workspace.root.name}
 
     @router.get("/check", summary="`lrcn check` on the workspace's data: the warnings")
     async def check():
@@ -157,23 +241,26 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
             raise LrcnError("fps must be 1 to 60")
         target = await upload(request)
         try:
-            images = await run_in_threadpool(read_jpegs, target)
-            path = await run_in_threadpool(workspace.add_frames, cls, group, images, fps)
+            jpegs = await run_in_threadpool(read_jpegs, target,
+                                            server.config.limits.max_pixels)
+            path = await run_in_threadpool(workspace.add_frames, cls, group,
+                                           decode_jpegs(jpegs), fps)
         finally:
             done_with(target)
-        return {"class": cls, "name": path.name, "group": group, "frames": len(images)}
+        return {"class": cls, "name": path.name, "group": group, "frames": len(jpegs)}
 
     @router.post("/sources", status_code=201, summary="Upload a long video to cut clips from")
     async def add_source(request: Request, name: str = "video"):
         target = await upload(request)
         try:
-            return await run_in_threadpool(workspace.add_source, target, name)
+            probe = await sources.run("probe", str(target))
+            return await run_in_threadpool(workspace.add_source, target, name, probe)
         finally:
             done_with(target)
 
     @router.get("/sources/{source_id}/video", summary="The source video (range requests)")
     async def source_video(source_id: str):
-        return FileResponse(workspace.source(source_id) / "video.mp4", media_type="video/mp4")
+        return FileResponse(workspace.source_video(source_id), media_type="video/mp4")
 
     @router.post("/sources/{source_id}/segments",
                  summary="Cut segments [{start, end, class}] into clips of the source's group")
@@ -186,7 +273,14 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
                             '"class": name}, ...]}') from None
         if not isinstance(segments, list) or len(segments) > 500:
             raise LrcnError("segments must be a list of at most 500")
-        paths = await run_in_threadpool(workspace.cut, source_id, segments)
+        video, wanted, scratch = await run_in_threadpool(workspace.plan_cut, source_id,
+                                                         segments)
+        try:
+            cut = await sources.run("cut", str(video), [w[:2] for w in wanted], str(scratch))
+            paths = await run_in_threadpool(workspace.add_cut, source_id, wanted, scratch,
+                                            cut["written"])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return {"clips": [{"class": p.parent.name, "name": p.name} for p in paths]}
 
     @router.get("/clips/{cls}/{name}", summary="A clip's video file")
@@ -243,14 +337,15 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
     async def run_file(run: str, name: str):
         folder = workspace.run(run)
         if name in PLOTS:
-            return FileResponse(folder / name, media_type="image/png")
+            return FileResponse(run_path(folder, name), media_type="image/png")
         if name == "model.safetensors":
-            return FileResponse(folder / name, media_type="application/octet-stream",
+            return FileResponse(run_path(folder, name), media_type="application/octet-stream",
                                 filename=f"{folder.name}.safetensors")
         if name == "model.onnx":
             if not (folder / name).exists():
+                run_path(folder, "model.safetensors")          # nothing to export: 404
                 await run_in_threadpool(_export, folder)
-            return FileResponse(folder / name, media_type="application/octet-stream",
+            return FileResponse(run_path(folder, name), media_type="application/octet-stream",
                                 filename=f"{folder.name}.onnx")
         raise HTTPException(404, f"no file {name[:40]!r} (one of {', '.join(PLOTS)}, "
                                  "model.safetensors, model.onnx)")
@@ -267,4 +362,4 @@ def studio_router(server, workspace: Workspace, receive_upload, upload_error) ->
     return router
 
 
-__all__ = ["studio_router", "read_jpegs", "DEFAULT_MODEL"]
+__all__ = ["studio_router", "read_jpegs", "decode_jpegs", "served_checkpoint", "DEFAULT_MODEL"]

@@ -3,24 +3,34 @@ are, jobs.py), so that the server's event loop never waits for training and a ca
 exactly the training. The process runs what `lrcn train` runs (training.runs) on the
 workspace's data, with the workspace's cache; it writes progress.json into its run folder as
 it goes and result.json or error.json at the end. A run that ends well is handed to
-`on_trained` (the server serves it)."""
+`on_trained` (the server serves it).
+
+The split is training's own (data.check's rule decides what a class needs): with the default
+fractions a class needs three sources (train, validation, test); the studio's data often has
+two (two webcam sessions, two videos), so then it trains with no validation part (calibration
+is skipped, early stopping watches the training loss; the job's log says so)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import live_bars
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 # At import, not in a request: importing PyTorch holds the GIL for seconds, and the server's
 # event loop would stall behind it.
-from ..models.registry import get_spec
+from ..data.check import groups_needed, small_classes
+from ..data.dataset import load_samples
+from ..models.registry import get_spec, settings_for
 from .workspace import Workspace
 
 DEFAULT_MODEL = "effnet-lstm"      # a pretrained backbone: what works on real footage
@@ -30,11 +40,60 @@ class Busy(Exception):
     """A training job is running already."""
 
 
+def studio_split(data: Path, classes: list[str], model: str) -> tuple[dict, str | None]:
+    """The split settings the studio trains `model` on `data` with, and a note when they are not
+    the defaults: the defaults when every class has groups enough for them; with no validation
+    part when a class has too few for one (two sources: one trains, one tests); refused, naming
+    the class and what it needs, when a class has too few even for that. The rule is training's
+    (data.check.small_classes on the clips' groups); training checks again on what decodes."""
+    split = settings_for(model).split
+    names, samples, _ = load_samples(data, classes)
+    if not small_classes(samples, names, split):
+        return {}, None
+    no_val = dataclasses.replace(split, val_fraction=0.0)
+    small = small_classes(samples, names, no_val)
+    if small:
+        name, why = next(iter(small.items()))
+        raise LrcnError(f"class {name!r} is too small to train on: {why}; each class needs clips "
+                        f"from {groups_needed(no_val)} sources (videos or webcam sessions), one "
+                        "to train on and one to test on", kind=ErrorKind.SETTING)
+    short = next(iter(small_classes(samples, names, split)))
+    return {"val_fraction": 0.0}, (
+        f"note: no validation part: class {short!r} has fewer than {groups_needed(split)} "
+        "sources, so the split keeps one for testing and trains on the rest (calibration is "
+        "skipped; clips from another video or session add a validation part)")
+
+
+class _LogLines:
+    """The training process's stderr (what the training code prints there: files skipped,
+    truncated videos, warnings, progress lines) into the job's log as whole lines, and on to
+    the server's stderr. Not a terminal, so progress is plain lines (console.progress)."""
+
+    def __init__(self, log, stream):
+        self.log, self.stream, self.pending = log, stream, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *whole, self.pending = (self.pending + text).split("\n")
+        for line in whole:
+            if line.strip():
+                self.log(line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def run_training_job(data: str, run_dir: str, cache: str, classes: list, model: str,
-                     epochs: int, workers: int, device: str) -> None:
+                     epochs: int, workers: int, device: str, split: dict | None = None,
+                     note: str | None = None) -> None:
     """The training process: `lrcn train DATA --model M --epochs E --out RUN` with the
-    workspace's cache. progress.json (in the run folder) says the phase and how far it is;
-    result.json or error.json ends it."""
+    workspace's cache (and `split`: studio_split's settings, `note` its line for the log).
+    progress.json (in the run folder) says the phase and how far it is; result.json or
+    error.json ends it."""
     os.nice(5)                     # the server that started it answers first
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,35 +105,42 @@ def run_training_job(data: str, run_dir: str, cache: str, classes: list, model: 
         del lines[:-30]
 
     def report() -> None:
-        """Where the work is: the progress bars the training code keeps (decoding, features,
-        epoch i/E; tqdm registers every live bar on its class)."""
-        from tqdm import tqdm
+        """Where the work is: the newest open progress bar with a length (decoding,
+        features, epoch i/E), as console.live_bars says."""
         while not stop.wait(0.3):
-            bars = [b for b in list(getattr(tqdm, "_instances", ())) if b.total]
-            bar = bars[-1] if bars else None
+            bars = [bar for bar in live_bars() if bar[2]]
+            phase, done, total = bars[-1] if bars else ("working", 0, 0)
             atomic_write_text(out / "progress.json", json.dumps({
-                "phase": bar.desc if bar else "working", "done": bar.n if bar else 0,
-                "total": bar.total if bar else 0, "log": lines[-12:], "at": time.time()}))
+                "phase": phase, "done": done, "total": total, "log": lines[-12:],
+                "at": time.time()}))
 
     from ..training.job import make_job
     from ..training.runs import train_and_evaluate
     watcher = threading.Thread(target=report, daemon=True)
     watcher.start()
+    sys.stderr = _LogLines(log, sys.stderr)
+    if note:
+        log(note)
     try:
         job = make_job(data, out, model=model, classes=classes, cache_dir=cache,
-                       train={"epochs": epochs, "device": device}, workers=workers,
-                       progress=True)
+                       split=split or None, train={"epochs": epochs, "device": device},
+                       workers=workers, progress=True)
         result = train_and_evaluate(job, log)
         atomic_write_text(out / "result.json", json.dumps(
             {"accuracy": result.report["accuracy"] if result.report else None}))
     except LrcnError as exc:
         atomic_write_text(out / "error.json", json.dumps({"error": exc.reason}))
     except Exception as exc:   # reported as a failed job, not a dead server
-        atomic_write_text(out / "error.json", json.dumps(
-            {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))
+        atomic_write_text(out / "error.json", json.dumps({"error": _one_line(exc)}))
     finally:
         stop.set()
         watcher.join()
+
+
+def _one_line(exc: Exception) -> str:
+    """An unexpected exception as one line: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @dataclass
@@ -110,22 +176,19 @@ class Trainer:
         if len(classes) < 2:
             raise LrcnError("at least two classes with clips are needed to train",
                             kind=ErrorKind.SETTING)
-        thin = [c for c in classes if len(summary[c]["groups"]) < 2]
-        if thin:
-            raise LrcnError(f"class {thin[0]!r} has clips from one source only: two videos or "
-                            "sessions per class are needed (one to train on, one to test on)",
-                            kind=ErrorKind.SETTING)
+        split, note = studio_split(self.workspace.data, classes, model)
         with self._lock:
             if self.job is not None and self.job.state == "running":
                 raise Busy("a training job is running: wait for it or cancel it")
             run = self.workspace.new_run_folder()
             run.mkdir(parents=True)
-            settings = {"model": model, "epochs": epochs, "classes": classes}
+            settings = {"model": model, "epochs": epochs, "classes": classes,
+                        "validation": not split}
             process = self._ctx.Process(
                 # not a daemon: training decodes in worker processes of its own
                 target=run_training_job, daemon=False,
                 args=(str(self.workspace.data), str(run), str(self.workspace.cache), classes,
-                      model, epochs, self.workers, self.device))
+                      model, epochs, self.workers, self.device, split, note))
             process.start()
             self.job = TrainJob(run, settings, process)
             return self.job
@@ -143,7 +206,12 @@ class Trainer:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.3):
-            self.poll()
+            try:
+                self.poll()
+            except Exception as exc:      # a bug costs the job, never the trainer's thread
+                job = self.job
+                if job is not None and job.state in ("running", "done"):
+                    job.state, job.error = "failed", _one_line(exc)
 
     def poll(self) -> None:
         with self._lock:
@@ -166,6 +234,9 @@ class Trainer:
                 self.on_trained(job.run)
             except LrcnError as exc:
                 job.state, job.error = "failed", f"trained, but cannot be served: {exc.reason}"
+            except Exception as exc:      # a bug in loading it: the job fails, the loop lives
+                job.state, job.error = "failed", \
+                    f"trained, but cannot be served: {_one_line(exc)}"
 
     def view(self) -> dict | None:
         job = self.job
@@ -202,4 +273,4 @@ def history(run: Path) -> list[dict]:
 
 
 
-__all__ = ["Busy", "DEFAULT_MODEL", "Trainer", "history", "run_training_job"]
+__all__ = ["Busy", "DEFAULT_MODEL", "Trainer", "history", "run_training_job", "studio_split"]

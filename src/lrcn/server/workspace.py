@@ -11,6 +11,11 @@ session, has that source's group number, whatever its class, so a group-aware sp
 clips of one source on two sides. Names that come from a client (class, clip, run, source) are
 checked against a regex and then looked up among what is on disk; none is joined into a path
 unchecked, and nothing is written outside the workspace.
+
+An uploaded video is opened only in a decoder process of the studio's (`source_task`, under the
+server's decode limits): probed before it enters sources/, and cut there into a scratch folder
+of its source, whose clips are then named and moved into their classes under the lock (which
+is never held while a video decodes).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ import numpy as np
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.sampling import parse_group
-from ..media.video import VIDEO_EXTENSIONS
+from ..media.video import VIDEO_EXTENSIONS, DecodeLimits, decode_limits
+from .limits import decode_task
 
 # CamelCase-like class names, as UCF's: no "_" (it separates the parts of a clip's name).
 CLASS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
@@ -52,16 +58,78 @@ def check_class(name: str) -> str:
     return name
 
 
-def _entry(folder: Path, name: str, pattern: re.Pattern, what: str) -> Path:
+def _entry(folder: Path, name: str, pattern: re.Pattern, what: str, file: bool = False
+           ) -> Path:
     """The entry of `folder` called `name`, found by listing the folder (the name is checked by
-    `pattern` first and never used as a path itself)."""
+    `pattern` first and never used as a path itself); `file`: only a plain file (not a folder,
+    not a link) counts."""
     if not isinstance(name, str) or not pattern.fullmatch(name):
         raise _bad(f"bad {what} name {str(name)[:40]!r}")
     if folder.is_dir():
         for path in folder.iterdir():
-            if path.name == name:
+            if path.name == name and (not file or plain_file(path)):
                 return path
     raise _bad(f"no {what} {name!r}", ErrorKind.NOT_FOUND)
+
+
+def plain_file(path: Path) -> bool:
+    """Whether `path` is a regular file itself: not a folder, not a link (to anywhere)."""
+    return path.is_file() and not path.is_symlink()
+
+
+def source_task(task: tuple) -> dict:
+    """For the studio's decoder process, under `limits` (DecodeLimits as a tuple):
+    ("probe", video, limits) -> {"duration", "size"}; ("cut", video, [(start, end), ...],
+    folder, limits) -> {"written": [i, ...]}, segment i's frames written to folder/<i>.mp4
+    (those that have frames); or {"error", "kind"}."""
+    what, path, *rest = task
+    limits = DecodeLimits(*rest[-1])
+    try:
+        with decode_limits(limits):
+            if what == "probe":
+                # the server's probe first: its cause for a file that does not open (not a
+                # video, 415, or a damaged one, 422)
+                probe = decode_task(("probe", path, None, {"max_pixels": limits.max_pixels,
+                                                           "max_streams": limits.max_streams}))
+                return probe if "error" in probe else _probe(Path(path))
+            return {"written": _cut(Path(path), rest[0], Path(rest[1]))}
+    except LrcnError as exc:
+        return {"error": exc.reason, "kind": exc.kind.value}
+
+
+def _probe(video: Path) -> dict:
+    from ..media.video import FrameSource
+    with FrameSource.open(video) as source:
+        stream = source.stream
+        duration = float(stream.duration * stream.time_base) \
+            if stream.duration and stream.time_base else \
+            (source.container.duration or 0) / 1e6
+        return {"duration": duration,
+                "size": [stream.codec_context.width, stream.codec_context.height]}
+
+
+def _cut(video: Path, spans: list, folder: Path) -> list[int]:
+    """One decoding pass over `video`, each frame going to every span that covers it."""
+    from ..media.video import FrameSource, upright_image
+    from ..media.writer import VideoWriter
+    writers: dict[int, VideoWriter] = {}
+    # Each writer removes its temporary on an error (VideoWriter's __exit__).
+    with FrameSource.open(video) as source, contextlib.ExitStack() as open_writers:
+        last = max(end for _, end in spans)
+        for timed in source.frames():
+            if timed.time >= last:
+                break
+            image = None
+            for i, (start, end) in enumerate(spans):
+                if not start <= timed.time < end:
+                    continue
+                if image is None:
+                    image = upright_image(timed.frame)
+                if i not in writers:
+                    writers[i] = open_writers.enter_context(VideoWriter(
+                        folder / f"{i}.mp4", image.shape[1], image.shape[0], source.fps))
+                writers[i].write(image)
+    return sorted(writers)
 
 
 class Workspace:
@@ -105,7 +173,7 @@ class Workspace:
         return _entry(self.data, check_class(name), CLASS_NAME, "class")
 
     def clip(self, class_name: str, name: str) -> Path:
-        return _entry(self.class_folder(class_name), name, FILE_NAME, "clip")
+        return _entry(self.class_folder(class_name), name, FILE_NAME, "clip", file=True)
 
     def run(self, name: str) -> Path:
         return _entry(self.runs, name, RUN_NAME, "run")
@@ -170,73 +238,69 @@ class Workspace:
             self._save_state(state)
             return group
 
-    def _next_name(self, class_name: str, group: str, reserved: set[Path] = frozenset()
-                   ) -> Path:
-        """The next free clip name of a class and group (`reserved`: names given out and not
-        written yet)."""
+    def _next_name(self, class_name: str, group: str) -> Path:
+        """The next free clip name of a class and group."""
         folder = self.data / check_class(class_name)
         folder.mkdir(exist_ok=True)
-        taken = [int(m.group(3)) for p in [*folder.iterdir(), *reserved]
-                 if (m := STUDIO_CLIP.fullmatch(p.name)) and f"g{m.group(2)}" == group
-                 and p.parent == folder]
+        taken = [int(m.group(3)) for p in folder.iterdir()
+                 if (m := STUDIO_CLIP.fullmatch(p.name)) and f"g{m.group(2)}" == group]
         return folder / f"v_{class_name}_{group}_c{max(taken + [0]) + 1:02d}.mp4"
 
     # -- writing clips -------------------------------------------------------------------
     def add_frames(self, class_name: str, group: str, images: Iterable[np.ndarray],
                    fps: float) -> Path:
-        """A recorded clip: RGB frames at `fps`, written as H.264 MP4 into the class."""
+        """A recorded clip: RGB frames at `fps` (taken one at a time: a recording is not
+        held decoded), written as H.264 MP4 into the class."""
         from ..media.writer import VideoWriter
         check_class(class_name)
         if group not in self.state().get("groups", {}):
             raise _bad(f"no recording session {group!r}: start one first", ErrorKind.NOT_FOUND)
-        images = list(images)
-        if not images:
+        images = iter(images)
+        first = next(images, None)
+        if first is None:
             raise _bad("no frames in the recording")
         with self._lock:
             target = self._next_name(class_name, group)
-            height, width = images[0].shape[:2]
+            height, width = first.shape[:2]
             with VideoWriter(target, width, height, fps) as writer:
+                writer.write(first)
                 for image in images:
                     writer.write(image)
         return target
 
-    def add_source(self, upload: Path, original_name: str) -> dict:
-        """Move an uploaded long video into sources/ with a group of its own."""
-        from ..media.video import FrameSource
+    def add_source(self, upload: Path, original_name: str, probe: dict) -> dict:
+        """Move an uploaded long video into sources/ with a group of its own; `probe` is
+        source_task's answer for it ({"duration", "size"})."""
         source_id = "s" + secrets.token_hex(6)
         folder = self.sources / source_id
         folder.mkdir()
-        video = folder / "video.mp4"     # the container is found by probing, not by the name
-        shutil.move(str(upload), video)
-        try:
-            with FrameSource.open(video) as source:
-                stream = source.stream
-                duration = float(stream.duration * stream.time_base) \
-                    if stream.duration and stream.time_base else \
-                    (source.container.duration or 0) / 1e6
-                size = [stream.codec_context.width, stream.codec_context.height]
-        except LrcnError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        # the container is found by probing, not by the name
+        shutil.move(str(upload), folder / "video.mp4")
         label = re.sub(r"[^A-Za-z0-9 ._-]", "_", original_name or "video")[:80]
-        meta = {"id": source_id, "name": label, "duration": duration, "size": size,
-                "group": self.new_group("video", label)}
+        meta = {"id": source_id, "name": label, "duration": probe["duration"],
+                "size": probe["size"], "group": self.new_group("video", label)}
         atomic_write_text(folder / "meta.json", json.dumps(meta))
         return meta
 
     def source_meta(self, source_id: str) -> dict:
         return json.loads((self.source(source_id) / "meta.json").read_text())
 
+    def source_video(self, source_id: str) -> Path:
+        video = self.source(source_id) / "video.mp4"
+        if not plain_file(video):
+            raise _bad(f"source {source_id!r} has no video", ErrorKind.NOT_FOUND)
+        return video
+
     def list_sources(self) -> list[dict]:
         return [json.loads((p / "meta.json").read_text()) for p in sorted(self.sources.iterdir())
                 if SOURCE_ID.fullmatch(p.name) and (p / "meta.json").exists()]
 
-    def cut(self, source_id: str, segments: list[dict]) -> list[Path]:
-        """Cut segments ({"start": s, "end": s, "class": name}) of a source into clips of its
-        group, in one decoding pass, each frame going to every segment that covers it."""
-        from ..media.video import FrameSource, upright_image
-        from ..media.writer import VideoWriter
-        meta = self.source_meta(source_id)
+    def plan_cut(self, source_id: str, segments: list[dict]
+                 ) -> tuple[Path, list[tuple[float, float, str]], Path]:
+        """Check segments ({"start": s, "end": s, "class": name}) of a source -> its video, the
+        segments as (start, end, class), and a new scratch folder for source_task's "cut"
+        (add_cut takes its clips; remove it after)."""
+        video = self.source_video(source_id)
         wanted = []
         for segment in segments:
             try:
@@ -250,31 +314,24 @@ class Workspace:
             wanted.append((start, end, segment["class"]))
         if not wanted:
             raise _bad("no segments to cut")
-        writers: dict[int, VideoWriter] = {}
-        # Each writer leaves its temporary behind it on an error (VideoWriter's __exit__).
-        with self._lock, FrameSource.open(self.source(source_id) / "video.mp4") as source, \
-                contextlib.ExitStack() as open_writers:
-            last = max(end for _, end, _ in wanted)
-            for timed in source.frames():
-                if timed.time >= last:
-                    break
-                image = None
-                for i, (start, end, name) in enumerate(wanted):
-                    if not start <= timed.time < end:
-                        continue
-                    if image is None:
-                        image = upright_image(timed.frame)
-                    if i not in writers:
-                        target = self._next_name(name, meta["group"],
-                                                 {w.path for w in writers.values()})
-                        writers[i] = open_writers.enter_context(VideoWriter(
-                            target, image.shape[1],
-                            image.shape[0], source.fps))
-                    writers[i].write(image)
-        written = [writers[i].path for i in sorted(writers)]
+        scratch = video.parent / f"cut-{secrets.token_hex(4)}"
+        scratch.mkdir()
+        return video, wanted, scratch
+
+    def add_cut(self, source_id: str, wanted: list[tuple[float, float, str]], scratch: Path,
+                written: list[int]) -> list[Path]:
+        """The clips a cut wrote into `scratch` (<i>.mp4 for segment i), named in their classes
+        in the source's group, in the segments' order."""
+        group = self.source_meta(source_id)["group"]
         if not written:
             raise _bad("no frames in the segments (past the video's end?)")
-        return written
+        placed = []
+        with self._lock:
+            for i in written:
+                target = self._next_name(wanted[i][2], group)
+                (scratch / f"{i}.mp4").rename(target)
+                placed.append(target)
+        return placed
 
     # -- editing -------------------------------------------------------------------------
     def delete(self, class_name: str, name: str) -> None:
