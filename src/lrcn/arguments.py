@@ -239,9 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", default=None,
                    help="JSON settings file (its frames section is used, as by train)")
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help="decode at this model's frame settings, as `lrcn train --model NAME` "
-                        "does, so that its training finds the cache warm")
+    p.add_argument("--model", metavar="NAME", help="decode at this model's frames (as train does)")
     frame_options(p)
     common(p)
 
@@ -384,18 +382,16 @@ def serve_options(p: argparse.ArgumentParser, device_options, window_options) ->
     p.add_argument("--max-cameras", type=positive_int, default=4, metavar="N",
                    help="webcam sockets open at once; more get 503 (default 4)")
     p.add_argument("--keep-jobs", type=positive_int, default=64, metavar="N",
-                   help="finished timeline jobs kept (with their videos) for an hour; older "
-                        "ones are removed first (default 64)")
+                   help="finished timeline jobs kept for an hour, oldest out first (default 64)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
-                   help="a web page origin (scheme://host:port, or '*') that may open the "
-                        "webcam socket besides the server's own; repeatable")
+                   help="another web page (scheme://host:port, or '*') that may send requests "
+                        "and open the webcam socket; repeatable")
     device_options(p)
     window_options(p)
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """argparse prints its usage before an error; lrcn's errors are one line (--help has the
-    usage)."""
+    """argparse prints its usage before an error; lrcn's errors are one line (--help: usage)."""
     def error(message: str):
         parser.exit(2, f"{parser.prog}: error: {message}\n")
     parser.error = error
