@@ -56,5 +56,6 @@ def test_the_printed_report_shows_the_figures():
     lines = text.splitlines()
     assert lines[0] == ("accuracy 0.667 on 9 clips (group-level 0.600 on 5 groups), "
                         "macro F1 0.639")
-    assert lines[-3:] == ["  a              2    1    0", "  b              0    1    1",
-                          "  c              1    0    3"]
+    assert lines[-4:] == ["                 a   b   c",          # the columns are named
+                          "  a              2   1   0", "  b              0   1   1",
+                          "  c              1   0   3"]

@@ -1,5 +1,6 @@
 """The training loop's early stopping: it stops `patience` epochs after the best validation
 loss, and the checkpoint holds the best epoch's weights (Keras's restore_best_weights)."""
+import dataclasses
 import math
 
 import pytest
@@ -42,11 +43,16 @@ def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     loss, _ = run_epoch(checkpoint.build_model(), loader)
     assert loss == pytest.approx(val_losses[best], rel=1e-4)
     assert not math.isclose(val_losses[-1], val_losses[best], rel_tol=1e-4)
-    # The run folder holds the job: resuming builds the same one, set to resume.
-    again = job_from_run(run, workers=1, progress=False)
+    # The run folder holds the job: resuming builds the same one, set to resume. The run
+    # stopped early, so a plain resume is refused; --epochs N trains it on to N in all.
+    with pytest.raises(LrcnError, match="the run is finished"):
+        job_from_run(run, workers=1, progress=False)
+    again = job_from_run(run, workers=1, progress=False, epochs=job.train.epochs + 5)
     assert (again.data, again.out, again.cache_dir) == (tiny_dataset.resolve(), run,
                                                         tmp_path / "cache")
-    assert (again.frames, again.split, again.train) == (job.frames, job.split, job.train)
+    assert again.train.epochs == job.train.epochs + 5 and again.extend
+    assert (again.frames, again.split) == (job.frames, job.split)
+    assert dataclasses.replace(again.train, epochs=job.train.epochs) == job.train
     assert again.model_config(4) == job.model_config(4)
     assert again.classes == tuple(checkpoint.class_names) and again.resume
     names, parts = again.fixed
