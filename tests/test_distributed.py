@@ -149,3 +149,16 @@ def test_a_rank_killed_mid_run_stops_the_others_with_a_message(tiny_dataset, set
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch" in resumed.stdout
     assert len(history(out)) == 40 and done >= 2
+
+
+def test_a_failing_nproc_run_ends_in_its_own_lines_not_the_launchers_traceback(
+        tiny_dataset, settings, tmp_path):
+    """`--nproc 2` with a learning rate that diverges: each process says why in one line, and
+    the launcher (run in lrcn's process) adds one line, not torchrun's ChildFailedError trace."""
+    result = run("-m", "lrcn", "train", tiny_dataset, "--out", tmp_path / "run", "--config",
+                 settings, "--cache", tmp_path / "cache", "--nproc", "2", "--lr", "1e30",
+                 "--epochs", "2", "--no-evaluate", "--quiet", "--workers", "1")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+    assert "training diverged at epoch 1" in result.stderr
+    assert "lrcn: error: training process" in result.stderr.splitlines()[-1]

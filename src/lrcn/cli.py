@@ -85,11 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.runs import train_and_evaluate
     from .training.train import format_training
     if args.nproc and args.nproc > 1:
-        import subprocess
-        from .distributed import torchrun_command
+        from .distributed import launch, torchrun_command
         command = torchrun_command(args.argv, args.nproc)
         print("lrcn: " + " ".join(command[1:]), file=sys.stderr, flush=True)
-        return subprocess.run(command).returncode
+        return launch(command)
     if not args.data and not args.resume:
         raise LrcnError("lrcn train needs DATA (or --resume RUN)", kind=ErrorKind.SETTING)
     start = time.perf_counter()

@@ -79,6 +79,26 @@ def torchrun_command(argv: Sequence[str], nproc: int,
             str(nproc), "-m", "lrcn", *rest]
 
 
+def launch(command: Sequence[str]) -> int:
+    """Run torchrun_command's launcher in this process, so that a process that fails ends in one
+    line here (its own one-line error is above it) instead of the launcher's traceback; the
+    exit code is the failed process's when it is one of lrcn's (1, 2, 3), else 1."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+    try:
+        run(get_args_parser().parse_args(list(command[3:])))   # after python -m module
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        print(f"lrcn: error: training process {rank} stopped (exit code {failure.exitcode}); "
+              "the others were stopped with it", file=sys.stderr)
+        return failure.exitcode if failure.exitcode in (1, 2, 3) else 1
+    except SignalException:
+        print("lrcn: interrupted (finished work is kept: resume with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
 def setup(device_type: str) -> World:
     """Join the process group torchrun described (once); a World of one without torchrun."""
     if not launched():
@@ -161,6 +181,7 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["World", "rank_seed", "launched", "launched_rank", "torchrun_command", "setup",
+__all__ = ["World", "rank_seed", "launched", "launched_rank", "torchrun_command", "launch",
+           "setup",
            "broadcast", "gather", "barrier", "sum_over_ranks", "teardown", "group_failure",
            "DEFAULT_TIMEOUT_S"]
