@@ -5,11 +5,16 @@ came back, even through a lossy codec."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 
@@ -34,6 +39,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_lrcn_server(args: list, tmp: Path, logs: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`lrcn ARGS --port P` (serve or studio) started as a user starts it, its temporary files
+    in `tmp`, its output in a log in the folder `logs`; (the process, its URL, the log) once
+    /healthz answers."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = logs / f"{args[0]}-{port}.log"
+    process = subprocess.Popen([sys.executable, "-m", "lrcn", *map(str, args),
+                                "--port", str(port)],
+                               stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               env={**os.environ, "TMPDIR": str(tmp)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url, log
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        assert process.poll() is None, log.read_text()
+    process.kill()
+    raise AssertionError(f"{args[0]} did not start: {log.read_text()}")
+
+
+def stop_lrcn_server(process: subprocess.Popen) -> int:
+    """SIGTERM, as a service manager stops it; its exit code."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
 
 
 BITS = 8  # frame index as 8 black/white stripes: survives any codec and any resize

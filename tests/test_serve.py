@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import free_port, indexed_frame, write_video
+from conftest import (indexed_frame, start_lrcn_server, stop_lrcn_server,
+                      write_video)
 from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.models.lrcn import LRCN
@@ -39,28 +39,12 @@ class Served:
 
 
 def start_server(checkpoint: Path, tmp: Path, *options: str) -> Served:
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp.parent / f"server-{port}.log"
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    process = subprocess.Popen([sys.executable, "-m", "lrcn", "serve", str(checkpoint),
-                                "--port", str(port), *options],
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Served(process, url, tmp, log)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        assert process.poll() is None, log.read_text()
-    raise AssertionError(f"the server did not start: {log.read_text()}")
+    process, url, log = start_lrcn_server(["serve", checkpoint, *options], tmp, tmp.parent)
+    return Served(process, url, tmp, log)
 
 
 def stop_server(served: Served) -> int:
-    served.process.send_signal(signal.SIGTERM)
-    return served.process.wait(timeout=60)
+    return stop_lrcn_server(served.process)
 
 
 @pytest.fixture(scope="module")

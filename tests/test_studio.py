@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import free_port, write_video
+from conftest import start_lrcn_server, stop_lrcn_server, write_video
 
 TOKEN = "studio-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,28 +38,13 @@ class Studio:
 
 
 def start_studio(workspace: Path, tmp: Path, *options: str) -> Studio:
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp / f"studio-{port}.log"
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    process = subprocess.Popen([sys.executable, "-m", "lrcn", "studio", str(workspace),
-                                "--port", str(port), "--token", TOKEN, *options],
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Studio(process, url, log)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        assert process.poll() is None, log.read_text()
-    raise AssertionError(f"the studio did not start: {log.read_text()}")
+    process, url, log = start_lrcn_server(["studio", workspace, "--token", TOKEN, *options],
+                                          tmp, tmp)
+    return Studio(process, url, log)
 
 
 def stop_studio(studio: Studio) -> int:
-    studio.process.send_signal(signal.SIGTERM)
-    return studio.process.wait(timeout=60)
+    return stop_lrcn_server(studio.process)
 
 
 def scene(kind: int, t: int, width: int = 96, height: int = 72) -> np.ndarray:

@@ -10,6 +10,7 @@ One process without torchrun is a world of one, and every helper here is then a 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -176,9 +177,21 @@ def sum_over_ranks(values: list[float], world: World) -> list[float]:
     return tensor.tolist()
 
 
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool = False) -> None:
+    """Leave the process group. A run that `finished` waits for the others first, so that no
+    process closes its connections while another still uses them. The garbage collection frees
+    the DistributedDataParallel wrapper (its hooks make a reference cycle) and the gloo work it
+    holds now, while the interpreter is whole: freed at interpreter exit instead, they aborted
+    a process ("terminate called without an active exception", exit code -6) on torch 2.14."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        try:
+            dist.barrier()
+        except RuntimeError:    # another process is gone: nothing left to wait for
+            pass
+    gc.collect()
+    dist.destroy_process_group()
 
 
 __all__ = ["World", "rank_seed", "launched", "launched_rank", "torchrun_command", "launch",

@@ -232,6 +232,7 @@ def train(job: TrainingJob, log=print) -> TrainResult:
     # looks like a run (_discard). A kill leaves its folder, to resume; so does a failure
     # after an epoch, whose state can be resumed.
     existed = run_dir.exists() if world.main and not job.resume else None
+    finished = False
     try:
         data = prepare_data(job, log, on_classes=write_settings, world=world)
         model_config = job.model_config(len(data.class_names))
@@ -250,7 +251,9 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"on {device}"
             f"{'' if config.precision == 'fp32' else ' in ' + config.precision}"
             f"{f', {world.size} processes' if world.distributed else ''}")
-        return _train_model(model, data, job, log, world)
+        result = _train_model(model, data, job, log, world)
+        finished = True
+        return result
     except Exception as exc:
         if existed is not None and not (run_dir / STATE_NAME).exists():
             _discard(run_dir, existed)
@@ -258,7 +261,7 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             raise (group_failure(exc, world) or exc) from None
         raise
     finally:
-        teardown()
+        teardown(finished)
 
 
 def _discard(run_dir: Path, existed: bool) -> None:

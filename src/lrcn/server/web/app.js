@@ -1,39 +1,11 @@
 // lrcn's page: upload a clip or a long video, show the label, the timeline and the annotated
 // video; or stream the webcam over a WebSocket. Plain JS, no build step, nothing fetched from
-// elsewhere.
+// elsewhere; common.js (loaded first) holds the token and api().
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 let model = null;         // GET /v1/model: classes, their colours (those of the PNG), frames
 let clipURL = null;       // the object URL of the file being shown
 let shownTimeline = null; // redrawn when the window's width changes
-let token = sessionStorage.getItem("lrcn-token") || "";
-
-function headers() {
-  return token ? { Authorization: "Bearer " + token } : {};
-}
-
-function withToken(url) {
-  return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token)
-               : url;
-}
-
-function status(text, error = false) {
-  $("status").textContent = text;
-  $("status").className = error ? "error" : "";
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
-  if (response.status === 401) {
-    token = prompt("This server needs its token:") || "";
-    sessionStorage.setItem("lrcn-token", token);
-    return api(path, options);
-  }
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
-  return body;
-}
 
 async function loadModel() {
   model = await api("/v1/model");

@@ -1,37 +1,11 @@
 // lrcn studio: record webcam clips or cut segments of long videos into a data set, train,
-// read the evaluation, use the model. Plain JS; every call goes to /v1/studio/... .
+// read the evaluation, use the model. Plain JS; every call goes to /v1/studio/... through
+// common.js's api().
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("lrcn-token") || "";
 let stream = null, session = null, recording = false;
 let source = null, markIn = null, markOut = null, segments = [];
 let watching = null;
-
-const headers = () => (token ? { Authorization: "Bearer " + token } : {});
-const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "token=" +
-                                    encodeURIComponent(token) : url);
-
-function status(text, error = false) {
-  $("status").textContent = text;
-  $("status").className = error ? "error" : "";
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options,
-    headers: { ...headers(), ...(options.headers || {}) } });
-  if (response.status === 401) {
-    token = prompt("This server needs its token:") || "";
-    sessionStorage.setItem("lrcn-token", token);
-    return api(path, options);
-  }
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
-  return body;
-}
-
-const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body),
-                                         headers: { "Content-Type": "application/json" } });
 
 function cell(row, text, tag = "td") {
   const c = document.createElement(tag);
