@@ -60,10 +60,15 @@ def test_the_studio_from_webcam_and_long_videos_to_a_served_model(tmp_path):
             page.wait_for_function("document.getElementById('workspace').textContent == 'ws'")
 
             # Webcam: two sessions, a clip of each class in each, recorded while held.
+            groups = []
             for session in range(2):
                 page.click("#camera-start")
-                page.wait_for_selector("#record-button:not([disabled])")
+                page.wait_for_function(
+                    "/^session g[0-9]+$/.test(document.getElementById('record-state')"
+                    ".textContent) && !document.getElementById('record-button').disabled")
                 group = page.inner_text("#record-state").split()[-1]
+                assert group not in groups          # a session is a group of its own
+                groups.append(group)
                 for cls in ("Wave", "Clap"):
                     page.fill("#record-class", cls)
                     # The press goes to the button itself: a status line appearing above it
@@ -83,17 +88,22 @@ def test_the_studio_from_webcam_and_long_videos_to_a_served_model(tmp_path):
             for i in range(2):
                 video = long_video(tmp_path / f"long{i}.mp4", [2, 3, 2, 3])
                 page.set_input_files("#source-file", str(video))
-                page.wait_for_function("document.getElementById('source-video').readyState >= 1"
-                                       " && !document.getElementById('source-box').hidden",
+                # this upload's status line, then its video's metadata (the box and the
+                # previous video are still there while the second one uploads)
+                page.wait_for_function("document.getElementById('status').textContent"
+                                       f".startsWith('long{i}.mp4: ') && document."
+                                       "getElementById('source-video').readyState >= 1",
                                        timeout=30_000)
+                # the keys are the page's, not a text field's (where the class was typed)
+                page.evaluate("document.activeElement.blur()")
                 for start, cls in ((0.0, "Jump"), (2.0, "Spin"), (4.0, "Jump")):
                     for key, at in (("i", start + 0.1), ("o", start + 1.9)):
                         page.evaluate(f"document.getElementById('source-video').currentTime = {at}")
                         page.wait_for_function("!document.getElementById('source-video').seeking")
                         page.keyboard.press(key)
                         mark = "in" if key == "i" else "out"
-                        page.wait_for_function("!document.getElementById('marks').textContent"
-                                               f".includes('{mark} —')")
+                        page.wait_for_function("document.getElementById('marks').textContent"
+                                               f".includes('{mark} {at:.2f} s')")
                     page.fill("#segment-class", cls)
                     page.click("#add-segment")
                 assert page.locator("#segments li").count() == 3

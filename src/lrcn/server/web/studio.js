@@ -3,7 +3,7 @@
 // common.js's api().
 "use strict";
 
-let stream = null, session = null, recording = false;
+let stream = null, session = null, recording = false, takes = 0;
 let source = null, markIn = null, markOut = null, segments = [];
 let watching = null;
 
@@ -16,6 +16,9 @@ function cell(row, text, tag = "td") {
 
 // ---- 1. the webcam: clips of fixed length while the button (or space) is held ----------
 async function startCamera() {
+  // no recording into the old session while the new one starts
+  recording = false;
+  $("record-button").disabled = true;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
   } catch (e) {
@@ -31,13 +34,17 @@ async function startCamera() {
 async function recordWhileHeld() {
   if (recording || !session) return;
   recording = true;
+  // A take of its own: a take released mid-upload must not go on when the next press comes
+  // before its upload returns (it would see `recording` true again and record twice).
+  const take = ++takes;
+  const held = () => recording && take === takes;
   const fps = 10, count = Math.round(parseFloat($("record-seconds").value) * fps);
   const canvas = document.createElement("canvas");
   canvas.width = 320; canvas.height = 240;
   const context = canvas.getContext("2d");
-  while (recording) {
+  while (held()) {
     const parts = [];
-    for (let i = 0; i < count && recording; i++) {
+    for (let i = 0; i < count && held(); i++) {
       const started = performance.now();
       context.drawImage($("camera"), 0, 0, canvas.width, canvas.height);
       const jpeg = await new Promise((r) => canvas.toBlob(r, "image/jpeg", 0.85));
@@ -55,7 +62,7 @@ async function recordWhileHeld() {
       refresh();
     } catch (e) { status(e.message, true); break; }
   }
-  recording = false;
+  if (take === takes) recording = false;
 }
 
 function stopRecording() { recording = false; }
