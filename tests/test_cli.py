@@ -138,6 +138,26 @@ def test_predict_reports_a_bad_file_and_still_predicts_the_good_one(trained_run,
     assert result.stdout.startswith(f"{good}: ")
 
 
+def test_predict_on_a_folder_predicts_the_videos_in_it(trained_run, tiny_dataset, tmp_path):
+    """A folder stands for its videos, in subfolders too, sorted; other files are not videos;
+    a folder with none is one error that names it."""
+    import shutil
+    folder = tmp_path / "clips"
+    for name in ("Grow", "Bounce"):
+        (folder / name).mkdir(parents=True)
+        shutil.copy(sorted((tiny_dataset / name).iterdir())[0], folder / name)
+    (folder / "notes.txt").write_text("not a video")
+    (tmp_path / "empty").mkdir()
+    result = lrcn("predict", trained_run, folder, "--json")
+    assert result.returncode == 0, result.stderr
+    paths = [entry["path"] for entry in json.loads(result.stdout)]
+    assert paths == [str(folder / name / sorted((tiny_dataset / name).iterdir())[0].name)
+                     for name in ("Bounce", "Grow")]
+    result = lrcn("predict", trained_run, tmp_path / "empty")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"{tmp_path / 'empty'}: is a folder, not a video file"
+
+
 def test_training_skips_and_lists_broken_files(tiny_dataset, tmp_path):
     import shutil
     data = tmp_path / "salted"

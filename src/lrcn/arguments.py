@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify videos")
     p.add_argument("checkpoint", help="run folder or checkpoint file")
-    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("videos", nargs="+", help="video files, or folders of them")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                    help="print only the K most probable classes (default: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -189,6 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load
     from .inference.outputs import annotated_path
     from .inference.predict import annotate, format_prediction
+    from .data.dataset import expand_videos
+    args.videos = expand_videos(args.videos)      # a folder: the videos in it
     classifier = load(args.checkpoint, backend=args.backend or "auto", device=args.device,
                       precision=args.precision, reject_below=args.reject_below or 0.0)
     if args.timeline:

@@ -35,6 +35,17 @@ def is_video_file(path: Path) -> bool:
         and not path.name.startswith(".")
 
 
+def expand_videos(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Videos named on a command line: a folder stands for the video files in it and in its
+    subfolders (a data set's class folders), sorted; a file for itself, whatever its suffix
+    (it is judged when read). A folder with no video file is kept, so that its error names it."""
+    videos: list[Path] = []
+    for path in map(Path, paths):
+        found = sorted(p for p in path.rglob("*") if is_video_file(p)) if path.is_dir() else []
+        videos.extend(found or [path])
+    return videos
+
+
 def list_class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
