@@ -18,6 +18,19 @@ import httpx
 import numpy as np
 import pytest
 
+# Under pytest-xdist (`-n 2`), each worker and the processes its tests start run torch's kernels
+# on one thread: two workers of two threads each were four busy threads on two cores, and the
+# suite was no faster than one worker. Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: with `-n 2 --dist loadfile` the demo's file starts at once on one
+    worker while the other takes the rest, instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # a stable sort
+
+
 REALCLIPS = Path(__file__).resolve().parents[2] / "shared" / "realclips" / "ucf"
 if not REALCLIPS.is_dir():  # CI clones main beside shared/, sessions work in a checkout
     REALCLIPS = Path(os.environ.get("LRCN_REALCLIPS", "/work/shared/realclips/ucf"))

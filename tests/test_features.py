@@ -80,7 +80,9 @@ def test_features_are_computed_once_and_only_the_missing_again(model, tmp_path):
     paths[1].unlink()
     assert cached_features(model, clips, CPU, progress=False, log=log.append) == paths
     assert computed(log) == 1
-    np.testing.assert_allclose(np.load(paths[1]), before, atol=1e-6)   # the same features
+    # the same features, to float32 rounding: computed alone now, in a batch of 5 before
+    # (oneDNN's kernels and their sums' order depend on the batch's shape)
+    np.testing.assert_allclose(np.load(paths[1]), before, atol=1e-4)
     assert [p.stat().st_mtime_ns for i, p in enumerate(paths) if i != 1] == \
         [s for i, s in enumerate(stamps) if i != 1]                    # the others untouched
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ..console import plural
 from ..data.cache import prepare
@@ -87,6 +86,9 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
     precision/recall/F1/support, the confusion matrix (rows true, columns predicted), and group
     accuracy ("video-level" in UCF terms: the clips of one group are cut from one video; a
     group is right when the mean of its clips' probabilities names its class)."""
+    # imported here: scikit-learn's metrics take about a second to import, which every
+    # `lrcn train` paid before its first line (a mistyped folder too)
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
     y_true = np.asarray(true)
     y_pred = probabilities.argmax(1)
     labels = list(range(len(names)))
