@@ -87,6 +87,14 @@ def test_check_flags_a_truncated_file_and_predict_and_the_api_warn(clips, tmp_pa
     assert answers[0]["warning"].startswith("header claims 100 frames")
     assert "warning" not in answers[1]
     assert printed.err.strip() == f"lrcn: warning: {short}: {answers[0]['warning']}"
+    # stream: the same warning once the file has ended; none for the whole file
+    assert main(["stream", str(checkpoint), str(short)]) == 0
+    printed = capsys.readouterr()
+    assert "end of stream" in printed.out
+    assert printed.err.strip().splitlines()[-1] == \
+        f"lrcn: warning: {short}: {answers[0]['warning']}"
+    assert main(["stream", str(checkpoint), str(whole)]) == 0
+    assert "warning" not in capsys.readouterr().err
     # the API: Prediction.warning
     classifier = api.load(checkpoint)
     assert classifier.predict(short).warning == answers[0]["warning"]

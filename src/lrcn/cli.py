@@ -247,10 +247,12 @@ def _predict_timelines(classifier, args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from .inference.engine import load_engine
     from .inference.stream import run_stream
-    run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
-                           args.precision), args.source,
-               _window_config(args), annotate=args.annotate,
-               realtime=True if args.realtime else None, max_lag=args.max_lag)
+    result = run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
+                                    args.precision), args.source,
+                        _window_config(args), annotate=args.annotate,
+                        realtime=True if args.realtime else None, max_lag=args.max_lag)
+    if result.warning:
+        print(f"lrcn: warning: {args.source}: {result.warning}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..console import plural
 from ..media.annotate import AnnotatedVideo, Label
+from ..media.clip import truncation
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
 from ..media.video import FrameSource, open_source
@@ -37,6 +38,7 @@ class StreamResult:
     skipped: int = 0
     seconds: float = 0.0       # stream time covered
     interrupted: bool = False
+    warning: str | None = None  # a file that looks cut short (media.clip's truncation rule)
 
 
 def run_stream(engine: Engine, source: str, config: WindowConfig,
@@ -50,6 +52,9 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
                         ErrorKind.SETTING)
     container, live = open_source(source)
     frames = FrameSource(container, source)
+    # the frame count a file's header states (MP4, AVI; 0 for pipes, cameras and URLs), held
+    # against the frames decoded at its end by the rule `lrcn predict` uses
+    claimed = 0 if live else frames.stream.frames
     pace = live if realtime is None else realtime
     if clip_seconds is None:
         clip_seconds = engine.clip_seconds
@@ -91,6 +96,8 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
     result.frames = frames.count
     result.skipped = scorer.skipped
     result.seconds = frames.end_time
+    if not result.interrupted:
+        result.warning = truncation(result.frames, claimed)
     how = "stopped by Ctrl-C" if result.interrupted else "end of stream"
     print(f"{how}: {plural(result.frames, 'frame')} ({result.seconds:.1f} s), "
           f"{plural(result.windows, 'window')}, {plural(result.changes, 'label change')}, "
