@@ -61,6 +61,16 @@ def test_int8_export_predicts_close_to_fp32(tiny_run, tmp_path, capsys):
         results.append(json.loads(capsys.readouterr().out)[0]["probabilities"])
     for name, p in results[1].items():
         assert results[0][name] == pytest.approx(p, abs=INT8_TOLERANCE)
+    # `lrcn info` reads the file's own metadata: the run's summary, and its precision
+    assert main(["info", str(tiny_run), "--json"]) == 0
+    of_run = json.loads(capsys.readouterr().out)
+    assert main(["info", str(exported), "--json"]) == 0
+    of_file = json.loads(capsys.readouterr().out)
+    assert of_file.pop("precision") == "int8" and of_file.pop("checkpoint") == str(exported)
+    of_run.pop("checkpoint")
+    assert of_file == of_run
+    assert main(["info", str(exported)]) == 0
+    assert "precision     int8 (an exported ONNX file)" in capsys.readouterr().out
     # an fp32 file is not taken for an int8 one
     assert main(["export", str(tiny_run), "--out", str(tmp_path / "f.onnx")]) == 0
     with pytest.raises(LrcnError, match="not an int8 export"):

@@ -288,8 +288,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .inference.engine import is_onnx_file
+    from .inference.export import onnx_summary
     from .models.checkpoint import format_summary, summary
-    data = summary(args.checkpoint)
+    data = (onnx_summary if is_onnx_file(args.checkpoint) else summary)(args.checkpoint)
     print(json.dumps(data, indent=1) if args.json else format_summary(data))
     return 0
 

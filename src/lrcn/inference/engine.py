@@ -266,6 +266,12 @@ class OrtEngine(Engine):
                    clip_gives_probabilities=version < 3, temperature=temperature,
                    precision=precision)
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """An exported file's lrcn metadata (export.py writes it); {} for sessions built from
+        a checkpoint."""
+        return dict(self._clip.get_modelmeta().custom_metadata_map) if self._clip else {}
+
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
         return self._cnn.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)})[0]

@@ -262,6 +262,8 @@ def format_summary(data: dict[str, Any]) -> str:
     options = {k: v for k, v in data["model"].items()
                if k not in ("name", "num_classes", "num_frames", "height", "width", "channels")}
     lines = [("checkpoint", data["checkpoint"]),
+             *([("precision", f"{data['precision']} (an exported ONNX file)")]
+               if "precision" in data else []),
              ("model", f"{data['model_name']}, {data['trainable_parameters']:,} trainable "
                        f"parameters"),
              ("settings", "; ".join(f"{k} {_value(v)}" for k, v in options.items())),
