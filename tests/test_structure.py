@@ -21,7 +21,7 @@ LAYERS = {
              {"data.loader", "data.augment", "data.features", "data.check"}],
     "inference": [{"inference.__init__", "inference.calibrate", "inference.export",
                    "inference.outputs"}, {"inference.graphs"},
-                  {"inference.engine", "inference.windows"}, {"inference.predict"},
+                  {"inference.engine", "inference.windows"}, {"inference.predict", "inference.info"},
                   {"inference.timeline", "inference.stream"}],
     "training": [{"training.__init__", "training.history", "training.steps",
                   "training.resume", "training.job"}, {"training.prepare"},

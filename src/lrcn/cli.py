@@ -288,10 +288,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .inference.engine import is_onnx_file
-    from .inference.export import onnx_summary
-    from .models.checkpoint import format_summary, summary
-    data = (onnx_summary if is_onnx_file(args.checkpoint) else summary)(args.checkpoint)
+    from .inference.info import model_summary
+    from .models.checkpoint import format_summary
+    data = model_summary(args.checkpoint)
     print(json.dumps(data, indent=1) if args.json else format_summary(data))
     return 0
 

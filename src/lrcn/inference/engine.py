@@ -1,8 +1,7 @@
 """Inference engines: what runs a trained LRCN on decoded frames, for predict, evaluate,
-timelines and streams. A model is run split where the model itself splits, into per-frame CNN
-features and the LSTM over a sequence of them: long videos need the split (each frame's
-features are computed once and shared by every window that covers it, see windows.py); whole
-clips go through both halves.
+timelines and streams. A model is run split where it splits, into per-frame CNN features and the
+LSTM over a sequence of them: long videos need the split (each frame's features are computed
+once and shared by every window that covers it, see windows.py); whole clips go through both.
 
 - OrtEngine runs on ONNX Runtime: from a checkpoint (both halves exported in memory, 0.3 s), or
   from an exported .onnx file (the whole classifier; no PyTorch needed). On a 2-core CPU it
@@ -268,8 +267,7 @@ class OrtEngine(Engine):
 
     @property
     def metadata(self) -> dict[str, str]:
-        """An exported file's lrcn metadata (export.py writes it); {} for sessions built from
-        a checkpoint."""
+        """An exported file's lrcn metadata (export.py's); {} for a checkpoint's sessions."""
         return dict(self._clip.get_modelmeta().custom_metadata_map) if self._clip else {}
 
     def features(self, frames: np.ndarray) -> np.ndarray:

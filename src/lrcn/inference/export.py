@@ -119,29 +119,6 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | N
     return out
 
 
-def onnx_summary(path: str | os.PathLike) -> dict:
-    """`lrcn info` of an exported file: what summary() says of a checkpoint, read from the
-    file's metadata once the file has passed the checks of loading it, and its precision."""
-    from ..config import ModelConfig, from_dict
-    from ..models.base import count_trainable
-    from ..models.checkpoint import used_settings
-    from ..models.registry import build_model, get_spec
-    from .engine import OrtEngine
-    engine = OrtEngine.from_file(path)
-    meta = engine.metadata
-    try:
-        model = from_dict(ModelConfig, json.loads(meta["model"]))
-        info = json.loads(meta.get("info", "{}"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
-    return {"checkpoint": str(path), "model_name": model.name, "classes": engine.names,
-            "trainable_parameters": count_trainable(build_model(model)),
-            "normalisation": get_spec(model.name).normalisation,
-            "frames": to_dict(engine.frame_config), "model": used_settings(model),
-            "clip_seconds": engine.clip_seconds, "temperature": engine.temperature,
-            "info": info, "precision": engine.precision}
-
-
 def check_onnx_file(session, frames: FrameConfig, names: list[str], path: Path) -> None:
     """What an exported file must hold to be run, checked when it is loaded (engine.py, with
     its ONNX Runtime `session` and the frame settings and class names of its metadata): the
