@@ -43,9 +43,12 @@ class StreamResult:
 
 def run_stream(engine: Engine, source: str, config: WindowConfig,
                clip_seconds: float | None = None, annotate: str | os.PathLike | None = None,
-               realtime: bool | None = None, max_lag: float = 1.0, out=sys.stdout,
+               realtime: bool | None = None, max_lag: float = 1.0, out=None,
                on_window: Callable[[Window], None] | None = None) -> StreamResult:
-    """Classify `source` as it comes; `on_window` sees every window as it is scored."""
+    """Classify `source` as it comes, printing to `out` (default: sys.stdout as it is when
+    called, not as it was at import, so that a notebook's or a test's capture sees it);
+    `on_window` sees every window as it is scored."""
+    out = sys.stdout if out is None else out
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a stream (it cannot be split into "
                         "per-frame features and the LSTM): pass the checkpoint", source,
