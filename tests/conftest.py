@@ -14,7 +14,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import httpx
 import numpy as np
 import pytest
 
@@ -58,6 +57,7 @@ def start_lrcn_server(args: list, tmp: Path, logs: Path) -> tuple[subprocess.Pop
     """`lrcn ARGS --port P` (serve or studio) started as a user starts it, its temporary files
     in `tmp`, its output in a log in the folder `logs`; (the process, its URL, the log) once
     /healthz answers."""
+    import httpx      # here: the decoding tests' small environments have no HTTP client
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = logs / f"{args[0]}-{port}.log"
