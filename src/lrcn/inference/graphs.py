@@ -12,8 +12,10 @@ int8: ONNX Runtime's static quantization (`quantize_static`, QDQ format, per-cha
 weights, uint8 activations) of the convolutions, calibrated on the run's own validation clips
 (split.json and the frame cache named in config.json, beside the checkpoint). Only the CNN is
 quantized: it is nearly all the work, and the LSTM and the Dense layer stay fp32. Convolutions
-over 3 input channels (the first layer of every model) stay fp32 too: ONNX Runtime's int8
-kernels are slower than its fp32 ones there (seed model: 62 ms against 35 ms for 160 frames).
+over the frames' RGB (the first layer of every model; the seed model's reads its frames
+reshaped to one channel, lrcn.py) stay fp32 too: ONNX Runtime's int8 kernels are slower than
+its fp32 ones there (seed model: 62 ms against 35 ms for 160 frames; reshaped, 145 against 75
+for 1280).
 """
 from __future__ import annotations
 
@@ -34,9 +36,15 @@ from .export import ONNX_FORMAT_VERSION, OPSET, clip_graph, feature_graph, seque
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
 
-GRAPH_CACHE_VERSION = 1          # bump when what a cached graph holds changes
+GRAPH_CACHE_VERSION = 2          # bump when what a cached graph holds changes (2: effnet without Pad nodes)
 CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph to set int8 ranges
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
+# What is quantized: the convolutions, and effnet's ReLU6 (Clip) and residual Adds, which keep
+# its int8 tensors int8 from one convolution to the next (with the convolutions alone, the
+# dequantize/quantize pairs between them made effnet's int8 slower than its fp32). Measured
+# side by side (/tmp/prof/seedq.py in the closing note of issue 24): MaxPool and ReLU as well
+# made the seed model's int8 40% slower.
+OPS = ["Conv", "Clip", "Add"]
 
 
 def _weights_sha256(checkpoint: Checkpoint) -> str:
@@ -147,7 +155,7 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
         try:
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            per_channel=True, op_types_to_quantize=["Conv"],
+                            per_channel=True, op_types_to_quantize=OPS,
                             nodes_to_exclude=_fp32_first_convs(model))
         finally:
             logging.disable(logging.NOTSET)

@@ -81,13 +81,20 @@ class ClipClassifier(nn.Module):
         """(B, T, ...) per-frame features -> (B, classes) logits."""
         raise NotImplementedError
 
+    def frame_features_uint8(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) uint8 frames, as decoded -> per-frame features: the scaling to [0, 1]
+        included (a model may fold it into its first layer: the seed model does)."""
+        return self.frame_features(clips_to_input(frames))
+
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, C) float clips in [0, 1] (Keras's layout) -> (B, classes) logits; or
-        (B, T, F) frame features computed before (a frozen CNN's cached features)."""
+        """(B, T, H, W, C) clips (Keras's layout), float in [0, 1] or uint8 as decoded ->
+        (B, classes) logits; or (B, T, F) frame features computed before (a frozen CNN's
+        cached features)."""
         if clips.dim() == 3:
             return self.sequence_logits(clips)
         batch, steps = clips.shape[:2]
-        features = self.frame_features(clips.flatten(0, 1))  # all B*T frames in one CNN call
+        cnn = self.frame_features_uint8 if clips.dtype == torch.uint8 else self.frame_features
+        features = cnn(clips.flatten(0, 1))                  # all B*T frames in one CNN call
         return self.sequence_logits(features.view(batch, steps, *features.shape[1:]))
 
     def regularization_loss(self) -> torch.Tensor:
@@ -154,7 +161,7 @@ class FrameFeatures(nn.Module):
         self.model = model
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model.frame_features(clips_to_input(frames))
+        return self.model.frame_features_uint8(frames)
 
 
 class SequenceLogits(nn.Module):
@@ -178,4 +185,4 @@ class ClipLogits(nn.Module):
         self.model = model
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.model(clips_to_input(clips))
+        return self.model(clips)

@@ -48,14 +48,40 @@ class SameConv2d(nn.Conv2d):
     """nn.Conv2d with TensorFlow's "same" padding, computed from the input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The sizes as Python ints: an ONNX export then holds constant pads, which ONNX Runtime
+        # folds into the convolution (sizes traced as tensors made a Pad of its own before
+        # every convolution, and layout reorders around it: half of effnet's CPU time). The
+        # export is made for the checkpoint's frame size, which its input has anyway.
         pads = []
-        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]),
-                           (x.shape[-2], self.kernel_size[0], self.stride[0])):
+        for size, k, s in ((int(x.shape[-1]), self.kernel_size[1], self.stride[1]),
+                           (int(x.shape[-2]), self.kernel_size[0], self.stride[0])):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if pads[0] == pads[1] and pads[2] == pads[3]:      # symmetric: the convolution's own
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]),
+                            self.dilation, self.groups)
+        if torch.onnx.is_in_onnx_export():   # ONNX's Conv pads asymmetrically by itself
+            return _OnnxPaddedConv.apply(x, self.weight, self.bias, tuple(self.stride),
+                                         tuple(pads), self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+
+class _OnnxPaddedConv(torch.autograd.Function):
+    """A convolution after asymmetric zero padding, exported as one ONNX Conv with its `pads`
+    (a Pad node before it was not folded in by ONNX Runtime: 20% of effnet's CPU time, in
+    copies and layout reorders). `pads`: F.pad's order, (left, right, top, bottom)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, groups):
+        return F.conv2d(F.pad(x, pads), weight, bias, stride, 0, 1, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, stride, pads, groups):
+        inputs = [x, weight] if bias is None or bias.node().mustBeNone() else [x, weight, bias]
+        kernel = weight.type().sizes()[2:]
+        return g.op("Conv", *inputs, kernel_shape_i=kernel, strides_i=list(stride),
+                    pads_i=[pads[2], pads[0], pads[3], pads[1]], group_i=groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

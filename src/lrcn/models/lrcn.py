@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import ModelConfig
 from .base import ClipClassifier, MaskDropout, keras_lstm_init
@@ -62,6 +63,26 @@ class LRCN(ClipClassifier):
         """
         x = self.cnn(frames.permute(0, 3, 1, 2))           # (N, C', H', W')
         return x.permute(0, 2, 3, 1).flatten(1)            # (N, H'*W'*C')
+
+    def frame_features_uint8(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, C) frames -> features. In an ONNX export, two rewrites that give
+        the same sums and make ONNX Runtime's CPU inference 1.7x faster (bench/cpu_limit.py):
+        - the scaling to [0, 1] is folded into the first convolution's weights (conv(x / 255,
+          W) = conv(x, W / 255): its padding is zeros either way);
+        - the first convolution reads the channels-last frames as they are, as one-channel
+          images (H, W * C), with a 3 x 3C kernel at a stride of C along the row: no transpose
+          of the input, and ONNX Runtime's kernel for one input channel is faster than for
+          three.
+        PyTorch runs the plain form: oneDNN's kernel for the reshaped one is 2x slower."""
+        if not torch.onnx.is_in_onnx_export():
+            return super().frame_features_uint8(frames)
+        first = self.cnn[0]
+        h, w, c = (int(size) for size in frames.shape[1:])   # constants in the graph
+        x = frames.reshape(-1, 1, h, w * c).to(first.weight.dtype)
+        weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, 1, 3, 3 * c)
+        x = F.conv2d(x, weight * (1.0 / 255.0), first.bias, (1, c), (1, c))
+        x = self.cnn[1:](x)
+        return x.permute(0, 2, 3, 1).flatten(1)
 
     def sequence_logits(self, features: torch.Tensor) -> torch.Tensor:
         """(B, T, F) frame features -> (B, classes) logits."""
