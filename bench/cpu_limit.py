@@ -15,7 +15,9 @@
   interleaved, and test accuracy with each on the run's test split; with --realdata also
   effnet-lstm trained on that folder (the same split for both precisions).
 - effnet-lstm's timeline (`lrcn predict --timeline`'s code path) on the longest real UCF clip
-  of ../shared/realclips when present (else a synthetic video), as a multiple of real time.
+  of ../shared/realclips when present (else a synthetic video), as a multiple of real time;
+  then effnet's backbone in int8 against fp32 (ms per frame at batch 32, interleaved; calibrated
+  on frames of real clips), its speed without a trained run.
 Last line: `lrcn_cpu sgemm_gflops=S infer_efficiency=I train_efficiency=T int8_speedup=Q
 int8_accuracy_drop=D effnet_timeline_x=R` (efficiencies as fractions; the drop in points).
 """
@@ -142,6 +144,38 @@ def effnet_timeline(work: Path) -> tuple[float, str]:
     return timeline.facts["duration"] / (time.perf_counter() - start), video.name
 
 
+def effnet_int8_backbone(work: Path, seconds: float, rounds: int) -> tuple[float, float]:
+    """ms per frame of effnet's backbone graph in fp32 and in int8 (calibrated on frames of
+    the real UCF clips when present, else synthetic ones), interleaved, at batch 32: the int8
+    speed without a trained run (its accuracy needs one: --realdata)."""
+    from lrcn.inference.export import feature_graph
+    from lrcn.inference.engine import ort_session
+    from lrcn.inference.graphs import quantize_graph
+    from lrcn.media.clip import read_clip
+    path = work / "effnet.safetensors"            # written by effnet_timeline
+    checkpoint = load_checkpoint(path)
+    real = sorted((SHARED / "realclips" / "ucf").glob("*/*.avi"))[::7][:4]
+    if not real:
+        real = sorted(Path(lrcn.synth(work / "cal", groups=1, clips_per_group=1,
+                                      progress=False)).rglob("*.avi"))[:4]
+    frames = np.concatenate([read_clip(p, checkpoint.frame_config).frames for p in real])
+    fp32 = feature_graph(checkpoint)
+    sessions = {"fp32": ort_session(fp32),
+                "int8": ort_session(quantize_graph(fp32, (frames[i:i + 20] for i in
+                                                          range(0, len(frames), 20))))}
+    batch = np.ascontiguousarray(np.resize(frames, (32, *frames.shape[1:])))
+    best = {k: 1e9 for k in sessions}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            session.run(None, {"frames": batch})
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 2:
+                session.run(None, {"frames": batch})
+                n += len(batch)
+            best[name] = min(best[name], (time.perf_counter() - start) / n * 1000)
+    return best["fp32"], best["int8"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short timings (a few minutes)")
@@ -193,6 +227,9 @@ def main() -> None:
 
     timeline_x, video = effnet_timeline(work)
     print(f"effnet-lstm timeline on {video}: {timeline_x:.1f}x real time")
+    fp32_ms, int8_ms = effnet_int8_backbone(work, seconds, rounds)
+    print(f"int8, effnet backbone (speed only): {int8_ms:.2f} ms per frame against fp32 "
+          f"{fp32_ms:.2f} ({fp32_ms / int8_ms:.2f}x)")
     print(f"lrcn_cpu sgemm_gflops={best:.0f} infer_efficiency={infer_gflops / best:.3f} "
           f"train_efficiency={train_gflops / best:.3f} int8_speedup={speedup:.2f} "
           f"int8_accuracy_drop={drop:.1f} effnet_timeline_x={timeline_x:.1f}")
