@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from ..config import ModelConfig, from_dict, to_dict
+from ..config import ModelConfig, from_dict
 from ..errors import LrcnError
-from ..models.base import count_trainable
-from ..models.checkpoint import summary, used_settings
-from ..models.registry import build_model, get_spec
+from ..models.checkpoint import describe, summary
 from .engine import OrtEngine, is_onnx_file
 
 
@@ -28,9 +26,5 @@ def onnx_summary(path: str | os.PathLike) -> dict:
         info = json.loads(meta.get("info", "{}"))
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
-    return {"checkpoint": str(path), "model_name": model.name, "classes": engine.names,
-            "trainable_parameters": count_trainable(build_model(model)),
-            "normalisation": get_spec(model.name).normalisation,
-            "frames": to_dict(engine.frame_config), "model": used_settings(model),
-            "clip_seconds": engine.clip_seconds, "temperature": engine.temperature,
-            "info": info, "precision": engine.precision}
+    return {**describe(path, model, engine.names, engine.frame_config, engine.clip_seconds,
+                       engine.temperature, info), "precision": engine.precision}

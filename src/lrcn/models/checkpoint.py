@@ -238,14 +238,21 @@ def summary(path: str | os.PathLike) -> dict[str, Any]:
     its model uses), clip span, training summary and test metrics."""
     path = resolve_checkpoint_path(path)
     checkpoint = load_checkpoint(path)
-    return {"checkpoint": str(path), "model_name": checkpoint.model_config.name,
-            "classes": checkpoint.class_names,
-            "trainable_parameters": count_trainable(checkpoint.build_model()),
-            "normalisation": get_spec(checkpoint.model_config.name).normalisation,
-            "frames": to_dict(checkpoint.frame_config),
-            "model": used_settings(checkpoint.model_config),
-            "clip_seconds": checkpoint.clip_seconds, "temperature": checkpoint.temperature,
-            "info": checkpoint.info}
+    return describe(path, checkpoint.model_config, checkpoint.class_names,
+                    checkpoint.frame_config, checkpoint.clip_seconds, checkpoint.temperature,
+                    checkpoint.info)
+
+
+def describe(path: str | os.PathLike, model: ModelConfig, classes: list[str],
+             frames: FrameConfig, clip_seconds: float, temperature: float,
+             info: dict[str, Any]) -> dict[str, Any]:
+    """summary()'s layout, for a checkpoint or an exported ONNX file's metadata (one layout, so
+    that `lrcn info` says the same of a run and of its export)."""
+    return {"checkpoint": str(path), "model_name": model.name, "classes": list(classes),
+            "trainable_parameters": count_trainable(build_model(model)),
+            "normalisation": get_spec(model.name).normalisation,
+            "frames": to_dict(frames), "model": used_settings(model),
+            "clip_seconds": clip_seconds, "temperature": temperature, "info": info}
 
 
 def _value(value: Any) -> str:
