@@ -48,10 +48,11 @@ class SameConv2d(nn.Conv2d):
     """nn.Conv2d with TensorFlow's "same" padding, computed from the input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The sizes as Python ints: an ONNX export then holds constant pads, which ONNX Runtime
-        # folds into the convolution (sizes traced as tensors made a Pad of its own before
-        # every convolution, and layout reorders around it: half of effnet's CPU time). The
-        # export is made for the checkpoint's frame size, which its input has anyway.
+        # The sizes as Python ints, so that an ONNX export knows the padding and puts it in
+        # the Conv itself: symmetric padding as the convolution's own, asymmetric through
+        # _OnnxPaddedConv. (Sizes traced as tensors made a Pad node before every convolution,
+        # which ONNX Runtime did not fold in, with layout reorders around it: half of effnet's
+        # CPU time.) The export is made for the checkpoint's frame size, as its input is.
         pads = []
         for size, k, s in ((int(x.shape[-1]), self.kernel_size[1], self.stride[1]),
                            (int(x.shape[-2]), self.kernel_size[0], self.stride[0])):
