@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_profile import untrained  # noqa: E402
 from train_infer import cached_clips, time_train  # noqa: E402  (the same measures)
 
 import lrcn  # noqa: E402
@@ -120,17 +121,9 @@ def int8_against_fp32(run: Path, seconds: float, rounds: int) -> dict[str, float
 
 def effnet_timeline(work: Path) -> tuple[float, str]:
     """x real time of effnet-lstm's timeline (an untrained head: the speed is the same)."""
-    from lrcn.config import FrameConfig
     from lrcn.inference.timeline import timeline_for_video
     from lrcn.inference.windows import WindowConfig
-    from lrcn.models.checkpoint import save_checkpoint
-    from lrcn.models.registry import build_model, get_spec
-    spec = get_spec("effnet-lstm")
-    frames = FrameConfig(**spec.frames)
-    config = ModelConfig(name="effnet-lstm", num_classes=4, num_frames=frames.num_frames,
-                         height=frames.height, width=frames.width, **spec.model)
-    path = save_checkpoint(work / "effnet.safetensors", build_model(config, pretrained=True),
-                           frames, list("abcd"), clip_seconds=5.5)
+    checkpoint = untrained("effnet-lstm", work, clip_seconds=5.5)
     real = sorted((SHARED / "realclips" / "ucf").glob("*/*.avi"), key=lambda p: p.stat().st_size)
     if real:
         video = real[-1]
@@ -138,7 +131,7 @@ def effnet_timeline(work: Path) -> tuple[float, str]:
         video = lrcn.synth(work / "v", classes=["Spin"], groups=1, clips_per_group=1,
                            min_seconds=10, max_seconds=10)
         video = next(Path(video).rglob("*.avi"))
-    engine = make_engine(load_checkpoint(path), device="cpu")   # exports (and caches) here
+    engine = make_engine(checkpoint, device="cpu")   # exports (and caches) here
     start = time.perf_counter()
     timeline = timeline_for_video(engine, video, WindowConfig(), 5.5)
     return timeline.facts["duration"] / (time.perf_counter() - start), video.name
@@ -152,8 +145,7 @@ def effnet_int8_backbone(work: Path, seconds: float, rounds: int) -> tuple[float
     from lrcn.inference.engine import ort_session
     from lrcn.inference.graphs import quantize_graph
     from lrcn.media.clip import read_clip
-    path = work / "effnet.safetensors"            # written by effnet_timeline
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(work / "effnet-lstm.safetensors")   # effnet_timeline's
     real = sorted((SHARED / "realclips" / "ucf").glob("*/*.avi"))[::7][:4]
     if not real:
         real = sorted(Path(lrcn.synth(work / "cal", groups=1, clips_per_group=1,

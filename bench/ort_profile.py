@@ -27,14 +27,16 @@ from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.models.registry import build_model, get_spec
 
 
-def untrained(name: str, folder: Path):
+def untrained(name: str, folder: Path, clip_seconds: float = 5.0):
+    """A checkpoint of model `name` with 4 classes at its own frame settings, untrained (effnet
+    with its pretrained backbone: its speed is a trained one's), saved in `folder`."""
     spec = get_spec(name)
     frames = FrameConfig(**spec.frames)
     config = ModelConfig(name=name, num_classes=4, num_frames=frames.num_frames,
                          height=frames.height, width=frames.width, **spec.model)
     model = build_model(config, pretrained=name.startswith("effnet"))
-    return load_checkpoint(save_checkpoint(folder / "m.safetensors", model, frames,
-                                           list("abcd"), clip_seconds=5.0))
+    return load_checkpoint(save_checkpoint(folder / f"{name}.safetensors", model, frames,
+                                           list("abcd"), clip_seconds=clip_seconds))
 
 
 def profile(graph, frames: np.ndarray, runs: int, folder: Path) -> tuple[float, collections.Counter]:
