@@ -1,9 +1,10 @@
 """`lrcn demo` on several seeds: how far its result depends on luck, and whether its data repeat.
 
-    python bench/demo_seeds.py [--seeds 5] [--work /tmp/lrcn-demo-seeds]
+    python bench/demo_seeds.py [--seeds 5] [--start 1] [--work /tmp/lrcn-demo-seeds]
 
-For each seed 1..N, `lrcn demo --seed S` runs end to end in a fresh process (its own data set,
-split and training seed; one frame cache shared by all, keyed by the files' contents), and the
+For each seed START..START+N-1 (1..5 by default; `--start 0 --seeds 6` adds the default
+demo), `lrcn demo --seed S` runs end to end in a fresh process (its own data set, split and
+training seed; one frame cache shared by all, keyed by the files' contents), and the
 test accuracy, the two time-reversed pairs' accuracy and a timeline check are read back: the
 timeline is the demo test's (tests/test_demo.py), five known actions stitched into one video
 the model never saw, and the share of its time labelled right is reported. Then the first
@@ -63,11 +64,13 @@ def pair_accuracy(report: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--start", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lrcn-demo-seeds"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     accuracies, timelines = [], []
-    for seed in range(1, args.seeds + 1):
+    seeds = range(args.start, args.start + args.seeds)
+    for seed in seeds:
         out = args.work / f"seed{seed}"
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "lrcn", "demo", "--out", str(out), "--seed",
@@ -83,11 +86,12 @@ def main() -> None:
     # the first seed's data set again, with another worker count: the same bytes?
     from lrcn.data.synth import make_dataset
     from lrcn.training.demo import demo_settings
-    first = args.work / "seed1" / "data-seed1"
-    again = make_dataset(args.work / "again", demo_settings(1)[0], workers=1, progress=False)
+    first = args.work / f"seed{seeds[0]}" / ("data" if seeds[0] == 0 else f"data-seed{seeds[0]}")
+    again = make_dataset(args.work / "again", demo_settings(seeds[0])[0], workers=1,
+                         progress=False)
     a, b = digests(first), digests(again)
     differ = sorted(k for k in a if a[k] != b.get(k)) + sorted(set(b) - set(a))
-    print(f"data set of seed 1 written twice (workers default, then 1): {len(a)} files, "
+    print(f"data set of seed {seeds[0]} written twice (workers default, then 1): {len(a)} files, "
           f"{len(differ)} differ" + (f" ({', '.join(differ[:5])})" if differ else ""))
     print(f"lrcn_demo_seeds accuracies={','.join(f'{x:.3f}' for x in accuracies)} "
           f"min={min(accuracies):.3f} timeline_right_min={min(timelines):.3f} "

@@ -69,7 +69,8 @@ def prepare_data(job: TrainingJob, log=print, on_classes=None,
     if job.fixed is not None:
         class_names, parts = job.fixed
         if world.main:
-            _write_split(run_dir, data_root, class_names, parts, "given folds", log)
+            how = "the run's own split, resumed" if job.resume else "the given split"
+            _write_split(run_dir, data_root, class_names, parts, how, log)
             if on_classes is not None:
                 on_classes(class_names)
         clips, failures = _decode(parts["train"] + parts["val"] + parts["test"], job, log,
