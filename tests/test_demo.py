@@ -8,21 +8,21 @@ import av
 import pytest
 
 
-# The bars sit below the worst runs measured, with a margin (issue 20). Measured 2026-12-01:
-# seed 0 (the default) on Python 3.11/torch 2.13.0/PyAV 18.1: 95.0%, pairs 38/40 and 40/40;
-# seed 0 on Python 3.13/torch 2.14.1/PyAV 19.0.2 (CI's second environment: other encoder and
-# decoder builds, so other data bytes): 85.0%, pairs 34/40 and 32/40, timeline checks passed;
-# seed 1 (3.11): 89.2%, pairs 40/40 and 40/40, timeline 0.798; earlier runs 0.797 (Python 3.12).
-# Test accuracy at least 80% and each time-reversed pair at least 70% (5 and 10 points under
-# the worst); timeline time right at least 0.70. The demo is not yet at 95% everywhere: see the
-# README.
-MIN_ACCURACY = 0.80
-MIN_PAIR = 0.70
+# The bars sit below the worst runs measured, with a margin (issue 20). Measured 2026-12-01,
+# seeds 0-5 of the demo in CI's two environments (Python 3.11/torch 2.13.0/PyAV 18.1.0 and
+# Python 3.13/torch 2.14.1/PyAV 19.0.2), one torch thread as here
+# (`OMP_NUM_THREADS=1 python bench/demo_seeds.py --start 0 --seeds 6`): test accuracy
+# 0.900-0.975 (seed 0, the one this test runs: 0.958 in both); the time-reversed pairs
+# 0.875-1.000; the timeline's time right 0.795-1.000 (seed 0: 0.795 in both).
+# Bars: 5 points under the worst accuracy, 12.5 under the worst pair, 9.5 under the worst
+# timeline. The demo is not yet at 95% on every seed: see the README.
+MIN_ACCURACY = 0.85
+MIN_PAIR = 0.75
 MIN_TIMELINE_RIGHT = 0.70
 
 
 @pytest.mark.slow
-def test_demo_reaches_80_percent_including_the_time_reversed_pairs(tmp_path):
+def test_demo_reaches_85_percent_including_the_time_reversed_pairs(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "lrcn", "demo", "--out", str(out), "--quiet"],
                             capture_output=True, text=True, timeout=900)

@@ -118,6 +118,22 @@ def test_progress_is_plain_lines_in_a_log_and_a_bar_on_a_terminal(tmp_path):
     assert b"\r" in seen and b"synthesising" in seen
 
 
+def test_synth_that_cannot_write_says_so_in_one_line(tmp_path):
+    """A class folder that cannot be made (a file holds its name; a full disk fails the same
+    way): one line that names the folder, the count and the first cause; exit 2, no traceback
+    (it listed every group, as a bug's traceback)."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "Grow").write_text("not a folder")
+    result = lrcn(*[a.format(out=out) for a in SYNTH])
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    *progress, line = result.stderr.strip().splitlines()    # progress lines, then the error
+    assert all(p.startswith("synthesising: ") for p in progress), progress
+    assert line.startswith(f"lrcn: error: synthesis failed for 1 of 2 groups in {out}; "
+                           "the first: Grow g01: FileExistsError: [Errno 17]"), line
+
+
 def test_plain_progress_lines_come_every_interval(monkeypatch):
     import io
     import lrcn.console as console

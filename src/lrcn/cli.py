@@ -370,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
         return 141
     except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
-        print(f"lrcn: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lrcn: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception:       # a bug: its traceback, and an exit code no input error gives
         import traceback

@@ -292,7 +292,11 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                 rows.extend(result.value)
             bar.update(1)
     if errors:
-        raise RuntimeError("synthesis failed: " + "; ".join(errors))
+        message = (f"synthesis failed for {len(errors)} of {len(tasks)} groups in {root}; "
+                   f"the first: {errors[0]}")
+        # A full disk or an unwritable folder is the machine's, not lrcn's: an OSError, which
+        # the CLI prints as one line. Anything else is a bug here and keeps its kind.
+        raise (OSError if all("[Errno " in e for e in errors) else RuntimeError)(message)
     rows.sort(key=lambda r: r["path"])
     assert ",".join(rows[0].keys()) == MANIFEST_HEADER
     lines = [MANIFEST_HEADER] + [",".join(str(v) for v in r.values()) for r in rows]
