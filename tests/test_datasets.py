@@ -143,8 +143,17 @@ def test_check_reports_counts_and_every_problem(tiny_dataset, tmp_path):
     assert rows["Grow"]["clips"] == 8 and rows["Grow"]["readable"] == 6
     assert rows["Bounce"]["frames"][0] == 9
     assert 1.0 <= rows["SlideRight"]["seconds"][0] <= rows["SlideRight"]["seconds"][1] <= 2.1
+    # The untouched set: only what its manifest says is there, its clips of under 20 frames
+    # (made at 15 fps from 1-2 s), reported as short, which is a warning (exit 0).
     clean = lrcn("check", tiny_dataset)
-    assert clean.returncode == 0 and "no problems found" in clean.stdout
+    assert clean.returncode == 0, clean.stderr
+    rows = [line.split(",") for line in (tiny_dataset / "manifest.csv").read_text().split()[1:]]
+    short = [(path, int(frames)) for path, _, _, _, frames, _ in rows if int(frames) < 20]
+    problems = [line for line in clean.stdout.splitlines() if str(tiny_dataset) in line]
+    assert sorted(problems) == sorted(
+        f"  too short   {tiny_dataset / path}: too short: {frames} frames (< 20; frames are repeated to "
+        "fill the clip)" for path, frames in short), clean.stdout
+    assert short or "no problems found" in clean.stdout
 
 
 def test_check_takes_the_frame_settings_train_takes_and_warms_its_cache(tiny_dataset,

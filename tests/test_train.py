@@ -21,7 +21,10 @@ from lrcn.training.train import TrainingJob, train
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     # A learning rate far too high: validation loss gets worse soon, so training stops early.
-    config = TrainConfig(epochs=12, patience=2, lr=0.05, seed=3)
+    # (Seed 4: with seed 3, on the tiny set as written since issue 20's generator change, the
+    # model collapsed to uniform outputs, val loss ln 4 at the best and at the last epoch alike,
+    # and the last check below could not tell the two apart.)
+    config = TrainConfig(epochs=12, patience=2, lr=0.05, seed=4)
     job = TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
                       workers=0, progress=False)
     result = train(job, log=lambda *a: None)
