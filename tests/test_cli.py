@@ -28,7 +28,7 @@ def trained_run(tiny_dataset, tmp_path_factory):
     settings.write_text(json.dumps({"train": {"epochs": 5, "lr": 0.002},
                                     "split": {"val_fraction": 0.3}}))
     code = main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "2",
-                 "--config", str(settings), "--quiet", "--workers", "2"])
+                 "--config", str(settings), "--quiet", "--workers", "2", "--hue-jitter", "0.5"])
     assert code == 0
     return run
 
@@ -68,6 +68,13 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
     assert config["split"] == {"test_fraction": 0.25, "val_fraction": 0.3, "seed": 27,
                                "drop_small_classes": False}
     assert config["model"]["lstm_units"] == 32
+    assert config["train"]["hue_jitter"] == 0.5 and config["train"]["scale_jitter"] == 0
+
+
+def test_a_hue_jitter_past_half_the_circle_is_one_line(tmp_path):
+    result = lrcn("train", tmp_path, "--hue-jitter", "0.7")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--hue-jitter: must be in [0, 0.5], got 0.7" in result.stderr.strip().splitlines()[-1]
 
 
 def test_info_shows_classes_and_test_metrics(trained_run):

@@ -6,6 +6,7 @@ do what they say."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from lrcn.models import effnet
-from lrcn.data.augment import Augmenter
+from lrcn.data.augment import Augmenter, hue_rotation
 from lrcn.inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
                                      softmax)
 from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
@@ -193,7 +194,7 @@ def test_effnet_features_are_cached_once_and_equal_the_backbones(tiny_dataset, t
 def test_model_settings_a_model_cannot_honour_are_refused(tiny_dataset, tmp_path):
     result = lrcn("train", tiny_dataset, "--model", "effnet-lstm", "--flip", "--out", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "cannot crop or flip" in result.stderr.strip().splitlines()[-1]
+    assert "cannot crop, flip or recolour" in result.stderr.strip().splitlines()[-1]
     result = lrcn("train", tiny_dataset, "--model", "nope", "--out", tmp_path)
     assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
     result = lrcn("train", tiny_dataset, "--size", "64x48", "--out", tmp_path)
@@ -236,6 +237,33 @@ def test_spatial_jitter_crops_a_clip_the_same_way_in_every_frame_and_flip_mirror
     unchanged = [torch.allclose(flipped[i], plain[i], atol=1e-5) for i in range(4)]
     assert all(m or u for m, u in zip(mirrored, unchanged)) and any(mirrored)
     assert not Augmenter(TrainConfig(), candidates=1).active      # the seed's default: off
+
+
+def test_hue_jitter_turns_each_clips_colours_alike_in_every_frame_and_keeps_greys():
+    # 2*pi/3 about the grey axis takes red to green and green to blue, exactly
+    turn = hue_rotation(torch.tensor([2 * math.pi / 3]))[0]
+    assert torch.allclose(turn @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6)
+    assert torch.allclose(turn @ torch.tensor([0.0, 1, 0]), torch.tensor([0.0, 0, 1]), atol=1e-6)
+    # six clips of 4 frames: a grey square on a saturated colour, the same frame repeated
+    frame = torch.zeros(16, 16, 3, dtype=torch.uint8)
+    frame[..., 0] = 200
+    frame[4:12, 4:12] = 90
+    clips = frame.expand(6, 4, 16, 16, 3).clone()
+    augmenter = Augmenter(TrainConfig(hue_jitter=0.5, seed=5), candidates=1)
+    assert augmenter.active
+    augmenter.start_epoch(1)
+    out = augmenter(clips)
+    plain = clips.float() / 255
+    assert out.shape == plain.shape and out.dtype == torch.float32
+    assert torch.allclose(out[:, :1], out)                         # one turn per clip
+    assert torch.allclose(out[:, :, 4:12, 4:12], plain[:, :, 4:12, 4:12], atol=1e-5)  # grey
+    background = out[:, 0, 0, 0]                                   # (6, 3): each clip's red
+    assert len({tuple(c.round(decimals=2).tolist()) for c in background}) == 6
+    assert not (background.argmax(1) == 0).all()                   # some turned away from red
+    augmenter.start_epoch(1)
+    assert torch.equal(augmenter(clips), out)                      # an epoch's draws are seeded
+    with pytest.raises(ValueError, match="hue_jitter"):
+        TrainConfig(hue_jitter=0.7)
 
 
 def test_views_are_the_offsets_of_a_clip():

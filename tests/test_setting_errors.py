@@ -69,7 +69,7 @@ CASES = {
     "bgr for effnet": (lambda tmp, mp: _check("effnet-lstm", channel_order="bgr"),
                        ErrorKind.SETTING, "pretrained on RGB"),
     "flip cached features": (lambda tmp, mp: _check("effnet-lstm", train=TrainConfig(flip=True)),
-                             ErrorKind.SETTING, "cannot crop or flip"),
+                             ErrorKind.SETTING, "cannot crop, flip or recolour"),
     "frame too small": (lambda tmp, mp: _check("lrcn", size=16), ErrorKind.SETTING,
                         "too small for the pooling"),
     "convlstm lstm_units": (lambda tmp, mp: _check("convlstm", lstm_units=64),

@@ -54,6 +54,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def hue_share(text: str) -> float:
+    """A share of the hue circle: a number in [0, 0.5] (0.5: any turn)."""
+    value = _number(float, text)
+    if not 0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be in [0, 0.5], got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(float, text)
     if not value > 0:
@@ -99,4 +107,4 @@ def name_list(text: str) -> list[str]:
 
 
 __all__ = ["int_in", "positive_int", "non_negative_int", "port", "split_number", "fraction",
-           "positive_float", "non_negative_float", "size", "device", "name_list"]
+           "hue_share", "positive_float", "non_negative_float", "size", "device", "name_list"]

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from . import __version__
 from .config import Precision
-from .argtypes import (device, fraction, name_list, non_negative_float, non_negative_int,
-                       port, positive_float, positive_int, size, split_number)
+from .argtypes import (device, fraction, hue_share, name_list, non_negative_float,
+                       non_negative_int, port, positive_float, positive_int, size, split_number)
 
 # The settings a run folder holds: `lrcn train --resume RUN` takes them from there.
-_RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr",
-                 "--patience", "--seed", "--threads", "--test-fraction", "--val-fraction",
-                 "--split-seed", "--frames", "--size", "--model", "--augment", "--no-augment",
-                 "--flip", "--balance", "--batchnorm", "--lstm-units", "--l2", "--device",
-                 "--precision", "--split", "--lists", "--out", "--cache", "--init-from",
-                 "--overwrite", "--drop-small-classes")
+_RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--patience", "--seed",
+                 "--threads", "--test-fraction", "--val-fraction", "--split-seed", "--frames",
+                 "--size", "--model", "--augment", "--no-augment", "--flip", "--hue-jitter",
+                 "--balance", "--batchnorm", "--lstm-units", "--l2", "--device", "--precision",
+                 "--split", "--lists", "--out", "--cache", "--init-from", "--overwrite",
+                 "--drop-small-classes")
 # What --init-from takes from its checkpoint: the model and its input.
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
@@ -124,14 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "tutorial's other), effnet-lstm (pretrained EfficientNet-Lite0, "
                             "frozen), effnet-lrcn (fine-tuned); `lrcn models` lists them")
         augment = p.add_mutually_exclusive_group()
-        augment.add_argument("--augment", action="store_true",
-                             help="crop/scale jitter and TSN temporal jitter while training "
-                                  "(effnet-lstm: temporal only); default off, but on for "
-                                  "effnet-lrcn")
+        augment.add_argument("--augment", action="store_true", help="crop/scale jitter and "
+                             "TSN temporal jitter while training (effnet-lstm: temporal only); "
+                             "default off, but on for effnet-lrcn")
         augment.add_argument("--no-augment", action="store_true", help="no augmentation at all")
-        p.add_argument("--flip", action="store_true",
-                       help="random horizontal flips (opt-in: left-to-right actions become "
-                            "right-to-left ones)")
+        p.add_argument("--flip", action="store_true", help="random horizontal flips (opt-in: "
+                       "left-to-right actions become right-to-left ones)")
+        p.add_argument("--hue-jitter", type=hue_share, help="turn each clip's colours by a "
+                       "random share of the hue circle, up to this (0-0.5; default 0)")
         p.add_argument("--balance", action="store_true",
                        help="weight the loss by inverse class frequency (uneven classes)")
         p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")

@@ -150,6 +150,7 @@ class TrainConfig:
     scale_jitter: float = 0.0        # crop a random 1-s..1 of each side (same for all frames)
     temporal_jitter: bool = False    # a random instant inside each segment, as TSN samples
     flip: bool = False               # horizontal flip: opt-in, it turns left into right
+    hue_jitter: float = 0.0          # turn each clip's hues by up to this share of the circle
     balance: bool = False            # weight the loss by inverse class frequency
 
     def __post_init__(self) -> None:
@@ -159,6 +160,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive finite number, not {self.lr}")
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), not {self.scale_jitter}")
+        if not 0 <= self.hue_jitter <= 0.5:
+            raise ValueError(f"hue_jitter must be in [0, 0.5], not {self.hue_jitter}")
         if self.precision not in tuple(Precision):
             raise ValueError(f"precision must be {', '.join(p.value for p in Precision)}, "
                              f"not {self.precision!r}")

@@ -125,7 +125,7 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
           augment: bool | None = None,
           scale_jitter: float | None = None,
           temporal_jitter: bool | None = None, flip: bool | None = None,
-          balance: bool | None = None, batchnorm: bool | None = None,
+          hue_jitter: float | None = None, balance: bool | None = None, batchnorm: bool | None = None,
           lstm_units: int | None = None, l2: float | None = None, device: str | None = None,
           precision: str | None = None, ucf_split: int | None = None,
           lists: PathLike | None = None, cache: PathLike | None = None,
@@ -153,6 +153,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         and TSN temporal jitter; temporal only for effnet-lstm); False: none; None: as the
         model and the config file say (off for the seed's model, on for effnet-lrcn).
     scale_jitter, temporal_jitter, flip: each augmentation on its own, over `augment`.
+    hue_jitter: turn each training clip's colours by a random share of the hue circle up to
+        this (0 to 0.5; 0.5: any hue), so that colour cannot stand for the class.
     balance: weight the loss by inverse class frequency.
     batchnorm, lstm_units, l2: the lrcn model's options.
     device, precision: where to train ("auto", "cpu", "cuda:N", "mps") and "fp32",
@@ -179,7 +181,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                "seed": seed, "num_threads": threads, "device": device,
                "precision": precision, "scale_jitter": scale_jitter,
-               "temporal_jitter": temporal_jitter, "flip": flip, "balance": balance},
+               "temporal_jitter": temporal_jitter, "flip": flip, "hue_jitter": hue_jitter,
+               "balance": balance},
         model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2},
         classes=classes, cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
         progress=progress, decode_timeout=decode_timeout, init_from=init_from)

@@ -283,11 +283,13 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
              for c in config.classes for g in range(1, config.groups + 1)]
     rows: list[dict] = []
     errors: list[str] = []
+    machine = True           # every failure an OSError (a full disk, an unwritable folder)
     with console_progress(total=len(tasks), desc="synthesising", unit="group",
                           enabled=progress) as bar:
         for result in run_tasks(_make_group, tasks, workers, timeout=600):
             if result.error:
                 errors.append(f"{result.item[2]} g{result.item[3]:02d}: {result.error}")
+                machine = machine and result.os_error
             else:
                 rows.extend(result.value)
             bar.update(1)
@@ -296,7 +298,7 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                    f"the first: {errors[0]}")
         # A full disk or an unwritable folder is the machine's, not lrcn's: an OSError, which
         # the CLI prints as one line. Anything else is a bug here and keeps its kind.
-        raise (OSError if all("[Errno " in e for e in errors) else RuntimeError)(message)
+        raise (OSError if machine else RuntimeError)(message)
     rows.sort(key=lambda r: r["path"])
     assert ",".join(rows[0].keys()) == MANIFEST_HEADER
     lines = [MANIFEST_HEADER] + [",".join(str(v) for v in r.values()) for r in rows]

@@ -19,6 +19,7 @@ class TaskResult:
     value: Any = None
     error: str | None = None
     timed_out: bool = False
+    os_error: bool = False      # the task raised an OSError: the machine's (a full disk), not ours
 
 
 # A process is given this long to start (spawn, imports) before its first task's time limit
@@ -42,7 +43,7 @@ def _worker_loop(fn: Callable[[Any], Any], conn) -> None:
         except KeyboardInterrupt:
             return
         except Exception as exc:  # reported per task; the worker lives on
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            conn.send(("error", (f"{type(exc).__name__}: {exc}", isinstance(exc, OSError))))
 
 
 class _Worker:
@@ -95,7 +96,8 @@ def _finished(worker: _Worker, ready, timeout: float | None
         if status == "ok":
             return TaskResult(worker.item, value), False
         if status == "error":
-            return TaskResult(worker.item, error=value), False
+            message, os_error = value
+            return TaskResult(worker.item, error=message, os_error=os_error), False
     if worker.conn in ready or worker.process.sentinel in ready:
         worker.process.join(timeout=5)
         return TaskResult(worker.item, error=f"decoder process crashed (exit code "
@@ -122,7 +124,8 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
             try:
                 yield TaskResult(item, fn(item))
             except Exception as exc:
-                yield TaskResult(item, error=f"{type(exc).__name__}: {exc}")
+                yield TaskResult(item, error=f"{type(exc).__name__}: {exc}",
+                                 os_error=isinstance(exc, OSError))
         return
     ctx = mp.get_context("spawn")
     pending = list(reversed(items))

@@ -157,9 +157,10 @@ def check_settings(config: ModelConfig, channel_order: str, train=None) -> Model
     if spec.needs_rgb and channel_order != "rgb":
         raise LrcnError(f"{config.name} is pretrained on RGB frames: channel_order must be rgb",
                         kind=ErrorKind.SETTING)
-    if train is not None and not spec.pixel_augment and (train.scale_jitter or train.flip):
-        raise LrcnError(f"{config.name} trains on cached features: it cannot crop or flip "
-                        "frames (use effnet-lrcn for that)", kind=ErrorKind.SETTING)
+    if train is not None and not spec.pixel_augment and \
+            (train.scale_jitter or train.flip or train.hue_jitter):
+        raise LrcnError(f"{config.name} trains on cached features: it cannot crop, flip or "
+                        "recolour frames (use effnet-lrcn for that)", kind=ErrorKind.SETTING)
     try:
         build_model(config)          # shapes that do not fit (too small a frame for the pooling)
     except ValueError as exc:
