@@ -227,6 +227,8 @@ REFUSED = [
     (["train", "D", "--augment", "--no-augment"], ["--augment", "--no-augment"]),
     (["cv", "D", "--no-augment", "--augment"], ["--augment", "--no-augment"]),
     (["train", "--resume", "R", "--patience", "3"], ["--resume", "--patience"]),
+    (["train", "--resume", "R", "--seed", "0"], ["--resume", "--seed"]),    # 0 is given too
+    (["train", "--resume", "R", "--hue-jitter", "0"], ["--resume", "--hue-jitter"]),
     (["train", "--resume", "R", "--overwrite"], ["--resume", "--overwrite"]),
     (["train", "--resume", "R", "--init-from", "R"], ["--resume", "--init-from"]),
     (["train", "D", "--init-from", "R", "--model", "convlstm"], ["--init-from", "--model"]),

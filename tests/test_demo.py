@@ -100,3 +100,47 @@ def _timeline_recovers_known_actions(run, tmp_path):
     starts = [seg["start"] for seg in segments]
     for true in truth[1:]:
         assert min(abs(s - true["start"]) for s in starts) <= span / 2 + 0.1, (true, starts)
+
+
+def test_the_demo_keeps_its_data_set_only_if_this_generator_wrote_it_with_its_settings(
+        tmp_path, capsys):
+    """A demo folder from another version of lrcn (older generator: no synth.json, or another
+    version number) or of other settings is written again, with no file of the old one left;
+    the same settings reuse it; a folder that is not synthetic data is refused in one line."""
+    from lrcn.data.synth import SynthConfig
+    from lrcn.errors import LrcnError
+    from lrcn.training.demo import demo_data
+
+    def files(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    tiny = SynthConfig(classes=("Grow", "Shrink"), groups=2, clips_per_group=1, width=48,
+                       height=32, min_seconds=0.3, max_seconds=0.5)
+    data = tmp_path / "data"
+    demo_data(data, tiny, workers=0, quiet=True)
+    first = files(data)
+    assert "synth.json" in first and len(first) == 2 + 2 * 2
+    stamp = (data / "manifest.csv").stat().st_mtime_ns
+    capsys.readouterr()
+    demo_data(data, tiny, workers=0, quiet=True)                   # the same: kept
+    assert "already at" in capsys.readouterr().out
+    assert (data / "manifest.csv").stat().st_mtime_ns == stamp
+    other = SynthConfig(**{**tiny.__dict__, "groups": 3, "clips_per_group": 2, "seed": 1})
+    demo_data(data, other, workers=0, quiet=True)                  # other settings: again
+    assert "writing it again" in capsys.readouterr().out
+    rows = (data / "manifest.csv").read_text().splitlines()[1:]
+    assert files(data) == sorted(["manifest.csv", "synth.json"] + [r.split(",")[0] for r in rows])
+    assert len(rows) == 2 * 3 * 2
+    (data / "synth.json").unlink()                                 # as an older lrcn left it
+    demo_data(data, other, workers=0, quiet=True)
+    assert "writing it again" in capsys.readouterr().out and (data / "synth.json").is_file()
+    record = json.loads((data / "synth.json").read_text())
+    (data / "synth.json").write_text(json.dumps({**record, "generator": 1}))
+    demo_data(data, other, workers=0, quiet=True)
+    assert "writing it again" in capsys.readouterr().out
+    foreign = tmp_path / "foreign"
+    (foreign / "Dogs").mkdir(parents=True)
+    (foreign / "manifest.csv").write_text("path,label\n")
+    with pytest.raises(LrcnError, match="lrcn synth did not write") as refused:
+        demo_data(foreign, tiny, workers=0, quiet=True)
+    assert str(foreign) in str(refused.value) and (foreign / "Dogs").is_dir()

@@ -22,8 +22,8 @@ def test_a_seed_writes_the_same_bytes_whatever_the_worker_count(tmp_path):
                          max_seconds=2.0, seed=3)
     first = digests(make_dataset(tmp_path / "a", config, workers=2, progress=False))
     second = digests(make_dataset(tmp_path / "b", config, workers=0, progress=False))
-    assert {Path(name).suffix for name in first} >= {".avi", ".mp4", ".csv"}
-    assert len(first) == 6 * 2 * 2 + 1
+    assert {Path(name).suffix for name in first} >= {".avi", ".mp4", ".csv", ".json"}
+    assert len(first) == 6 * 2 * 2 + 2                    # the clips, manifest.csv, synth.json
     assert first == second
     other = digests(make_dataset(tmp_path / "c", SynthConfig(**{**config.__dict__, "seed": 4}),
                                  workers=2, progress=False))

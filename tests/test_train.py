@@ -9,7 +9,7 @@ from lrcn.data.cache import prepare
 from lrcn.models.checkpoint import load_checkpoint
 from lrcn.config import TrainConfig
 from lrcn.data.dataset import read_split
-from lrcn.errors import LrcnError
+from lrcn.errors import ErrorKind, LrcnError
 from lrcn.models.registry import settings_for
 from lrcn.training.history import read_history
 from lrcn.data.loader import clip_batches
@@ -85,6 +85,20 @@ def test_settings_come_in_layers():
     assert settings.train.lr == 1e-3 and settings.frames.num_frames == 12
     assert settings_for(None, file, augment=True).train.scale_jitter == 0.2
     assert settings_for("effnet-lstm", {}).frames.height == 128
+
+
+def test_no_augment_means_none_at_all():
+    """--no-augment (augment=False) turns off a config file's augmentation, flip and hue jitter
+    included, and refuses one asked for beside it."""
+    file = {"train": {"flip": True, "hue_jitter": 0.3, "scale_jitter": 0.1}}
+    assert settings_for(None, file).train.hue_jitter == 0.3
+    train = settings_for(None, file, augment=False).train
+    assert (train.flip, train.hue_jitter, train.scale_jitter, train.temporal_jitter) == \
+        (False, 0.0, 0.0, False)
+    with pytest.raises(LrcnError, match="no augmentation .* and hue_jitter=0.3") as refused:
+        settings_for(None, {}, train={"hue_jitter": 0.3, "flip": None}, augment=False)
+    assert refused.value.kind is ErrorKind.SETTING
+    assert settings_for(None, {}, train={"hue_jitter": 0.0}, augment=False).train.hue_jitter == 0
 
 
 def test_a_job_refuses_model_settings_that_follow_from_the_data(tmp_path):

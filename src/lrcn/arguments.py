@@ -22,8 +22,8 @@ _RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--pat
 # What --init-from takes from its checkpoint: the model and its input.
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
-# Flags in these rules default to None or False, so that "given" can be told from "not given".
-# (--augment/--no-augment are argparse's mutually exclusive group.)
+# Flags in these rules default to None or False, so that "given" (0 too) can be told from "not
+# given". (--augment/--no-augment are argparse's mutually exclusive group.)
 CONFLICTS = {
     "train": [("--resume", _RUN_SETTINGS, "--resume RUN takes its data and settings from the "
                                           "run folder (--epochs N: to N epochs in all): give "
@@ -51,7 +51,7 @@ NEEDS = {
 
 
 def _given(args: argparse.Namespace, flag: str) -> bool:
-    return getattr(args, flag.lstrip("-").replace("-", "_"), None) not in (None, False)
+    return str(getattr(args, flag.lstrip("-").replace("-", "_"), None)) not in ("None", "False")
 
 
 def refused(args: argparse.Namespace) -> str | None:
@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "left-to-right actions become right-to-left ones)")
         p.add_argument("--hue-jitter", type=hue_share, help="turn each clip's colours by a "
                        "random share of the hue circle, up to this (0-0.5; default 0)")
-        p.add_argument("--balance", action="store_true",
-                       help="weight the loss by inverse class frequency (uneven classes)")
+        p.add_argument("--balance", action="store_true", help="weight the loss by inverse class "
+                       "frequency (uneven classes)")
         p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each Conv2D")
         p.add_argument("--lstm-units", type=positive_int, help="LSTM width (default 32)")
         p.add_argument("--l2", type=non_negative_float,

@@ -8,9 +8,10 @@ as decoded, and every epoch sees the clips differently.
 - Spatial crop and scale jitter: one random crop per clip, the same for all its frames (a
   different crop per frame would make the camera shake), of 1-s..1 of each side, resized back.
 - Hue jitter: the colours of each clip turned by one random angle about the grey axis of RGB
-  space (greys stay grey, brightness stays), so that a class cannot be learnt by its colour:
-  with a few dozen scenes per class, chance colour clusters are common, and the seed's model
-  took them for the action (issue 20). Off unless asked for; the demo uses it.
+  space (greys stay grey; the channels' mean stays, but where a saturated colour is clipped to
+  [0, 1]), so that a class cannot be learnt by its colour: with a few dozen scenes per class,
+  chance colour clusters are common, and the seed's model took them for the action (issue 20).
+  Off unless asked for; the demo uses it.
 - Horizontal flip: opt-in only. It turns a left-to-right action into a right-to-left one; the
   synthetic SlideLeft/SlideRight pair shows the harm.
 

@@ -11,6 +11,8 @@ so only a model that uses frame order can tell them apart. Bounce drops the acto
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -257,6 +259,28 @@ def _make_group(task: tuple) -> list[dict]:
 
 
 MANIFEST_HEADER = "path,class,group,fps,frames,seconds"   # manifest.csv's first line
+# The generator's version, written with every data set (synth.json): raise it whenever a seed's
+# files change, so that a data set written before is known to be another (the demo writes it
+# again rather than train on it). 2: Spin's wheel and the stratified hue (issue 20).
+GENERATOR = 2
+
+
+def settings_record(config: SynthConfig) -> dict:
+    """What synth.json holds for a data set written with `config`: the generator's version and
+    the settings, as JSON gives them back."""
+    return json.loads(json.dumps({"generator": GENERATOR, **dataclasses.asdict(config)}))
+
+
+def written_with(root: str | os.PathLike) -> dict | None:
+    """The settings record of the finished data set in `root` (its synth.json), or None: no
+    data set, an unfinished one (no manifest.csv yet), or one written before synth.json was."""
+    root = Path(root)
+    try:
+        if (root / "manifest.csv").is_file():
+            return json.loads((root / "synth.json").read_text())
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def is_synthetic(data: str | os.PathLike) -> bool:
@@ -273,7 +297,8 @@ def is_synthetic(data: str | os.PathLike) -> bool:
 
 def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
                  workers: int | None = None, progress: bool = True) -> Path:
-    """Write the synthetic data set under `root` (a folder per class) with a manifest.csv."""
+    """Write the synthetic data set under `root` (a folder per class) with synth.json (the
+    settings and the generator's version) and, last, manifest.csv."""
     if workers is None:
         workers = os.cpu_count() or 1
     root = Path(root)
@@ -301,6 +326,7 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
         raise (OSError if machine else RuntimeError)(message)
     rows.sort(key=lambda r: r["path"])
     assert ",".join(rows[0].keys()) == MANIFEST_HEADER
+    atomic_write_text(root / "synth.json", json.dumps(settings_record(config), indent=1) + "\n")
     lines = [MANIFEST_HEADER] + [",".join(str(v) for v in r.values()) for r in rows]
     atomic_write_text(root / "manifest.csv", "\n".join(lines) + "\n")
     return root

@@ -77,7 +77,8 @@ class ModelSpec:
         if augment is None:
             return {}
         if not augment:
-            return {"scale_jitter": 0.0, "temporal_jitter": False}
+            return {"scale_jitter": 0.0, "temporal_jitter": False, "flip": False,
+                    "hue_jitter": 0.0}
         return {"temporal_jitter": True, **({"scale_jitter": 0.2} if self.pixel_augment else {})}
 
 
@@ -134,6 +135,11 @@ def settings_for(name: str | None, file: dict[str, dict[str, Any]] | None = None
     `augment` asks of this model (ModelSpec.augmentation) over the training ones."""
     file = file or {}
     spec = get_spec(name or file.get("model", {}).get("name") or DEFAULT_MODEL)
+    off = spec.augmentation(False)
+    asked = next((k for k, v in (train or {}).items() if v and k in off), None)
+    if augment is False and asked:       # a config file's are overridden; a flag is refused
+        raise LrcnError(f"no augmentation (--no-augment) and {asked}={train[asked]!r} ask "
+                        "for opposite things: give one", kind=ErrorKind.SETTING)
     return resolve_settings(file, defaults=spec.defaults, frames=frames, split=split,
                             train={**(train or {}), **spec.augmentation(augment)},
                             model={**(model or {}), "name": spec.name})

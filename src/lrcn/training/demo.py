@@ -8,6 +8,7 @@ output went. The training settings are the tutorial's (70 epochs at most, patien
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,9 @@ from .evaluate import format_report
 from ..inference.predict import Predictor, annotate, format_prediction
 from .job import TrainingJob
 from .runs import train_and_evaluate
-from ..data.synth import SynthConfig, make_dataset
+from ..data.synth import (SynthConfig, is_synthetic, make_dataset, settings_record,
+                          written_with)
+from ..errors import ErrorKind, LrcnError
 
 # 80 groups of 1 clip rather than 20 of 4: the same 480 clips, four times the scenes. A group
 # is one setting, so scenes, not clips, are what the model must generalise over; with 20 the
@@ -42,17 +45,33 @@ def demo_settings(seed: int = 0) -> tuple[SynthConfig, SplitConfig, TrainConfig]
             replace(DEMO_TRAIN, seed=DEMO_TRAIN.seed + seed))
 
 
+def demo_data(data: Path, synth: SynthConfig, workers: int | None, quiet: bool) -> None:
+    """Write the demo's data set to `data`, or keep the one there if it was written with these
+    settings by this generator. One of other settings or an older generator (a demo folder
+    from another version of lrcn) is written again: the demo would otherwise train on other
+    data than it says, and a second run would not repeat the first."""
+    if written_with(data) == settings_record(synth):
+        print(f"[1/4] synthetic data set already at {data}")
+        return
+    if (data / "manifest.csv").exists():
+        if not is_synthetic(data):
+            raise LrcnError("holds a data set that lrcn synth did not write; give the demo "
+                            "another --out", data, kind=ErrorKind.SETTING)
+        print(f"[1/4] {data} holds a synthetic data set of other settings or an older "
+              "generator: writing it again ...")
+        shutil.rmtree(data)
+    else:
+        print(f"[1/4] writing the synthetic data set to {data} ...")
+    make_dataset(data, synth, workers=workers, progress=not quiet)
+
+
 def run_demo(out: Path, workers: int | None = None, quiet: bool = False, seed: int = 0) -> int:
     start = time.perf_counter()
     out = Path(out)
     synth, split, train = demo_settings(seed)
     data = out / ("data" if seed == 0 else f"data-seed{seed}")
     cache = out / "cache"
-    if (data / "manifest.csv").exists():
-        print(f"[1/4] synthetic data set already at {data}")
-    else:
-        print(f"[1/4] writing the synthetic data set to {data} ...")
-        make_dataset(data, synth, workers=workers, progress=not quiet)
+    demo_data(data, synth, workers, quiet)
     print(f"[2/4] training the seed's LRCN (group-aware split), then evaluating ... "
           f"[{time.perf_counter() - start:.0f} s]")
     run = out / "run"
