@@ -2,8 +2,8 @@
 
 Makes the data set (once), trains the seed's LRCN on it with a group-aware split, evaluates on
 the held-out groups, predicts one test clip and writes it annotated, then says where each
-output went. The training settings are the tutorial's (70 epochs at most, patience 15, batch
-4) with hue jitter, in a few minutes on two cores.
+output went. The training settings are the tutorial's (70 epochs, batch 4, the best epoch's
+weights kept) with hue jitter and without early stopping, in a few minutes on two cores.
 """
 from __future__ import annotations
 
@@ -29,11 +29,17 @@ from ..errors import ErrorKind, LrcnError
 # is one setting, so scenes, not clips, are what the model must generalise over; with 20 the
 # errors came a whole group at a time (issue 20).
 DEMO_SYNTH = {"groups": 80, "clips_per_group": 1}
-# The tutorial's own training settings (70 epochs, patience 15, batch 4), with hue jitter: each
-# training clip's colours turned by a random angle, so that colour cannot stand for the action.
-# Without it, the scenes that a split leaves in training hold chance colour clusters per class,
-# and the seed's model called whole test groups of one colour Bounce or Spin (issue 20).
-DEMO_TRAIN = TrainConfig(hue_jitter=0.5)
+# The tutorial's training settings (Adam 1e-3, batch 4, 70 epochs, the best epoch's weights
+# kept), with two changes (issue 20):
+# - hue jitter: each training clip's colours turned by a random angle, so that colour cannot
+#   stand for the action. Without it the scenes that a split leaves in training hold chance
+#   colour clusters per class, and the seed's model called whole test groups of one colour
+#   Bounce or Spin.
+# - all 70 epochs (patience 70, not 15): with hue jitter the validation loss of 72 clips is
+#   noisy, and early stopping cut runs short. Of 12 runs (seeds 0-5, two environments), the 8
+#   that trained 56-70 epochs reached 97.5-100%, the 4 it stopped at 34-43 epochs 90.0-96.7%;
+#   those 4 trained all 70: 94.2-98.3% (README).
+DEMO_TRAIN = TrainConfig(hue_jitter=0.5, patience=70)
 
 
 def demo_settings(seed: int = 0) -> tuple[SynthConfig, SplitConfig, TrainConfig]:
