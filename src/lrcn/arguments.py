@@ -23,7 +23,7 @@ _RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--pat
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
 # Flags in these rules default to None or False, so that "given" (0 too) can be told from "not
-# given". (--augment/--no-augment are argparse's mutually exclusive group.)
+# given". (--augment/--no-augment: argparse's mutually exclusive group.)
 CONFLICTS = {
     "train": [("--resume", _RUN_SETTINGS, "--resume RUN takes its data and settings from the "
                                           "run folder (--epochs N: to N epochs in all): give "
@@ -50,8 +50,8 @@ NEEDS = {
 }
 
 
-def _given(args: argparse.Namespace, flag: str) -> bool:
-    return str(getattr(args, flag.lstrip("-").replace("-", "_"), None)) not in ("None", "False")
+def _given(args: argparse.Namespace, flag: str) -> bool:      # `is`: 0 is given, yet 0 == False
+    return all(vars(args).get(flag.lstrip("-").replace("-", "_")) is not x for x in (None, False))
 
 
 def refused(args: argparse.Namespace) -> str | None:

@@ -45,8 +45,13 @@ class Augmenter:
         self.generator = torch.Generator()
 
     @property
+    def pixels(self) -> bool:
+        """Whether any augmentation changes pixels (not only which frames are read)."""
+        return bool(self.scale_jitter or self.flip or self.hue_jitter)
+
+    @property
     def active(self) -> bool:
-        return self.candidates > 1 or self.scale_jitter > 0 or self.flip or self.hue_jitter > 0
+        return self.candidates > 1 or self.pixels
 
     def start_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed + epoch)
@@ -59,7 +64,7 @@ class Augmenter:
             pick = torch.randint(0, self.candidates, (b, steps), generator=g)
             index = (torch.arange(steps) * self.candidates + pick).to(clips.device)
             clips = clips[torch.arange(b, device=clips.device)[:, None], index]
-        if clips.dim() == 3 or not (self.scale_jitter or self.flip or self.hue_jitter):
+        if clips.dim() == 3 or not self.pixels:
             return clips if clips.dtype != torch.uint8 else clips_to_input(clips)
         clips = clips_to_input(clips)
         if self.scale_jitter or self.flip:

@@ -135,9 +135,9 @@ def settings_for(name: str | None, file: dict[str, dict[str, Any]] | None = None
     `augment` asks of this model (ModelSpec.augmentation) over the training ones."""
     file = file or {}
     spec = get_spec(name or file.get("model", {}).get("name") or DEFAULT_MODEL)
-    off = spec.augmentation(False)
-    asked = next((k for k, v in (train or {}).items() if v and k in off), None)
-    if augment is False and asked:       # a config file's are overridden; a flag is refused
+    # A config file's augmentation is overridden by --no-augment; one given as a flag is refused.
+    if augment is False and (asked := next((k for k, v in (train or {}).items()
+                                            if v and k in spec.augmentation(False)), None)):
         raise LrcnError(f"no augmentation (--no-augment) and {asked}={train[asked]!r} ask "
                         "for opposite things: give one", kind=ErrorKind.SETTING)
     return resolve_settings(file, defaults=spec.defaults, frames=frames, split=split,
