@@ -28,7 +28,8 @@ def trained_run(tiny_dataset, tmp_path_factory):
     settings.write_text(json.dumps({"train": {"epochs": 5, "lr": 0.002},
                                     "split": {"val_fraction": 0.3}}))
     code = main(["train", str(tiny_dataset), "--out", str(run), "--epochs", "2",
-                 "--config", str(settings), "--quiet", "--workers", "2", "--hue-jitter", "0.5"])
+                 "--config", str(settings), "--quiet", "--workers", "2", "--hue-jitter", "0.5",
+                 "--groups-across-classes"])
     assert code == 0
     return run
 
@@ -57,6 +58,11 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
     groups = {part: {e["group"] for e in split[part]} for part in ("train", "val", "test")}
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
     assert not (groups["val"] & groups["test"])
+    # --groups-across-classes: a group number is on one side in every class, and each class
+    # still has one group of its three in each part
+    numbers = {part: {g.split("/")[1] for g in groups[part]} for part in groups}
+    assert [len(numbers[p]) for p in ("train", "val", "test")] == [1, 1, 1]
+    assert [len(groups[p]) for p in ("train", "val", "test")] == [4, 4, 4]
     assert sum(len(split[p]) for p in ("train", "val", "test")) == 24
     report = json.loads((trained_run / "report.json").read_text())
     assert report["num_clips"] == len(split["test"])
@@ -66,7 +72,7 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
     assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 0.002
     assert config["train"]["batch_size"] == 4 and config["train"]["patience"] == 15
     assert config["split"] == {"test_fraction": 0.25, "val_fraction": 0.3, "seed": 27,
-                               "drop_small_classes": False}
+                               "drop_small_classes": False, "across_classes": True}
     assert config["model"]["lstm_units"] == 32
     assert config["train"]["hue_jitter"] == 0.5 and config["train"]["scale_jitter"] == 0
 
@@ -230,6 +236,7 @@ REFUSED = [
     (["train", "--resume", "R", "--seed", "0"], ["--resume", "--seed"]),    # 0 is given too
     (["train", "--resume", "R", "--hue-jitter", "0"], ["--resume", "--hue-jitter"]),
     (["train", "--resume", "R", "--overwrite"], ["--resume", "--overwrite"]),
+    (["train", "--resume", "R", "--groups-across-classes"], ["--resume", "--groups-across-classes"]),
     (["train", "--resume", "R", "--init-from", "R"], ["--resume", "--init-from"]),
     (["train", "D", "--init-from", "R", "--model", "convlstm"], ["--init-from", "--model"]),
     (["train", "D", "--init-from", "R", "--size", "32"], ["--init-from", "--size"]),

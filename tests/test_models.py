@@ -20,7 +20,8 @@ from lrcn.inference.calibrate import (expected_calibration_error, fit_temperatur
                                      softmax)
 from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig, TrainConfig, candidate_frames
-from lrcn.data.dataset import Sample, random_split, split_samples
+from lrcn.data.dataset import Sample
+from lrcn.data.split import random_split, split_samples
 from lrcn.inference.engine import OrtEngine, TorchEngine
 from lrcn.errors import LrcnError
 from lrcn.inference.export import export_onnx

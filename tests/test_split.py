@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from lrcn.config import SplitConfig
-from lrcn.data.dataset import Sample, discover, split_groups, split_samples
+from lrcn.data.dataset import Sample, discover
+from lrcn.data.split import split_groups, split_samples, split_sources
 
 
 def groups(n, cls="A"):
@@ -49,6 +50,69 @@ def test_clips_of_a_group_never_span_two_parts():
     for c in ("A", "B", "C"):   # every class is in every part
         for part in ("train", "val", "test"):
             assert any(s.class_name == c for s in split[part])
+
+
+def _parts_per_class(parts, classes_by_source, classes):
+    return {c: tuple(sum(1 for s, p in parts.items() if p == part and c in classes_by_source[s])
+                     for part in ("train", "val", "test")) for c in classes}
+
+
+def test_sources_across_classes_get_each_class_its_quotas_when_every_source_holds_every_class():
+    """Webcam sessions that each recorded every class: a session is on one side for all its
+    classes, and each class gets split_groups' counts for its number of sessions."""
+    for n in (2, 3, 4, 8, 25):
+        sessions = {f"g{i:02d}": ["Wave", "Clap", "Jump"] for i in range(1, n + 1)}
+        for seed in range(5):
+            config = SplitConfig(seed=seed)
+            parts = split_sources(sessions, config)
+            assert set(parts) == set(sessions)
+            per_class = split_groups({"A": [f"A/{s}" for s in sessions]}, config)
+            expected = tuple(sum(1 for p in per_class.values() if p == part)
+                             for part in ("train", "val", "test"))
+            assert set(_parts_per_class(parts, sessions, ["Wave", "Clap", "Jump"]).values()) == \
+                {expected}
+            assert parts == split_sources(dict(reversed(sessions.items())), config)
+
+
+def test_sources_of_mixed_classes_keep_a_training_source_in_every_class():
+    """Long videos cut into clips of different pairs of classes: whatever the seed, every class
+    keeps a training source and gets a test source (here one exists for each)."""
+    videos = {"g01": ["Jump", "Spin"], "g02": ["Jump", "Spin"], "g03": ["Spin", "Wave"],
+              "g04": ["Wave"], "g05": ["Jump", "Wave"], "g06": ["Clap"], "g07": ["Clap"]}
+    for seed in range(30):
+        parts = split_sources(videos, SplitConfig(seed=seed))
+        for name, (train, val, test) in _parts_per_class(
+                parts, videos, ["Jump", "Spin", "Wave", "Clap"]).items():
+            assert train >= 1 and test >= 1, (seed, name, train, val, test)
+
+
+def test_a_split_across_classes_never_puts_one_source_on_two_sides():
+    """The studio's case: per class, session g01 may test Wave while training Clap, so the
+    model has seen the session's person and room; across classes it cannot."""
+    samples = [Sample(Path(f"{c}/v_{c}_g{g:02d}_c{k:02d}.mp4"), c, f"{c}/g{g:02d}")
+               for c in ("Wave", "Clap") for g in (1, 2) for k in (1, 2)]
+    samples.append(Sample(Path("Clap/untagged.mp4"), "Clap", "Clap/untagged.mp4"))
+    leaks = 0
+    for seed in range(20):
+        config = SplitConfig(test_fraction=0.25, val_fraction=0.0, seed=seed)
+        per_class = split_samples(samples, config)
+        sides = {}
+        for part, members in per_class.items():
+            for s in members:
+                sides.setdefault(s.group.split("/")[-1], set()).add(part)
+        leaks += any(len(v) > 1 for v in sides.values())
+        across = split_samples(samples, SplitConfig(test_fraction=0.25, val_fraction=0.0,
+                                                    seed=seed, across_classes=True))
+        sides = {}
+        for part, members in across.items():
+            for s in members:
+                sides.setdefault(s.group.split("/")[-1], set()).add(part)
+        assert all(len(v) == 1 for v in sides.values()), (seed, sides)
+        assert sum(map(len, across.values())) == len(samples)
+        for c in ("Wave", "Clap"):
+            assert any(s.class_name == c for s in across["train"])
+            assert any(s.class_name == c for s in across["test"])
+    assert leaks > 0      # the per-class split does leak here, so the check above can fail
 
 
 def test_discover_groups_and_default_classes(tmp_path):

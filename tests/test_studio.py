@@ -185,6 +185,15 @@ def test_the_studio_makes_a_data_set_trains_and_serves(studio_run):
     # slowest answer was 1.1 s there, most under 0.1 s): the server is not waiting on training.
     assert np.median(waits) < 0.5 and max(waits) < 3.0, waits
     assert len(job["history"]) == 1
+    # A session recorded Wave and Clap, a long video Jump and Spin: each source is on one side
+    # of the split in every class (split by class, g01 could test Wave and train Clap).
+    split = json.loads((workspace / "runs" / run / "split.json").read_text())
+    sides: dict[str, set] = {}
+    for part in ("train", "val", "test"):
+        for clip in split[part]:
+            sides.setdefault(clip["group"].split("/")[-1], set()).add(part)
+    assert sorted(sides) == ["g01", "g02", "g03", "g04"] and \
+        all(len(parts) == 1 for parts in sides.values()), sides
     report = studio.get(f"/v1/studio/runs/{run}").json()
     assert report["num_clips"] == 8 and len(report["confusion_matrix"]) == 4
     assert sum(map(sum, report["confusion_matrix"])) == 8

@@ -18,7 +18,7 @@ _RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--pat
                  "--size", "--model", "--augment", "--no-augment", "--flip", "--hue-jitter",
                  "--balance", "--batchnorm", "--lstm-units", "--l2", "--device", "--precision",
                  "--split", "--lists", "--out", "--cache", "--init-from", "--overwrite",
-                 "--drop-small-classes")
+                 "--drop-small-classes", "--groups-across-classes")
 # What --init-from takes from its checkpoint: the model and its input.
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
@@ -58,8 +58,7 @@ def refused(args: argparse.Namespace) -> str | None:
     """The one-line reason why the flags given cannot be honoured together (CONFLICTS, UNUSED,
     NEEDS), or None."""
     for flag, others, message in CONFLICTS.get(args.command, ()):
-        clash = next((o for o in others if _given(args, flag) and _given(args, o)), None)
-        if clash:
+        if clash := next((o for o in others if _given(args, flag) and _given(args, o)), None):
             return message.format(flag=flag, other="DATA" if clash == "data" else clash)
     for flag, why in UNUSED.get(args.command, ()):
         if _given(args, flag):
@@ -185,13 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=split_number, default=None,
                    help="use the official UCF101 split N (classInd.txt, trainlist0N.txt, "
                         "testlist0N.txt)")
-    p.add_argument("--lists", type=Path, default=None,
-                   help="folder with the UCF101 split lists (default: DATA or "
-                        "DATA/ucfTrainTestlist)")
+    p.add_argument("--lists", type=Path, default=None, help="folder with the UCF101 split "
+                   "lists (default: DATA or DATA/ucfTrainTestlist)")
     p.add_argument("--out", default=None, help="run folder (default runs/run-DATE-TIME)")
     p.add_argument("--drop-small-classes", action="store_true",
                    help="train without the classes that have too few readable groups to "
                         "appear in train, validation and test (default: refuse them)")
+    p.add_argument("--groups-across-classes", action="store_true",
+                   help="a group tag in several classes is one source (a session or video "
+                        "cut into several actions): split it whole (default: per class)")
     train_options(p)
     p.add_argument("--no-evaluate", action="store_true",
                    help="do not evaluate on the test split after training")
@@ -303,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds them)")
     p.add_argument("--out", default=None, help="checkpoint to write (default MODEL.safetensors)")
     p.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr",
-                   help="channel order the model was trained on (the tutorial's OpenCV frames: "
-                        "bgr)")
+                   help="channel order the model was trained on (the tutorial's OpenCV: bgr)")
     p.add_argument("--interpolation", choices=("bilinear", "area"), default="bilinear",
                    help="resize filter the model was trained with (tutorial: bilinear)")
 

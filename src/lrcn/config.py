@@ -127,6 +127,11 @@ class SplitConfig:
     # A class with too few readable groups to appear in train, validation and test: refused
     # (False: the user adds clips or decides), or dropped from the run with a message (True).
     drop_small_classes: bool = False
+    # True: one group tag in several classes is one source (a webcam session or a long video
+    # cut into clips of several actions, as the studio makes; UCF101's official lists hold
+    # group numbers out across classes too), kept on one side of the split in every class.
+    # False (the tutorial's data): a group is per class.
+    across_classes: bool = False
 
     def __post_init__(self) -> None:
         if not (0 <= self.test_fraction < 1 and 0 <= self.val_fraction < 1):

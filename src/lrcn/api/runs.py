@@ -122,10 +122,10 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
           frames: int | None = None, size: Size | None = None,
           test_fraction: float | None = None, val_fraction: float | None = None,
           split_seed: int | None = None, drop_small_classes: bool | None = None,
-          augment: bool | None = None,
-          scale_jitter: float | None = None,
-          temporal_jitter: bool | None = None, flip: bool | None = None,
-          hue_jitter: float | None = None, balance: bool | None = None, batchnorm: bool | None = None,
+          groups_across_classes: bool | None = None, augment: bool | None = None,
+          scale_jitter: float | None = None, temporal_jitter: bool | None = None,
+          flip: bool | None = None, hue_jitter: float | None = None,
+          balance: bool | None = None, batchnorm: bool | None = None,
           lstm_units: int | None = None, l2: float | None = None, device: str | None = None,
           precision: str | None = None, ucf_split: int | None = None,
           lists: PathLike | None = None, cache: PathLike | None = None,
@@ -149,6 +149,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         are never on two sides).
     drop_small_classes: train without the classes with too few readable groups to appear in
         train, validation and test (default: such a class is an LrcnError).
+    groups_across_classes: a group tag found in several classes is one source (a webcam
+        session, a long video cut into several actions), held out whole (default: per class).
     augment: True: the augmentation the model can take (`lrcn train --augment`: crop/scale
         and TSN temporal jitter; temporal only for effnet-lstm); False: none; None: as the
         model and the config file say (off for the seed's model, on for effnet-lrcn).
@@ -177,7 +179,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         data, folder, model=model, config=config, augment=augment,
         frames={"num_frames": frames, "height": height, "width": width},
         split={"test_fraction": test_fraction, "val_fraction": val_fraction,
-               "seed": split_seed, "drop_small_classes": drop_small_classes},
+               "seed": split_seed, "drop_small_classes": drop_small_classes,
+               "across_classes": groups_across_classes},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                "seed": seed, "num_threads": threads, "device": device,
                "precision": precision, "scale_jitter": scale_jitter,

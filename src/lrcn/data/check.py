@@ -21,7 +21,8 @@ from pathlib import Path
 from .cache import CachedClip, prepare
 from ..config import FrameConfig, SplitConfig
 from ..console import plural
-from .dataset import Sample, load_samples, read_ucf101_split, split_data
+from .dataset import Sample, load_samples, read_ucf101_split
+from .split import split_data
 from ..errors import LrcnError
 
 

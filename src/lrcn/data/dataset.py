@@ -1,7 +1,7 @@
-"""Data sets: finding the clips and splitting them by group.
+"""Data sets: finding the clips, with the group of each.
 
 Flow: a folder per class, a `path,label` list or UCF101's split lists -> `Sample`s with a group
-each -> a group-aware split. The clips' frames are then decoded once into the on-disk cache
+each -> a group-aware split (split.py). The clips' frames are then decoded once into the on-disk cache
 (cache.py), from which loader.py feeds training. No torch here: the decoding worker processes
 import this module and should start in a blink.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..config import SEED_CLASSES, SplitConfig
+from ..config import SEED_CLASSES
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.sampling import parse_group
@@ -223,20 +222,6 @@ def read_ucf101_split(root: str | os.PathLike, split: int, lists: str | os.PathL
     return names, parts, missing
 
 
-def split_train_val(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
-    """Validation groups out of a fixed training list (the official lists have no validation
-    part): the same group-aware rule as split_groups with no test share."""
-    return split_samples(samples, SplitConfig(test_fraction=0.0,
-                                              val_fraction=config.val_fraction,
-                                              seed=config.seed))
-
-
-def group_number(sample: Sample) -> str | None:
-    """UCF's group tag without the class ("g07"): the same recording session across classes,
-    which is what UCF50's leave-one-group-out protocol holds out."""
-    return parse_group(sample.path.name)
-
-
 def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None,
                  min_classes: int = 2
                  ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
@@ -260,72 +245,6 @@ def find_data(data: str | os.PathLike, classes: Sequence[str] | None,
         return names, fixed["train"] + fixed["test"], missing, {s.path for s in fixed["test"]}
     names, samples, missing = load_samples(data, classes)
     return names, samples, missing, None
-
-
-def split_data(samples: Sequence[Sample], split: SplitConfig,
-               test_listed: set[Path] | None = None, ucf_split: int | None = None
-               ) -> tuple[dict[str, list[Sample]], str]:
-    """`find_data`'s samples (those to use) -> {"train", "val", "test"} and a description of
-    the split: by group, or with `test_listed`, the official test list as published and
-    validation groups out of the training list."""
-    if test_listed is None:
-        return split_samples(samples, split), "split by group"
-    train = [s for s in samples if s.path not in test_listed]
-    parts = {**split_train_val(train, split), "test": [s for s in samples
-                                                       if s.path in test_listed]}
-    return parts, f"official split {ucf_split} (test list as published; validation groups " \
-                  "from the training list)"
-
-
-def split_groups(groups_by_class: dict[str, Sequence[str]], config: SplitConfig
-                 ) -> dict[str, str]:
-    """Assign every group to "train", "val" or "test"; all clips of a group share its part.
-
-    Pure and deterministic: per class, the sorted groups are shuffled with a generator seeded
-    by (seed, class), then round(n * test_fraction) go to test and round(rest * val_fraction)
-    to validation. A class keeps at least one training group; with at least two groups it gets
-    one test group when test_fraction > 0, and with at least two left, one validation group when
-    val_fraction > 0.
-    """
-    parts: dict[str, str] = {}
-    for class_name in sorted(groups_by_class):
-        groups = sorted(set(groups_by_class[class_name]))
-        random.Random(f"{config.seed}:{class_name}").shuffle(groups)
-        n = len(groups)
-        n_test = round(n * config.test_fraction)
-        if config.test_fraction > 0 and n >= 2:
-            n_test = max(1, n_test)
-        n_test = min(n_test, n - 1)
-        rest = n - n_test
-        n_val = round(rest * config.val_fraction)
-        if config.val_fraction > 0 and rest >= 2:
-            n_val = max(1, n_val)
-        n_val = min(n_val, rest - 1)
-        for i, group in enumerate(groups):
-            parts[group] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return parts
-
-
-def split_samples(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
-    groups_by_class: dict[str, list[str]] = {}
-    for sample in samples:
-        groups_by_class.setdefault(sample.class_name, []).append(sample.group)
-    parts = split_groups(groups_by_class, config)
-    split: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    for sample in samples:
-        split[parts[sample.group]].append(sample)
-    return split
-
-
-def random_split(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
-    """The tutorial's split, for comparison only: clips drawn at random (per class), ignoring
-    their groups, so near-duplicate clips of one video land on both sides and inflate test
-    accuracy. The same rule as split_samples with every clip its own group."""
-    own = {sample.path: Sample(sample.path, sample.class_name, str(sample.path))
-           for sample in samples}
-    parts = split_samples(list(own.values()), config)
-    originals = {sample.path: sample for sample in samples}
-    return {part: [originals[s.path] for s in members] for part, members in parts.items()}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -356,8 +275,5 @@ def read_split(path: Path, root: Path | None = None) -> dict[str, list[Sample]]:
         raise LrcnError(f"damaged split.json ({type(exc).__name__}: {exc})", path) from None
 
 
-__all__ = ["Sample", "discover", "load_samples", "find_data", "split_data", "read_list",
-           "read_ucf101_split",
-           "split_groups", "split_samples", "random_split", "split_train_val", "group_number",
-           "write_split",
-           "read_split"]
+__all__ = ["Sample", "discover", "load_samples", "find_data", "read_list", "read_ucf101_split",
+           "write_split", "read_split"]

@@ -45,11 +45,13 @@ def studio_split(data: Path, classes: list[str], model: str) -> tuple[dict, str 
     the defaults: the defaults when every class has groups enough for them; with no validation
     part when a class has too few for one (two sources: one trains, one tests); refused, naming
     the class and what it needs, when a class has too few even for that. The rule is training's
-    (data.check.small_classes on the clips' groups); training checks again on what decodes."""
+    (data.check.small_classes on the clips' groups); training checks again on what decodes.
+    Always with groups across classes: a webcam session or a long video holds several
+    classes, and is held out whole (SplitConfig.across_classes)."""
     split = settings_for(model).split
     names, samples, _ = load_samples(data, classes)
     if not small_classes(samples, names, split):
-        return {}, None
+        return {"across_classes": True}, None
     no_val = dataclasses.replace(split, val_fraction=0.0)
     small = small_classes(samples, names, no_val)
     if small:
@@ -58,7 +60,7 @@ def studio_split(data: Path, classes: list[str], model: str) -> tuple[dict, str 
                         f"from {groups_needed(no_val)} sources (videos or webcam sessions), one "
                         "to train on and one to test on", kind=ErrorKind.SETTING)
     short = next(iter(small_classes(samples, names, split)))
-    return {"val_fraction": 0.0}, (
+    return {"val_fraction": 0.0, "across_classes": True}, (
         f"note: no validation part: class {short!r} has fewer than {groups_needed(split)} "
         "sources, so the split keeps one for testing and trains on the rest (calibration is "
         "skipped; clips from another video or session add a validation part)")
@@ -183,7 +185,7 @@ class Trainer:
             run = self.workspace.new_run_folder()
             run.mkdir(parents=True)
             settings = {"model": model, "epochs": epochs, "classes": classes,
-                        "validation": not split}
+                        "validation": split.get("val_fraction") != 0.0}
             process = self._ctx.Process(
                 # not a daemon: training decodes in worker processes of its own
                 target=run_training_job, daemon=False,

@@ -22,7 +22,8 @@ from typing import Sequence
 from ..data.cache import prepare
 from ..models.checkpoint import load_checkpoint
 from ..config import SplitConfig
-from ..data.dataset import load_samples, random_split, split_samples
+from ..data.dataset import load_samples
+from ..data.split import random_split, split_samples
 from ..inference.engine import make_engine
 from ..errors import ErrorKind, LrcnError
 from .evaluate import evaluate, predict_cached

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..console import plural
-from ..data.dataset import group_number, load_samples, split_train_val
+from ..data.dataset import load_samples
+from ..data.split import group_number, split_train_val
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from .job import TrainingJob

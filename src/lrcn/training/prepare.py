@@ -16,7 +16,8 @@ from ..config import FrameConfig
 from ..console import plural
 from ..data.cache import CachedClip, prepare
 from ..data.check import report_skipped, screen
-from ..data.dataset import Sample, find_data, split_data, write_split
+from ..data.dataset import Sample, find_data, write_split
+from ..data.split import split_data
 from ..distributed import World, barrier, broadcast
 from ..errors import LrcnError
 from .job import TrainingJob
