@@ -4,7 +4,7 @@ import pytest
 
 from lrcn.config import SplitConfig
 from lrcn.data.dataset import Sample, discover
-from lrcn.data.split import split_groups, split_samples, split_sources
+from lrcn.data.split import random_split, source_of, split_groups, split_samples, split_sources
 
 
 def groups(n, cls="A"):
@@ -115,6 +115,23 @@ def test_a_split_across_classes_never_puts_one_source_on_two_sides():
     assert leaks > 0      # the per-class split does leak here, so the check above can fail
 
 
+def test_a_source_is_the_group_without_its_class_and_an_untagged_file_is_its_own():
+    """The source of a clip: its group tag from the file name or from a list's group column
+    (one session, whatever the files are called); a file with neither is a source of its own,
+    even beside a file of the same name in another class. The tutorial's random split stays
+    random with groups across classes."""
+    listed = [Sample(Path("a/x1.mp4"), "Wave", "Wave/sess1"), Sample(Path("b/y.mp4"), "Clap",
+                                                                     "Clap/sess1")]
+    assert {source_of(s) for s in listed} == {"sess1"}
+    assert source_of(Sample(Path("Wave/v_Wave_g07_c01.mp4"), "Wave", "Wave/g07")) == "g07"
+    own = [Sample(Path(f"{c}/clip.mp4"), c, f"{c}/clip.mp4") for c in ("Wave", "Clap")]
+    assert [source_of(s) for s in own] == ["Wave/clip.mp4", "Clap/clip.mp4"]
+    samples = [Sample(Path(f"{c}/v_{c}_g{g:02d}_c{k:02d}.mp4"), c, f"{c}/g{g:02d}")
+               for c in ("Wave", "Clap") for g in (1, 2) for k in range(1, 9)]
+    parts = random_split(samples, SplitConfig(across_classes=True))
+    assert all(parts[p] for p in ("train", "val", "test"))     # not one part per group
+
+
 def test_discover_groups_and_default_classes(tmp_path):
     for cls in ("WalkingWithDog", "TaiChi", "Swing", "HorseRace", "Basketball"):
         (tmp_path / cls).mkdir()
@@ -128,3 +145,22 @@ def test_discover_groups_and_default_classes(tmp_path):
     assert taichi == ["TaiChi/g01", "TaiChi/g01", "TaiChi/g02", "TaiChi/untagged.mp4"]
     names, _ = discover(tmp_path, ["basketball", "Swing"])              # case-insensitive
     assert names == ["Basketball", "Swing"]
+
+
+def test_dropping_a_small_class_across_classes_checks_the_others_again(tmp_path):
+    """Across classes, dropping a class moves the groups it shared: training's check
+    (data.check.screen with --drop-small-classes) runs again until every class it keeps has
+    every part. Here B is short of a validation group; dropping it leaves C short too."""
+    from lrcn.data.cache import CachedClip
+    from lrcn.data.check import screen, small_classes
+    sources = {"g01": "CD", "g02": "ABD", "g03": "ACD", "g04": "AD", "g05": "AC", "g06": "A",
+               "g07": "BCD"}
+    clips = [CachedClip(Sample(Path(f"{c}/v_{c}_{g}_c01.mp4"), c, f"{c}/{g}"),
+                        tmp_path / "x.npy", 20, 10.0) for g, cs in sources.items() for c in cs]
+    config = SplitConfig(across_classes=True, drop_small_classes=True)
+    names = ["A", "B", "C", "D"]
+    assert list(small_classes([c.sample for c in clips], names, config)) == ["B"]
+    screened = screen(names, clips, [], [], config, tmp_path)
+    assert screened.refusal is None, screened.refusal
+    assert screened.class_names == ["A", "D"], screened.notes
+    assert not small_classes([c.sample for c in screened.clips], screened.class_names, config)

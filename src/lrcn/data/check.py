@@ -132,11 +132,12 @@ def format_check(report: dict) -> str:
 
 def small_classes(samples: Sequence[Sample], names: Sequence[str], split: SplitConfig,
                   test_listed: set[Path] | None = None) -> dict[str, str]:
-    """The classes that the split of `samples` (readable clips; dataset.split_data, the rule
+    """The classes that the split of `samples` (readable clips; split.split_data, the rule
     training splits by) leaves out of a part that should have them, each with why: training
     always, validation when val_fraction > 0, test when test_fraction > 0 or the test part is
-    the official list (`test_listed`). A class's split does not depend on the other classes,
-    so dropping one changes no other's."""
+    the official list (`test_listed`). Per class, a class's split does not depend on the
+    others, so dropping one changes no other's; across classes (SplitConfig.across_classes)
+    it can, and screen checks again."""
     parts, _ = split_data(samples, split, test_listed)
     wanted = {"train": "training", "val": "validation", "test": "test"}
     if split.val_fraction == 0:
@@ -229,6 +230,14 @@ def screen(names: Sequence[str], clips: Sequence[CachedClip],
     skipped = list(missing) + [(str(s.path), cause) for s, cause in failures]
     truncated = [(str(c.sample.path), c.truncated) for c in clips if c.truncated]
     small = small_classes([c.sample for c in clips], names, split, test_listed)
+    while small and split.drop_small_classes and split.across_classes:
+        # across classes, dropping a class moves the others' groups: again until none is short
+        rest = [n for n in names if n not in small]
+        more = small_classes([c.sample for c in clips if c.sample.class_name in rest], rest,
+                             split, test_listed)
+        if not more:
+            break
+        small = {**small, **more}
     notes, refusal = [], None
     need = "" if test_listed is not None else \
         f" (a class needs {groups_needed(split)} groups with these split fractions)"

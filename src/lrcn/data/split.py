@@ -75,10 +75,11 @@ def split_sources(classes_by_source: dict[str, Sequence[str]], config: SplitConf
     The sorted sources are shuffled with a generator seeded by the seed; in that order each
     goes to test while every one of its classes is under its test quota; then a class still
     under it takes a training source of its own whose every class keeps another training
-    source (one that puts no other class over its quota first); then validation, the same
-    way. So every class keeps a training source, and when every source holds every class,
-    each class gets exactly its quotas; otherwise sources shared with other classes may leave
-    a class short of a quota or put one over it, but are never split."""
+    source (first one that puts no other class over its quota or under its training share);
+    then validation, the same way, but only with such a source. So every class keeps a
+    training source, and when every source holds every class, each class gets exactly its
+    quotas; otherwise sources shared with other classes may leave a class short of a quota
+    or put one over it, but are never split."""
     members = {source: set(classes) for source, classes in classes_by_source.items()}
     counts: dict[str, int] = {}
     for classes in members.values():
@@ -89,6 +90,12 @@ def split_sources(classes_by_source: dict[str, Sequence[str]], config: SplitConf
     random.Random(f"{config.seed}:sources").shuffle(sources)
     parts = {source: "train" for source in sources}
     taken = {name: {"train": n, "val": 0, "test": 0} for name, n in counts.items()}
+
+    def cost(source: str, part: str) -> tuple[int, int]:
+        others = members[source]
+        return (sum(taken[c][part] >= quota[c][part] for c in others),
+                sum(taken[c]["train"] <= counts[c] - quota[c]["test"] - quota[c]["val"]
+                    for c in others))
 
     def move(source: str, part: str) -> None:
         for name in members[source]:
@@ -103,13 +110,15 @@ def split_sources(classes_by_source: dict[str, Sequence[str]], config: SplitConf
                 move(source, part)
         for name in sorted(counts):
             while taken[name][part] < quota[name][part]:
-                spares = [s for s in sources if parts[s] == "train" and name in members[s]
-                          and all(taken[c]["train"] >= 2 for c in members[s])]
-                if not spares:
+                # a training source of this class whose classes all keep one to train on;
+                # first one that puts no other class over this part's quota or under its
+                # training share; for validation only such a one (a test part matters more)
+                spares = sorted((cost(s, part), i) for i, s in enumerate(sources)
+                                if parts[s] == "train" and name in members[s]
+                                and all(taken[c]["train"] >= 2 for c in members[s]))
+                if not spares or (part == "val" and spares[0][0] != (0, 0)):
                     break
-                # first a source that puts no other class over its quota
-                move(min(spares, key=lambda s: sum(taken[c][part] >= quota[c][part]
-                                                   for c in members[s])), part)
+                move(sources[spares[0][1]], part)
     return parts
 
 
@@ -127,9 +136,11 @@ def _quotas(n: int, config: SplitConfig) -> tuple[int, int]:
 
 
 def source_of(sample: Sample) -> str:
-    """The sample's source across classes: its group tag ("g07"), or its per-class group for a
-    file with none (a file is a source of its own)."""
-    return parse_group(sample.path.name) or sample.group
+    """The sample's source across classes: its group without the class ("g07" of "Wave/g07",
+    the tag of its file name or a list's group column), or its whole group for a file with
+    neither (such a file is a source of its own, even if another class has one of its name)."""
+    tag = sample.group.split("/", 1)[-1]
+    return sample.group if tag == sample.path.name else tag
 
 
 def split_samples(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
@@ -157,7 +168,7 @@ def random_split(samples: Sequence[Sample], config: SplitConfig) -> dict[str, li
     accuracy. The same rule as split_samples with every clip its own group."""
     own = {sample.path: Sample(sample.path, sample.class_name, str(sample.path))
            for sample in samples}
-    parts = split_samples(list(own.values()), config)
+    parts = split_samples(list(own.values()), replace(config, across_classes=False))
     originals = {sample.path: sample for sample in samples}
     return {part: [originals[s.path] for s in members] for part, members in parts.items()}
 

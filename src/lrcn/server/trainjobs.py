@@ -48,7 +48,7 @@ def studio_split(data: Path, classes: list[str], model: str) -> tuple[dict, str 
     (data.check.small_classes on the clips' groups); training checks again on what decodes.
     Always with groups across classes: a webcam session or a long video holds several
     classes, and is held out whole (SplitConfig.across_classes)."""
-    split = settings_for(model).split
+    split = dataclasses.replace(settings_for(model).split, across_classes=True)
     names, samples, _ = load_samples(data, classes)
     if not small_classes(samples, names, split):
         return {"across_classes": True}, None
