@@ -300,6 +300,22 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert sum(b["count"] for b in reliability(after, labels)) == 4000
 
 
+def test_no_temperature_is_fitted_on_validation_clips_all_answered_right():
+    """With every answer right the likelihood keeps rising as T falls: the fit runs to its
+    bound (near certainty for everything), so calibration keeps T = 1 and says why; one wrong
+    answer gives the likelihood a best T again."""
+    from lrcn.inference.calibrate import all_right
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 90)
+    logits = rng.normal(0, 1, (90, 4))
+    logits[np.arange(90), labels] = logits.max(1) + 0.5         # all right, modest margins
+    assert fit_temperature(logits, labels) < 0.06                # the bound: the trap
+    assert "all 90 validation clips right" in all_right(logits, labels)
+    logits[0, labels[0]] -= 10.0                                 # one wrong answer
+    assert all_right(logits, labels) is None
+    assert 0.06 < fit_temperature(logits, labels) < 20
+
+
 def test_softmax_is_stable_and_takes_the_temperature():
     logits = np.array([[1000.0, 999.0, -1000.0], [0.0, 0.0, 0.0]])
     got = softmax(logits, 2.0)

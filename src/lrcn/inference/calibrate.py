@@ -33,6 +33,19 @@ def too_few_to_fit(clips: int, classes: int) -> str | None:
             f"{MIN_FIT_CLIPS_PER_CLASS} per class)")
 
 
+def all_right(logits: np.ndarray, labels) -> str | None:
+    """Why no temperature can be fitted on validation clips the model answers all right, or
+    None. With no wrong answer the likelihood rises without end as T falls (every answer made
+    more certain is more likely), so the fit stops at its bound, T = 0.05, and serves near
+    certainty on everything: the demo's runs with 100 groups did that, and the test ECE was
+    worse with it (0.027) than without (0.016)."""
+    labels = np.asarray(labels)
+    if len(labels) and (np.asarray(logits).argmax(axis=-1) == labels).all():
+        return (f"the model answers all {len(labels)} validation clips right, so their "
+                "likelihood has no best temperature (it rises as T falls)")
+    return None
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """(..., classes) logits -> float32 probabilities of softmax(logits / temperature), computed
     in float64 with the largest logit subtracted first (no overflow, whatever the scale)."""

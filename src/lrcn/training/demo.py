@@ -26,8 +26,9 @@ from ..data.synth import (SynthConfig, is_synthetic, make_dataset, settings_reco
 from ..errors import ErrorKind, LrcnError
 
 # 100 groups of 1 clip rather than 20 of 4. A group is one setting, so scenes, not clips, are
-# what the model must generalise over: with 20 the errors came a whole group at a time, and 80
-# groups of 1 left one run of 12 at 94.2% where 100 gave it 100% (issue 20, README).
+# what the model must generalise over: with 20 the errors came a whole group at a time; with
+# 80 groups of 1, seeds 0-5 in two environments gave 94.2-100%, with 100 97.3-100% (issue 20,
+# README).
 DEMO_SYNTH = {"groups": 100, "clips_per_group": 1}
 # The tutorial's training settings (Adam 1e-3, batch 4, 70 epochs, the best epoch's weights
 # kept), with two changes (issue 20):
@@ -37,8 +38,8 @@ DEMO_SYNTH = {"groups": 100, "clips_per_group": 1}
 #   Bounce or Spin.
 # - all 70 epochs (patience 70, not 15): with hue jitter the validation loss of 72 clips is
 #   noisy, and early stopping cut runs short. Of 12 runs (seeds 0-5, two environments), the 8
-#   that trained 56-70 epochs reached 97.5-100%, the 4 it stopped at 34-43 epochs 90.0-96.7%;
-#   those 4 trained all 70: 94.2-98.3% (README).
+#   that trained 56-70 epochs reached 97.5-100%, the 4 it stopped at 34-43 epochs 90.0-96.7%
+#   (80 groups; README).
 DEMO_TRAIN = TrainConfig(hue_jitter=0.5, patience=70)
 
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..console import plural
 from ..data.cache import prepare
-from ..inference.calibrate import (expected_calibration_error, fit_temperature, reliability,
-                                   softmax, too_few_to_fit)
+from ..inference.calibrate import (all_right, expected_calibration_error, fit_temperature,
+                                   reliability, softmax, too_few_to_fit)
 from ..config import candidate_frames
 from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
 from ..data.dataset import Sample, discover, read_split
@@ -177,8 +177,9 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
                          device: str = "auto", log=print,
                          decode_timeout: float | None = None) -> float:
     """Fit the checkpoint's temperature on `samples` (the validation clips) and store it,
-    with the validation ECE before and after. Returns the temperature (1.0: no clips, or too
-    few to fit one on: calibrate.too_few_to_fit; the checkpoint then records why).
+    with the validation ECE before and after. Returns the temperature (1.0: no clips, too
+    few to fit one on (calibrate.too_few_to_fit; some may not have decoded), or all answered
+    right (calibrate.all_right); the checkpoint then records why).
     `decode_timeout`: the run's (a clip that stalled under it in data prep is not retried
     with a longer default)."""
     checkpoint = load_checkpoint(checkpoint_path)
@@ -188,7 +189,8 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
         logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device,
                                    "fp32", decode_timeout=decode_timeout)
         logits = logits[:, 0]
-        too_few = too_few_to_fit(len(clips), len(names))   # some may not have decoded
+        too_few = too_few_to_fit(len(clips), len(names)) or \
+            all_right(logits, [names.index(c.sample.class_name) for c in clips])
     if too_few:
         update_info(checkpoint_path, temperature=1.0,
                     calibration={"temperature": 1.0, "fitted_on": None, "skipped": too_few})
