@@ -189,14 +189,13 @@ def calibrate_checkpoint(checkpoint_path: Path, samples: Sequence[Sample],
         logits, clips, _ = _logits(checkpoint, samples, cache_dir, workers, False, device,
                                    "fp32", decode_timeout=decode_timeout)
         logits = logits[:, 0]
-        too_few = too_few_to_fit(len(clips), len(names)) or \
-            all_right(logits, [names.index(c.sample.class_name) for c in clips])
+        labels = [names.index(c.sample.class_name) for c in clips]
+        too_few = too_few_to_fit(len(clips), len(names)) or all_right(logits, labels)
     if too_few:
         update_info(checkpoint_path, temperature=1.0,
                     calibration={"temperature": 1.0, "fitted_on": None, "skipped": too_few})
         log(f"calibration: skipped, {too_few}; temperature stays 1")
         return 1.0
-    labels = [names.index(c.sample.class_name) for c in clips]
     temperature = fit_temperature(logits, labels)
     before = expected_calibration_error(softmax(logits), labels)
     after = expected_calibration_error(softmax(logits, temperature), labels)
