@@ -92,6 +92,45 @@ def test_a_video_shorter_than_a_window_gets_one_window(checkpoint, tmp_path):
     assert windows[0].probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_file_shorter_than_its_header_says_gets_the_window_of_its_frames(checkpoint, tmp_path):
+    """A file whose header states it is over two windows long is read without keeping the
+    frames before the first window (they are needed only for a video shorter than one
+    window). One cut short (a download that stopped: the header states 8 s, 1 s decodes) is
+    then shorter than a window after all: it gets the same window as when those frames are
+    kept, read again by read_clip."""
+    from lrcn.media.fastdecode import header_seconds
+    from lrcn.media.video import FrameSource
+    from lrcn.inference.windows import WindowScorer
+    engine = make_engine(load_checkpoint(checkpoint))
+    from lrcn.media.writer import VideoWriter
+    whole = tmp_path / "whole.mp4"               # H.264, the header (moov) first
+    noise = np.random.default_rng(0)
+    with VideoWriter(whole, 96, 72, 25) as out:
+        for i in range(200):          # half noise: the frames' bytes, not the header's, count
+            frame = indexed_frame(i % 256, 96, 72).copy()
+            frame[36:] = noise.integers(0, 256, (36, 96, 3))
+            out.write(frame)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 4])
+    config = WindowConfig(span=2.0, smooth=1)
+    with FrameSource.open(cut) as source:
+        assert header_seconds(source.container, source.stream) == pytest.approx(8.0)
+        step, stride = config.resolve(2.0, engine.frame_config.num_frames)
+        kept = WindowScorer(engine, step, stride, keep_early=True)   # the frames kept
+        for item in source.frames():
+            kept.push(item.frame, item.time)
+        expected = kept.finish(source.end_time)
+    assert len(expected) == 1 and expected[0].end < 2.0
+    windows, facts = score_video(engine, cut, config)
+    assert len(windows) == 1 and facts["duration"] == pytest.approx(expected[0].end)
+    assert windows[0].start == 0.0 and windows[0].end == pytest.approx(expected[0].end)
+    np.testing.assert_allclose(windows[0].probabilities, expected[0].probabilities, atol=1e-6)
+    # the whole file is long: its windows do not depend on keeping the early frames
+    windows, _ = score_video(engine, whole, config)
+    assert len(windows) > 1 and windows[0].end == pytest.approx(2.0)
+
+
 def test_segments_merge_windows_and_split_time_between_them():
     eye = np.eye(3)
     labels = [0, 0, 0, 1, 1, 2, 2, 2]

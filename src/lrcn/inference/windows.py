@@ -72,9 +72,11 @@ class WindowScorer:
     Frames that are no grid point's frame are not converted and never reach the CNN. Until the
     first window is complete, every frame is kept small, so that a video shorter than one
     window gets the window `read_clip` would give it: 20 frames spread over its whole length.
+    `keep_early=False` does without them (a file known to be longer, which can be read again).
     """
 
-    def __init__(self, engine, step: float, stride_steps: int, batch: int = 32):
+    def __init__(self, engine, step: float, stride_steps: int, batch: int = 32,
+                 keep_early: bool = True):
         self.engine, self.step, self.stride, self.batch = engine, step, stride_steps, batch
         self.frames = engine.frame_config
         self.steps = self.frames.num_frames
@@ -85,7 +87,8 @@ class WindowScorer:
         self.previous: tuple[float, av.VideoFrame] | None = None
         self.previous_small: np.ndarray | None = None
         self.last_small: np.ndarray | None = None
-        self.early: list[tuple[float, np.ndarray]] | None = []  # (time, small) before window 0
+        # (time, small) of every frame before window 0 is complete
+        self.early: list[tuple[float, np.ndarray]] | None = [] if keep_early else None
         self.skipped = 0                       # grid frames reused because we fell behind
 
     def _grid_time(self, j: int) -> float:
