@@ -9,6 +9,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from lrcn.data.dataset import Sample, load_samples
 from lrcn.errors import LrcnError
 from lrcn.training.compare import COLUMNS, markdown, protocols_of, summarise, write_table
-from lrcn.training.crossval import folds_of, format_summary
+from lrcn.training.crossval import fold_folders, folds_of, format_summary
 
 
 def lrcn(*args):
@@ -87,10 +88,51 @@ def test_folds_are_the_groups_present_or_those_asked_for(two_classes):
     assert folds_of(samples, ["3", "g01", "G02"]) == ["g03", "g01", "g02"]   # in the order asked
     with pytest.raises(LrcnError, match=r"no group g04 in the data \(groups: g01..g03\)"):
         folds_of(samples, ["4"])
-    untagged = [Sample(s.path.with_name(f"clip{i}.avi"), s.class_name, s.group)
-                for i, s in enumerate(samples)]
-    with pytest.raises(LrcnError, match="no UCF group tags"):
+    untagged = [Sample(s.path.with_name(f"clip{i}.avi"), s.class_name,
+                       f"{s.class_name}/clip{i}.avi") for i, s in enumerate(samples)]
+    with pytest.raises(LrcnError, match="no groups: leave-one-group-out needs UCF group tags"):
         folds_of(untagged)
+    # a list's group column names groups: numbers are UCF tags only where no group is a number
+    listed = [Sample(s.path, s.class_name, f"{s.class_name}/{g}")
+              for s, g in zip(samples, ["Kitchen", "3", "a/../b"] * 4)]
+    assert folds_of(listed) == ["3", "Kitchen", "a/../b"]
+    assert folds_of(listed, ["kitchen", "3"]) == ["Kitchen", "3"]
+    with pytest.raises(LrcnError, match="no group g01"):
+        folds_of(listed, ["1"])
+    assert fold_folders(["Kitchen", "a/../b", "a_.._b", "g01"]) == {
+        "Kitchen": "fold-Kitchen", "a/../b": "fold-a_.._b", "a_.._b": "fold-a_.._b-2",
+        "g01": "fold-g01"}
+
+
+def test_cross_validation_holds_out_a_lists_group_column_across_classes(two_classes, tmp_path):
+    """A list whose third column names the session: fold "room 1" tests both classes' clips
+    of that session and trains on the others, whatever the file names' tags say; a session
+    name that is no folder name still makes one fold folder inside --out."""
+    files = sorted(p for p in two_classes.rglob("*") if p.suffix in (".avi", ".mp4"))
+    sessions = ["room 1", "yard/../x", "room 2"]
+    lines = ["path,label,group"] + [f"{f},{f.parent.name},{sessions[i % 3]}"
+                                    for i, f in enumerate(files)]
+    listing = tmp_path / "mine.csv"
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cv"
+    result = lrcn("cv", listing, "--out", out, "--folds", "Room 1,yard/../x", "--epochs", "1",
+                  "--frames", "8", "--size", "64", "--batch-size", "4", "--workers", "0",
+                  "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "cv.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == ["room 1", "yard/../x"]
+    for fold, folder in zip(summary["folds"], ["fold-room_1", "fold-yard_.._x"]):
+        assert fold["run"] == str(out / folder)
+        split = json.loads((out / folder / "split.json").read_text())
+        source = {f.name: sessions[i % 3] for i, f in enumerate(files)}
+        held_out = {Path(e["path"]).name for e in split["test"]}
+        assert held_out == {n for n, g in source.items() if g == fold["fold"]}
+        assert {e["class"] for e in split["test"]} == {"Grow", "SlideRight"}
+        assert not held_out & {Path(e["path"]).name for e in split["train"] + split["val"]}
+    assert sorted(p.name for p in out.iterdir()) == ["cv.csv", "cv.json", "fold-room_1",
+                                                     "fold-yard_.._x"]
+    rows = list(csv.DictReader((out / "cv.csv").open()))
+    assert [r["fold"] for r in rows] == ["room 1", "yard/../x"]
 
 
 def test_format_summary_lists_every_fold():

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the fold runs and cv.json "
                                                "(default runs/cv-DATE-TIME)")
     p.add_argument("--folds", type=name_list, default=None,
-                   help="groups to hold out, e.g. 1,2,3 or g01,g02 (default: every group)")
+                   help="groups to hold out: 1,2,3, g01 or a list's group names (default: all)")
     train_options(p)
     common(p)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import SplitConfig
-from ..media.sampling import parse_group
 from .dataset import Sample
 
 
@@ -21,12 +20,6 @@ def split_train_val(samples: Sequence[Sample], config: SplitConfig) -> dict[str,
     """Validation groups out of a fixed training list (the official lists have no validation
     part): the same group-aware rule as split_groups with no test share."""
     return split_samples(samples, replace(config, test_fraction=0.0))
-
-
-def group_number(sample: Sample) -> str | None:
-    """UCF's group tag without the class ("g07"): the same recording session across classes,
-    which is what UCF50's leave-one-group-out protocol holds out."""
-    return parse_group(sample.path.name)
 
 
 def split_data(samples: Sequence[Sample], split: SplitConfig,
@@ -173,5 +166,5 @@ def random_split(samples: Sequence[Sample], config: SplitConfig) -> dict[str, li
     return {part: [originals[s.path] for s in members] for part, members in parts.items()}
 
 
-__all__ = ["group_number", "random_split", "source_of", "split_data", "split_groups",
+__all__ = ["random_split", "source_of", "split_data", "split_groups",
            "split_samples", "split_sources", "split_train_val"]

@@ -4,17 +4,21 @@ UCF50 has 25 groups (g01..g25) per class; clips of a group come from one recordi
 group k of every class was filmed under similar conditions. Fold k trains on the other groups
 and tests on group k of every class; the protocol's figure is the mean accuracy over folds.
 Each fold is an ordinary run folder (train + evaluate); the summary is cv.json and cv.csv.
+A list's group column names groups as the tags do: group "session3" of every class is one fold.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ..console import plural
 from ..data.dataset import load_samples
-from ..data.split import group_number, split_train_val
+from ..data.split import source_of, split_train_val
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from .job import TrainingJob
@@ -22,22 +26,48 @@ from .runs import train_and_evaluate
 from .train import report_skipped
 
 
+def fold_of(sample) -> str | None:
+    """The group a fold holds out across classes: the UCF tag of the file name ("g07") or the
+    list's group column; None for a file with neither (it always trains)."""
+    source = source_of(sample)
+    return None if source == sample.group else source
+
+
 def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
-    """The group tags present ("g01", ...), or the requested ones (numbers or tags)."""
-    present = sorted({g for s in samples if (g := group_number(s))})
+    """The groups present ("g01", ..., or a list's names), or the requested ones (numbers for
+    UCF tags, or names; a name in another case is the same group)."""
+    present = sorted({g for s in samples if (g := fold_of(s))})
     if not present:
-        raise LrcnError("no UCF group tags (_gNN_cNN) in the file names: leave-one-group-out "
-                        "needs them", kind=ErrorKind.BAD_INPUT)     # the data, not a setting
+        raise LrcnError("no groups: leave-one-group-out needs UCF group tags (_gNN_cNN) in "
+                        "the file names or a list's group column",
+                        kind=ErrorKind.BAD_INPUT)     # the data, not a setting
     if not wanted:
         return present
     chosen = []
+    by_case = {g.lower(): g for g in present}
     for item in wanted:
-        tag = f"g{int(item):02d}" if str(item).isdigit() else str(item).lower()
+        name = str(item).strip()
+        tag = f"g{int(name):02d}" if name.isdigit() and name not in present else name
+        tag = tag if tag in present else by_case.get(tag.lower(), tag)
         if tag not in present:
             raise LrcnError(f"no group {tag} in the data (groups: {present[0]}..{present[-1]})",
                             kind=ErrorKind.SETTING)
         chosen.append(tag)
     return chosen
+
+
+def fold_folders(tags: Sequence[str]) -> dict[str, str]:
+    """A run folder's name per fold: "fold-" and the group, with anything but letters, digits,
+    ".", "_" and "-" made "_" (a list's group names a folder, never a path), numbered where
+    two groups would get one name."""
+    names: dict[str, str] = {}
+    for tag in tags:
+        name = "fold-" + re.sub(r"[^A-Za-z0-9._-]", "_", tag)
+        base, k = name, 2
+        while name in names.values():
+            name, k = f"{base}-{k}", k + 1
+        names[tag] = name
+    return names
 
 
 def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
@@ -49,13 +79,14 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
     names, samples, missing = load_samples(data, job.classes)
     report_skipped(missing)
     tags = folds_of(samples, folds)
+    folders = fold_folders(tags)
     rows = []
     for k, tag in enumerate(tags, 1):
-        test = [s for s in samples if group_number(s) == tag]
-        rest = [s for s in samples if group_number(s) != tag]
+        test = [s for s in samples if fold_of(s) == tag]
+        rest = [s for s in samples if fold_of(s) != tag]
         parts = {**split_train_val(rest, job.split), "test": test}
         log(f"fold {k}/{len(tags)}: test group {tag} ({plural(len(test), 'clip')})")
-        run = out / f"fold-{tag}"
+        run = out / folders[tag]
         result = train_and_evaluate(replace(job, out=run, fixed=(names, parts)), log)
         report = result.report
         rows.append({"fold": tag, "test_clips": report["num_clips"],
@@ -72,10 +103,13 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
                "min_accuracy": min(accuracies), "max_accuracy": max(accuracies)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=1))
-    lines = ["fold,test_clips,accuracy,macro_f1,group_accuracy,best_epoch"]
-    lines += [f"{r['fold']},{r['test_clips']},{r['accuracy']:.4f},{r['macro_f1']:.4f},"
-              f"{r['group_accuracy']:.4f},{r['best_epoch']}" for r in rows]
-    atomic_write_text(out / "cv.csv", "\n".join(lines) + "\n")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")   # a list's group may hold a comma
+    writer.writerow(["fold", "test_clips", "accuracy", "macro_f1", "group_accuracy",
+                     "best_epoch"])
+    writer.writerows([r["fold"], r["test_clips"], f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}",
+                      f"{r['group_accuracy']:.4f}", r["best_epoch"]] for r in rows)
+    atomic_write_text(out / "cv.csv", table.getvalue())
     return summary
 
 
@@ -92,4 +126,4 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["cross_validate", "folds_of", "format_summary"]
+__all__ = ["cross_validate", "fold_of", "folds_of", "fold_folders", "format_summary"]
