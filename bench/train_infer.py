@@ -33,7 +33,7 @@ from lrcn.data.cache import prepare
 from lrcn.models.checkpoint import save_checkpoint
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.data.dataset import discover
-from lrcn.devices import resolve_device
+from lrcn.devices import keep_freed_memory, resolve_device
 from lrcn.data.loader import clip_batches
 from lrcn.models.lrcn import LRCN
 from lrcn.models.base import clips_to_input
@@ -63,6 +63,7 @@ def loader(clips, names, batch, shuffle=False, device=None):
 
 
 def time_train(clips, names, batch: int, seconds: float) -> float:
+    keep_freed_memory()      # as training's fit() does on the CPU
     torch.manual_seed(0)
     model = LRCN(ModelConfig(num_classes=len(names))).to(DEVICE)
     optimizer = make_optimizer(model, 1e-3)

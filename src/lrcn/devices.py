@@ -120,5 +120,38 @@ def full_fp32() -> contextlib.AbstractContextManager:
     return scope()
 
 
+_KEPT = False
+
+
+def keep_freed_memory() -> None:
+    """On Linux with glibc, once per process: freed blocks of up to 32 MB stay in the heap for
+    the next allocation instead of going back to the system. A CPU training step allocates
+    and frees the same tensors every chunk (the first convolution's output alone is 10 MB);
+    glibc's adaptive thresholds sometimes settle on mapping them afresh each time, and every
+    new page then faults on first touch: about a quarter of each step, in some processes and
+    not others (bench/freed_memory.py). PyTorch's CPU tuning guide recommends jemalloc or
+    tcmalloc for the same reason; this needs neither. The cost is that memory freed by
+    training is kept by the process until it ends."""
+    global _KEPT
+    if _KEPT:
+        return
+    _KEPT = True
+    import ctypes
+    import ctypes.util
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):     # musl and others: their own allocators
+        return
+    # M_MMAP_THRESHOLD (-3) at glibc's maximum; setting it fixes M_TRIM_THRESHOLD's (-1)
+    # adaptation too, so that is raised with it (alone it makes things worse: every block
+    # over 128 kB is then mapped).
+    mallopt(-3, 32 << 20)
+    mallopt(-1, 512 << 20)
+
+
 __all__ = ["DEVICE_CHOICES", "PRECISIONS", "Precision", "check_device_name", "resolve_device",
-           "check_precision", "no_tf32", "autocast", "full_fp32"]
+           "check_precision", "no_tf32", "autocast", "full_fp32", "keep_freed_memory"]

@@ -32,7 +32,7 @@ from ..data.dataset import Sample
 from ..errors import LrcnError
 from ..files import atomic_write_text
 from .history import write_history
-from ..devices import resolve_device
+from ..devices import keep_freed_memory, resolve_device
 from ..distributed import World, gather, group_failure, rank_seed, setup, teardown
 from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
@@ -126,6 +126,8 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
     through the same global batches (its share of each), the epoch's figures are summed over
     the ranks, so early stopping decides the same everywhere, and rank 0 alone writes."""
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
     net = None
