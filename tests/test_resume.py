@@ -130,3 +130,40 @@ def test_ctrl_c_keeps_the_state_and_says_how_to_resume(tiny_dataset, tmp_path):
     assert f"continue with: lrcn train --resume {run}" in stdout
     assert "Traceback" not in stderr
     assert state_epochs(run) >= 2
+
+
+def test_a_run_interrupted_after_its_last_epoch_is_calibrated_and_evaluated_on_resume(
+        tiny_dataset, tmp_path):
+    """Ctrl-C after the last epoch, during the calibration or the test evaluation, leaves a
+    trained model without its temperature or test figures: `--resume` finishes those (the
+    same temperature and report as a run that was never stopped) instead of refusing a
+    finished run; once done, it is refused as before."""
+    from lrcn.models.checkpoint import load_checkpoint
+    from lrcn.training.job import make_job
+    from lrcn.training.train import train
+    settings = {"epochs": 2, "seed": 3, "batch_size": 4}
+    whole = tmp_path / "whole"
+    result = lrcn("train", tiny_dataset, "--out", whole, "--cache", tmp_path / "cache",
+                  "--epochs", "2", "--seed", "3", "--batch-size", "4", "--quiet",
+                  "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    # The state an interrupt leaves there: the epochs trained (train() is training's first
+    # part, as train_and_evaluate runs it), nothing of what follows.
+    run = tmp_path / "run"
+    train(make_job(tiny_dataset, run, train=settings, cache_dir=tmp_path / "cache", workers=2,
+                   progress=False), log=lambda *a: None)
+    info = load_checkpoint(run / "model.safetensors").info
+    assert "calibration" not in info and "test_metrics" not in info
+    assert not (run / "report.json").exists()
+    resumed = lrcn("train", "--resume", run, "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "what followed them was interrupted: calibrating and evaluating" in resumed.stdout
+    done, expected = (load_checkpoint(r / "model.safetensors") for r in (run, whole))
+    assert done.temperature == expected.temperature
+    assert done.info["calibration"] == expected.info["calibration"]
+    assert done.info["test_metrics"] == expected.info["test_metrics"]
+    report, original = (json.loads((r / "report.json").read_text()) for r in (run, whole))
+    assert report["confusion_matrix"] == original["confusion_matrix"]
+    assert (run / "confusion_matrix.png").is_file() and (run / "curves.png").is_file()
+    again = lrcn("train", "--resume", run)
+    assert again.returncode == 2 and "the run is finished" in again.stderr

@@ -232,6 +232,17 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
     return _continued(job, saved_progress(run_dir / STATE_NAME), epochs)
 
 
+def _evaluated(job: TrainingJob) -> bool:
+    """Whether a run whose epochs are done got through what follows them: the calibration,
+    then, if it asked for one, the test evaluation, each recorded in the checkpoint when done
+    (the test figures last). A run interrupted between them lacks one."""
+    path = job.out / CHECKPOINT_NAME
+    if not path.is_file():
+        return True          # nothing to calibrate: refused as finished, as before
+    info = load_checkpoint(path).info
+    return "calibration" in info and (not job.evaluate or "test_metrics" in info)
+
+
 def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> TrainingJob:
     """A resumed job with `epochs` (None: as saved), refused when there is nothing to train."""
     trained = len(done["history"]) if done else 0
@@ -240,6 +251,8 @@ def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> Train
         raise LrcnError(f"the run has trained {plural(trained, 'epoch')} already; --epochs "
                         f"{epochs} would train none (--epochs N is the total: more than "
                         f"{trained})", job.out, ErrorKind.SETTING)
+    if epochs is None and finished and not _evaluated(job):
+        return job   # interrupted after training: no epoch to train; calibrates and evaluates
     if epochs is None and finished:
         how = (f"stopped early after {plural(trained, 'epoch')}" if done["stopped"] else
                f"all {plural(trained, 'epoch')} trained")

@@ -32,16 +32,26 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     so: a resumed run started with --no-evaluate) skips the test evaluation; the run folder
     records it."""
     job = dataclasses.replace(job, evaluate=job.evaluate and evaluate_test)
-    run_dir, config = job.out, job.train
-    cache_dir, workers, progress = job.cache_dir, job.workers, job.progress
     result = train(job, log)
     if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
         return RunResult(result, None)
+    try:
+        return RunResult(result, _after_training(job, result, log))
+    except KeyboardInterrupt:
+        log(f"interrupted after training: the model is in {result.checkpoint}; continue with: "
+            f"lrcn train --resume {job.out} (it calibrates and evaluates)")
+        raise
+
+
+def _after_training(job: TrainingJob, result: TrainResult, log) -> dict | None:
+    """The calibration, then the test evaluation if asked for: the report, or None."""
+    run_dir, config = job.out, job.train
+    cache_dir, workers, progress = job.cache_dir, job.workers, job.progress
     calibrate_checkpoint(result.checkpoint, result.parts["val"], cache_dir=cache_dir,
                          workers=workers, device=config.device, log=log,
                          decode_timeout=job.decode_timeout)
     if not job.evaluate:
-        return RunResult(result, None)
+        return None
     test = result.parts["test"]
     if not test:
         raise LrcnError("the run's test split is empty (too few groups per class): the model "
@@ -51,7 +61,7 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
                       device=config.device, precision=config.precision,
                       decode_timeout=job.decode_timeout)
     record_test_metrics(result.checkpoint, report)
-    return RunResult(result, report)
+    return report
 
 
 __all__ = ["RunResult", "TrainingJob", "train_and_evaluate"]

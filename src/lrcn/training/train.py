@@ -157,8 +157,12 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         waited, stopped = done["waited"], done["stopped"]
         if extend and stopped:
             waited, stopped = 0, False
-        log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch}); training "
-            f"to epoch {config.epochs}")
+        if stopped or len(history) >= config.epochs:
+            log(f"all {len(history)} epochs were trained (best epoch {best_epoch}); what "
+                "followed them was interrupted: calibrating and evaluating")
+        else:
+            log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch}); "
+                f"training to epoch {config.epochs}")
     resumed_after = len(history)
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stopped:
