@@ -74,9 +74,20 @@ def test_out_over_a_run_is_refused_without_overwrite(two_epochs, tiny_dataset, t
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"lrcn: error: {run}: already holds a run") and "--overwrite" in line
     assert (run / "model.safetensors").read_bytes() == before
+    # an --overwrite whose data cannot train (a mistyped folder, one class) keeps the old run
+    files = sorted(p.name for p in run.iterdir())
+    one_class = tmp_path / "one"
+    shutil.copytree(tiny_dataset / "Grow", one_class / "Grow")
+    bad = ["train", str(one_class), "--out", str(run), "--epochs", "1", "--overwrite", *TRAIN]
+    assert main(bad) == 2
+    assert "at least two classes" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == files
+    assert (run / "model.safetensors").read_bytes() == before
     assert main(args + ["--overwrite"]) == 0
     assert history_rows(run) == 1 and not (run / "report.json").exists()
     assert (run / "notes.txt").read_text() == "mine"
+    assert (run / "model.safetensors").read_bytes() != before
+    assert not (run / ".replaced-run").exists()                  # the old run is gone now
 
 
 def test_init_from_fine_tunes_on_new_classes_with_a_new_classifier_row(two_epochs, tiny_dataset,

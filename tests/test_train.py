@@ -15,7 +15,8 @@ from lrcn.training.history import read_history
 from lrcn.data.loader import clip_batches
 from lrcn.training.steps import run_epoch
 from lrcn.training.job import job_from_run, make_job
-from lrcn.training.train import TrainingJob, train
+from lrcn.training.train import TrainingJob
+from lrcn.training.runs import train_and_evaluate
 
 
 def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
@@ -27,7 +28,7 @@ def test_early_stopping_restores_the_best_weights(tiny_dataset, tmp_path):
     config = TrainConfig(epochs=12, patience=2, lr=0.05, seed=4)
     job = TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
                       workers=0, progress=False)
-    result = train(job, log=lambda *a: None)
+    result = train_and_evaluate(job, log=lambda *a: None).training   # and calibrate, test
     history = read_history(run / "history.csv")
     val_losses = [row["val_loss"] for row in history]
     best = min(range(len(val_losses)), key=lambda i: (math.isnan(val_losses[i]), val_losses[i]))

@@ -128,9 +128,15 @@ RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_
              "model.onnx", "model.int8.onnx", "eval", "shuffled-frames")
 
 
+# An --overwrite's previous run, set aside until the new one has trained an epoch.
+REPLACED = ".replaced-run"
+
+
 def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
     """The folder of a new run: refused (one line, naming the flags) when it holds a run
-    already, unless `overwrite`, which removes that run's files (RUN_FILES; nothing else).
+    already, unless `overwrite`, which sets that run's files (RUN_FILES; nothing else) aside
+    in REPLACED: training removes them once the new run has an epoch, and puts them back if
+    it fails or is stopped before (settle_replaced), so a mistyped data folder costs nothing.
     Under torchrun only rank 0 looks (the others would find what rank 0 has begun to write);
     the others wait for its split, and stop with it if it stops here."""
     out = Path(out)
@@ -142,12 +148,35 @@ def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
                         f"{', ...' if len(present) > 3 else ''}): --overwrite replaces it, "
                         "--resume continues it, or choose another --out", out,
                         ErrorKind.SETTING)
-    for name in present:
+    if present:
+        aside = out / REPLACED
+        shutil.rmtree(aside, ignore_errors=True)     # one an earlier replacement left
+        aside.mkdir()
+        for name in present:
+            (out / name).replace(aside / name)
+    return out
+
+
+def remove_run_files(out: Path) -> None:
+    """A run's files (RUN_FILES) in `out`, and nothing else of the folder."""
+    for name in RUN_FILES:
         if (out / name).is_dir():
             shutil.rmtree(out / name)
-        else:
+        elif (out / name).exists():
             (out / name).unlink()
-    return out
+
+
+def settle_replaced(out: Path, keep_new: bool) -> None:
+    """The run an --overwrite set aside in `out`: removed when the new run is kept, else put
+    back in place of the new run's files."""
+    aside = out / REPLACED
+    if not aside.is_dir():
+        return
+    if not keep_new:
+        remove_run_files(out)
+        for path in aside.iterdir():
+            path.replace(out / path.name)
+    shutil.rmtree(aside)
 
 
 def make_job(data: str | Path, out: str | Path, *, model: str | None = None,
@@ -266,4 +295,4 @@ def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> Train
 
 
 __all__ = ["TrainingJob", "default_out", "seed_model_hint", "make_job", "job_from_run",
-           "claim_run_folder", "RUN_FILES", "DERIVED_MODEL_SETTINGS"]
+           "claim_run_folder", "remove_run_files", "settle_replaced", "RUN_FILES", "DERIVED_MODEL_SETTINGS"]

@@ -38,7 +38,7 @@ from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
-from .job import TrainingJob, claim_run_folder
+from .job import REPLACED, TrainingJob, remove_run_files, settle_replaced
 from .prepare import TrainingData, prepare_data, prepare_shared
 from .resume import STATE_NAME, dropout_states, load_state, save_state
 from .steps import check_finite, make_optimizer, run_epoch
@@ -259,10 +259,19 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{f', {world.size} processes' if world.distributed else ''}")
         result = _train_model(model, data, job, log, world)
         finished = True
+        if world.main:
+            settle_replaced(run_dir, keep_new=True)
         return result
-    except Exception as exc:
-        if existed is not None and not (run_dir / STATE_NAME).exists():
-            _discard(run_dir, existed)
+    except BaseException as exc:
+        if existed is not None:
+            # Before the first epoch a failure leaves nothing that looks like a run, and a
+            # run an --overwrite set aside comes back; so does a Ctrl-C then (else what it
+            # leaves can resume); after it, the new run stands (it resumes).
+            first_epoch = (run_dir / STATE_NAME).exists()
+            if not first_epoch and (isinstance(exc, Exception) or (run_dir / REPLACED).is_dir()):
+                _discard(run_dir, existed)
+            else:
+                settle_replaced(run_dir, keep_new=True)
         if isinstance(exc, RuntimeError):   # another process stalled or died: one line
             raise (group_failure(exc, world) or exc) from None
         raise
@@ -272,9 +281,12 @@ def train(job: TrainingJob, log=print) -> TrainResult:
 
 def _discard(run_dir: Path, existed: bool) -> None:
     """What a run that failed before its first epoch wrote: its folder, or in a folder that
-    was there already, the run's files (claim_run_folder's RUN_FILES; nothing else)."""
-    if existed:
-        claim_run_folder(run_dir, overwrite=True)
+    was there already, the run's files (RUN_FILES; nothing else), with the run an --overwrite
+    had set aside put back."""
+    if (run_dir / REPLACED).is_dir():
+        settle_replaced(run_dir, keep_new=False)
+    elif existed:
+        remove_run_files(run_dir)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
 
