@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 
@@ -106,6 +107,22 @@ def test_evaluate_on_another_folder(trained_run, tiny_dataset, tmp_path):
         assert image.format == "PNG" and image.size[0] >= 400
         assert len(image.convert("L").getcolors(1 << 16)) > 20
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    # A folder with a class the model does not know, and one of its classes in another case:
+    # the known ones are evaluated (the other case is the class), the other named and left out.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_dataset / "Grow", mixed / "grow")
+    shutil.copytree(tiny_dataset / "Bounce", mixed / "Bounce")
+    shutil.copytree(tiny_dataset / "SlideLeft", mixed / "Swing")
+    result = lrcn("evaluate", trained_run, "--data", mixed, "--out", tmp_path / "e2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"lrcn: note: {mixed}: left out, not classes the model knows: Swing" in result.stderr
+    report = json.loads((tmp_path / "e2" / "report.json").read_text())
+    support = {name: row["support"] for name, row in report["per_class"].items()}
+    assert support == {"Bounce": 6, "Grow": 6, "SlideLeft": 0, "SlideRight": 0}
+    unknown = tmp_path / "unknown"
+    shutil.copytree(tiny_dataset / "SlideLeft", unknown / "Swing")
+    result = lrcn("evaluate", trained_run, "--data", unknown, "--quiet")
+    assert result.returncode == 2 and "class 'Swing' is not one the model knows" in result.stderr
 
 
 def test_predict_json_and_annotated_h264_video(trained_run, tiny_dataset, tmp_path):

@@ -2,7 +2,9 @@
 split by default), with scikit-learn's metrics, a JSON report and PNG plots."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +17,7 @@ from ..inference.calibrate import (all_right, expected_calibration_error, fit_te
                                    reliability, softmax, too_few_to_fit)
 from ..config import candidate_frames
 from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, update_info
-from ..data.dataset import Sample, discover, read_split
+from ..data.dataset import Sample, discover, list_class_folders, read_split
 from ..devices import resolve_device
 from ..inference.engine import Engine, make_engine
 from ..errors import LrcnError
@@ -59,18 +61,32 @@ def predict_cached(engine: Engine, clips, batch_size: int = 64,
                               engine.temperature)
 
 
+def _data_samples(names: Sequence[str], data: Path, warn) -> list[Sample]:
+    """A data folder's clips of the model's classes (a folder's name in another case is the
+    class). Folders of other classes are left out, and named on `warn`; a folder with none of
+    the model's classes is an error."""
+    folders = list_class_folders(data) if data.is_dir() else []
+    by_case = {name.lower(): name for name in names}
+    known = {folder: by_case[folder.lower()] for folder in folders
+             if folder in names or folder.lower() in by_case}
+    if not known:
+        _, samples = discover(data, min_classes=1)   # its own errors: no folder, no classes
+        raise LrcnError(f"class {samples[0].class_name!r} is not one the model knows "
+                        f"({', '.join(names)})", data)
+    other = [folder for folder in folders if folder not in known]
+    if other and warn is not None:
+        print(f"lrcn: note: {data}: left out, not classes the model knows: "
+              f"{', '.join(other[:8])}{', ...' if len(other) > 8 else ''}", file=warn)
+    _, samples = discover(data, list(known), min_classes=1)
+    return [dataclasses.replace(s, class_name=known[s.class_name]) for s in samples]
+
+
 def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
-                part: str = "test") -> list[Sample]:
+                part: str = "test", warn=sys.stderr) -> list[Sample]:
     """The clips to evaluate: a data folder's clips of the checkpoint's classes, or the run's
     split part."""
     if data is not None:
-        _, samples = discover(data, [c for c in checkpoint.class_names
-                                     if (Path(data) / c).is_dir()] or None)
-        unknown = sorted({s.class_name for s in samples} - set(checkpoint.class_names))
-        if unknown:
-            raise LrcnError(f"class {unknown[0]!r} is not one the model knows "
-                            f"({', '.join(checkpoint.class_names)})", data)
-        return samples
+        return _data_samples(checkpoint.class_names, Path(data), warn)
     if run_dir is None or not (run_dir / "split.json").exists():
         raise LrcnError("no split.json beside the checkpoint: pass --data DIR", run_dir or "")
     samples = read_split(run_dir / "split.json")[part]
