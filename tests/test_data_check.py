@@ -95,6 +95,12 @@ def test_check_flags_a_truncated_file_and_predict_and_the_api_warn(clips, tmp_pa
         f"lrcn: warning: {short}: {answers[0]['warning']}"
     assert main(["stream", str(checkpoint), str(whole)]) == 0
     assert "warning" not in capsys.readouterr().err
+    # a timeline: the same warning, and in timeline.json's facts
+    assert main(["predict", str(checkpoint), str(short), "--timeline", "--out",
+                 str(tmp_path / "tl")]) == 0
+    assert capsys.readouterr().err.strip() == f"lrcn: warning: {short}: {answers[0]['warning']}"
+    facts = json.loads((tmp_path / "tl" / "timeline.json").read_text())["facts"]
+    assert facts["warning"] == answers[0]["warning"]
     # the API: Prediction.warning
     classifier = api.load(checkpoint)
     assert classifier.predict(short).warning == answers[0]["warning"]

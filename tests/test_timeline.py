@@ -126,9 +126,13 @@ def test_a_file_shorter_than_its_header_says_gets_the_window_of_its_frames(check
     assert len(windows) == 1 and facts["duration"] == pytest.approx(expected[0].end)
     assert windows[0].start == 0.0 and windows[0].end == pytest.approx(expected[0].end)
     np.testing.assert_allclose(windows[0].probabilities, expected[0].probabilities, atol=1e-6)
+    # ... and it is said to be cut short, as predict and stream say it (the CLI's warning line)
+    assert facts["warning"].startswith("header claims 200 frames, 46 decoded")
+    assert timeline_for_video(engine, cut, config).warning == facts["warning"]
     # the whole file is long: its windows do not depend on keeping the early frames
-    windows, _ = score_video(engine, whole, config)
+    windows, facts = score_video(engine, whole, config)
     assert len(windows) > 1 and windows[0].end == pytest.approx(2.0)
+    assert "warning" not in facts
 
 
 def test_segments_merge_windows_and_split_time_between_them():

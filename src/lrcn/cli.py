@@ -234,6 +234,8 @@ def _predict_timelines(classifier, args: argparse.Namespace) -> int:
             video, span=args.span, stride=args.stride, smooth=args.smooth,
             out=timeline_folder(args.out, video, batch.many), annotate=annotated(video))):
         files = timeline.files
+        if timeline.warning:
+            print(f"lrcn: warning: {video}: {timeline.warning}", file=sys.stderr)
         if args.json:
             print(files["json"].read_text())
         else:

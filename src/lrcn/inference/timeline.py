@@ -22,7 +22,7 @@ from .engine import Engine
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.plots import plot_timeline
-from ..media.clip import read_clip
+from ..media.clip import read_clip, truncation
 from ..media.fastdecode import header_seconds
 from ..media.video import FrameSource
 from .predict import prediction_of
@@ -61,6 +61,7 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
         duration = source.end_time
         windows += scorer.finish(duration)
         count, rate = source.count, source.fps
+        claimed = source.stream.frames
     if not windows:     # shorter than one window, and its frames were not kept: read_clip's
         clip = read_clip(path, engine.frame_config)
         windows = [Window(0.0, duration, engine.probabilities(clip.frames))]
@@ -69,6 +70,9 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
              "span": span, "stride": stride * step,
              "grid_step": step, "processing_seconds": seconds,
              "speed_x_realtime": duration / seconds if seconds > 0 else math.inf}
+    warning = truncation(count, claimed)      # as predict and stream say it
+    if warning:
+        facts["warning"] = warning
     return windows, facts
 
 
@@ -90,6 +94,12 @@ class Timeline:
     facts: dict = field(default_factory=dict)
     reject_below: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)   # what was written, by kind
+
+    @property
+    def warning(self) -> str | None:
+        """Why the video looks cut short (the header's frame count against the frames
+        decoded, media.clip's rule), or None."""
+        return self.facts.get("warning")
 
     def label_at(self, t: float) -> tuple[str, np.ndarray]:
         """The label and smoothed probabilities shown at time t (the window whose slot it is)."""
