@@ -53,3 +53,29 @@ def test_the_server_pool_fails_a_stall_as_timeout_and_a_crash_as_failed_and_live
         assert pool.submit("e").result(timeout=30) == "E"   # the lost processes were replaced
     finally:
         pool.close()
+
+
+def test_a_script_without_a_main_guard_is_told_so_not_told_its_files_crashed(tiny_dataset,
+                                                                              tmp_path):
+    """Worker processes are spawned: each imports the user's script again, and one without
+    `if __name__ == "__main__":` then runs lrcn again inside the worker, which dies starting.
+    That is one error naming the cause, not every file reported as a decoder crash."""
+    import subprocess
+    import sys
+    script = tmp_path / "noguard.py"
+    script.write_text("import lrcn\n"
+                      f"print(lrcn.check({str(tiny_dataset)!r}, cache={str(tmp_path / 'c')!r}, "
+                      "workers=2, progress=False)['problems'])\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "worker processes die while starting (exit code 1)" in last, result.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in last
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("import lrcn\nif __name__ == '__main__':\n    " +
+                       script.read_text().splitlines()[1] + "\n")
+    result = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "too short" in result.stdout and "crash" not in result.stdout  # the tiny set's one

@@ -81,6 +81,28 @@ def _deadline(worker: _Worker, timeout: float | None) -> float | None:
     return worker.started + (timeout if worker.ready else max(timeout, START_SECONDS))
 
 
+class _StartFailed(Exception):
+    """A worker process died before it said it was ready."""
+
+    def __init__(self, exitcode):
+        super().__init__(exitcode)
+        self.exitcode = exitcode
+
+
+# Processes that die while starting are replaced and their task given to another, this many
+# times; then the pool stops with the likely cause. The usual one: a script without
+# `if __name__ == "__main__":`, which every spawned process re-runs on import, so that it tries
+# to start processes of its own and dies; each file was reported as a decoder crash.
+START_FAILURES = 3
+
+
+def start_failure(exitcode) -> LrcnError:
+    return LrcnError(f"worker processes die while starting (exit code {exitcode}): a script "
+                     "that runs lrcn must do so under `if __name__ == \"__main__\":` (each "
+                     "worker process imports the script again), or use workers=0 (--workers "
+                     "0)", kind=ErrorKind.SETTING)
+
+
 def _finished(worker: _Worker, ready, timeout: float | None
               ) -> tuple[TaskResult, bool] | None:
     """A busy worker's task, if it has finished: (its result, whether the process is lost:
@@ -100,6 +122,8 @@ def _finished(worker: _Worker, ready, timeout: float | None
             return TaskResult(worker.item, error=message, os_error=os_error), False
     if worker.conn in ready or worker.process.sentinel in ready:
         worker.process.join(timeout=5)
+        if not worker.ready:       # it died starting, before its task: not the file's doing
+            raise _StartFailed(worker.process.exitcode)
         return TaskResult(worker.item, error=f"decoder process crashed (exit code "
                                              f"{worker.process.exitcode})"), True
     deadline = _deadline(worker, timeout)
@@ -130,6 +154,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
     ctx = mp.get_context("spawn")
     pending = list(reversed(items))
     pool = [_Worker(ctx, fn) for _ in range(min(workers, len(items)))]
+    start_failures = 0
     try:
         while pending or any(w.busy for w in pool):
             for worker in pool:
@@ -145,7 +170,17 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
             for index, worker in enumerate(pool):
                 if not worker.busy:
                     continue
-                finished = _finished(worker, ready, timeout)
+                try:
+                    finished = _finished(worker, ready, timeout)
+                except _StartFailed as failed:
+                    start_failures += 1
+                    if start_failures >= START_FAILURES:
+                        raise start_failure(failed.exitcode) from None
+                    worker.busy = False
+                    pending.append(worker.item)      # its task, to another process
+                    worker.stop(kill=True)
+                    pool[index] = _Worker(ctx, fn)
+                    continue
                 if finished is None:
                     continue
                 result, lost = finished
@@ -213,7 +248,11 @@ class WorkerPool:
                 while self._wake_read.poll():
                     self._wake_read.recv()
             for index, worker in busy:
-                finished = _finished(worker, ready, self.timeout)
+                try:
+                    finished = _finished(worker, ready, self.timeout)
+                except _StartFailed as failed:   # the server's own command: fail the task
+                    finished = (TaskResult(worker.item, error="worker process died while "
+                                           f"starting (exit code {failed.exitcode})"), True)
                 if finished is None:
                     continue
                 result, lost = finished
