@@ -143,6 +143,9 @@ def test_predict_json_and_annotated_h264_video(trained_run, tiny_dataset, tmp_pa
             sum(1 for _ in source.decode(video=0))
     text = lrcn("predict", trained_run, video)
     assert text.returncode == 0 and text.stdout.startswith(f"{video}: {prediction['label']}")
+    gif = lrcn("predict", trained_run, video, "--annotate", tmp_path / "a.gif")
+    assert gif.returncode == 2 and not (tmp_path / "a.gif").exists()
+    assert f"{tmp_path / 'a.gif'}: cannot write .gif: videos are written as H.264 MP4" in gif.stderr
     # --top-k: the k most probable classes, most probable first, the same numbers
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
     top = lrcn("predict", trained_run, video, "--json", "--top-k", "2")

@@ -74,6 +74,15 @@ def test_out_over_a_run_is_refused_without_overwrite(two_epochs, tiny_dataset, t
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"lrcn: error: {run}: already holds a run") and "--overwrite" in line
     assert (run / "model.safetensors").read_bytes() == before
+    import lrcn                                     # the API names its keywords, not flags
+    from lrcn.errors import LrcnError
+    with pytest.raises(LrcnError, match="already holds a run .*: overwrite=True replaces it"):
+        lrcn.train(tiny_dataset, out=run, epochs=1, progress=False)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["train", str(tiny_dataset), "--out", str(afile), *TRAIN]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"lrcn: error: {afile}: is a file: a run is written into a folder"
     # an --overwrite whose data cannot train (a mistyped folder, one class) keeps the old run
     files = sorted(p.name for p in run.iterdir())
     one_class = tmp_path / "one"

@@ -367,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lrcn: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("lrcn: interrupted (finished work is kept: cache entries and the best checkpoint)",
-              file=sys.stderr)
+        kept = " (finished work is kept: cache entries and the best checkpoint)" \
+            if args.command in ("train", "cv", "compare", "demo", "studio") else ""
+        print(f"lrcn: interrupted{kept}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit

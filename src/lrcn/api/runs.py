@@ -284,7 +284,8 @@ def _make_job(data: PathLike, folder: Path, *, config: PathLike | None, **settin
 
 def _claim_run_folder(folder: Path, overwrite: bool) -> None:
     from ..training.job import claim_run_folder
-    claim_run_folder(folder, overwrite)
+    claim_run_folder(folder, overwrite, how="overwrite=True replaces it, or choose another "
+                                            "out= (the CLI's lrcn train --resume continues it)")
 
 
 def _frame_settings(config: PathLike | None, frames: dict) -> FrameConfig:

@@ -11,10 +11,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from .video import one_thread
 
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
+# What the writer makes, by suffix (a .gif or .webm named file would hold an MP4 stream).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")
 
 
 class VideoWriter:
@@ -28,6 +31,10 @@ class VideoWriter:
                  crf: int = 23, audio=None, preset: str = "veryfast",
                  bit_rate: int = 1_200_000, repeatable: bool = False):
         self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise LrcnError(f"cannot write {self.path.suffix or 'a file without a suffix'}: "
+                            "videos are written as H.264 MP4 (name it .mp4, .m4v or .mov) or "
+                            "XviD AVI (.avi)", self.path, ErrorKind.SETTING)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # yuv420p needs even dimensions; frames are padded by one pixel if needed.
         self.width, self.height = width + width % 2, height + height % 2

@@ -132,21 +132,25 @@ RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_
 REPLACED = ".replaced-run"
 
 
-def claim_run_folder(out: str | Path, overwrite: bool = False) -> Path:
+def claim_run_folder(out: str | Path, overwrite: bool = False,
+                     how: str = "--overwrite replaces it, --resume continues it, or choose "
+                                "another --out") -> Path:
     """The folder of a new run: refused (one line, naming the flags) when it holds a run
     already, unless `overwrite`, which sets that run's files (RUN_FILES; nothing else) aside
     in REPLACED: training removes them once the new run has an epoch, and puts them back if
     it fails or is stopped before (settle_replaced), so a mistyped data folder costs nothing.
     Under torchrun only rank 0 looks (the others would find what rank 0 has begun to write);
-    the others wait for its split, and stop with it if it stops here."""
+    the others wait for its split, and stop with it if it stops here. `how` says what to do
+    about a run there (the API has keywords, not flags)."""
     out = Path(out)
     if launched_rank() != 0:
         return out
+    if out.exists() and not out.is_dir():
+        raise LrcnError("is a file: a run is written into a folder", out, ErrorKind.SETTING)
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and not overwrite:
         raise LrcnError(f"already holds a run ({', '.join(present[:3])}"
-                        f"{', ...' if len(present) > 3 else ''}): --overwrite replaces it, "
-                        "--resume continues it, or choose another --out", out,
+                        f"{', ...' if len(present) > 3 else ''}): {how}", out,
                         ErrorKind.SETTING)
     if present:
         aside = out / REPLACED
