@@ -95,6 +95,17 @@ def test_check_flags_a_truncated_file_and_predict_and_the_api_warn(clips, tmp_pa
         f"lrcn: warning: {short}: {answers[0]['warning']}"
     assert main(["stream", str(checkpoint), str(whole)]) == 0
     assert "warning" not in capsys.readouterr().err
+    # evaluate --data: the truncated clip is evaluated and listed as check lists it
+    (data / "Other").mkdir()
+    shutil.copy(whole, data / "Other" / "v_Other_g01_c01.mp4")
+    assert main(["evaluate", str(checkpoint), "--data", str(data), "--quiet", "--workers",
+                 "0", "--out", str(tmp_path / "ev")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 1 truncated video (used as far as it decodes):\n  " \
+           f"{data / 'Noise' / 'v_Noise_g02_c01.mp4'}: header claims 100 frames" in err
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["num_clips"] == 3 and [t["path"] for t in report["truncated"]] == \
+        [str(data / "Noise" / "v_Noise_g02_c01.mp4")]
     # a timeline: the same warning, and in timeline.json's facts
     assert main(["predict", str(checkpoint), str(short), "--timeline", "--out",
                  str(tmp_path / "tl")]) == 0

@@ -174,6 +174,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.check import report_truncated
     from .training.evaluate import evaluate_run, format_report
     from .training.train import report_skipped
     evaluation = evaluate_run(args.checkpoint, args.data, args.out, part=args.split or "test",
@@ -182,6 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               precision=args.precision, shuffle_frames=args.shuffle_frames,
                               views=args.views or 1, decode_timeout=args.decode_timeout)
     report_skipped([(s["path"], s["cause"]) for s in evaluation.report["skipped"]])
+    report_truncated([(s["path"], s["cause"]) for s in evaluation.report["truncated"]])
     print(format_report(evaluation.report))
     print("wrote " + ", ".join(str(p) for p in evaluation.written))
     return 0

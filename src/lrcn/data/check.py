@@ -181,6 +181,17 @@ def imbalance(samples: Sequence[Sample], names: Sequence[str]) -> str | None:
             f"{smallest!r} {counts[smallest]} ({ratio})")
 
 
+
+def report_truncated(truncated: Sequence[tuple[str, str]]) -> None:
+    """Files that look cut short, with the cause, on stderr: they are used as far as they
+    decode (training's check, and lrcn evaluate)."""
+    if truncated:
+        count = len(truncated)
+        print(f"warning: {plural(count, 'truncated video')} (used as far as "
+              f"{'it decodes' if count == 1 else 'they decode'}):", file=sys.stderr)
+        for path, cause in truncated:
+            print(f"  {path}: {cause}", file=sys.stderr)
+
 @dataclass
 class Screened:
     """A data set's readable clips, checked before the split (`screen`)."""
@@ -196,12 +207,7 @@ class Screened:
         """Say what the check found: skipped and truncated files with their causes (on
         stderr), dropped classes and imbalance (in the log; `balance`: --balance is on)."""
         report_skipped(self.skipped)
-        if self.truncated:
-            count = len(self.truncated)
-            print(f"warning: {plural(count, 'truncated video')} (used as far as "
-                  f"{'it decodes' if count == 1 else 'they decode'}):", file=sys.stderr)
-            for path, cause in self.truncated:
-                print(f"  {path}: {cause}", file=sys.stderr)
+        report_truncated(self.truncated)
         for note in self.notes:
             log(f"note: {note}")
         if self.imbalance:

@@ -163,6 +163,8 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     plot_reliability(reliability(raw, labels), report["calibration"]["bins"],
                      checkpoint.temperature, eces, out_dir / "reliability.png")
     report["skipped"] = [{"path": str(s.path), "cause": cause} for s, cause in failures]
+    report["truncated"] = [{"path": str(c.sample.path), "cause": c.truncated}
+                           for c in clips if c.truncated]
     report["predictions"] = [{"path": str(c.sample.path), "true": c.sample.class_name,
                               "predicted": names[int(y_pred[i])],
                               "probability": float(probabilities[i, y_pred[i]])}
