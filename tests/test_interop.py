@@ -314,6 +314,7 @@ def test_onnx_model_errors_are_one_line(exported, tmp_path, clips):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "cannot run a timeline" in line and "pass the checkpoint" in line
+    assert line.startswith(f"lrcn: error: {onnx_path}: ")      # the model file, not the video
 
 
 def test_the_engine_falls_back_to_pytorch_out_loud(exported, clips, tmp_path):

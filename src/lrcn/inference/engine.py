@@ -78,6 +78,7 @@ class Engine:
     temperature: float = 1.0    # calibration (calibrate.py), fitted after training
     precision: str = "fp32"     # fp32, bf16/fp16 (TorchEngine) or int8 (OrtEngine)
     fallback_reason: str | None = None   # why PyTorch runs where ONNX Runtime was expected
+    source: Path | None = None  # the exported .onnx file it was loaded from, if any
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 frames -> (N, F) float32 CNN features."""
@@ -260,10 +261,12 @@ class OrtEngine(Engine):
         except (KeyError, TypeError, ValueError) as exc:
             raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
         check_onnx_file(session, frames, names, path)
-        return cls(names, frames, clip_seconds, clip=session,
-                   clip_takes_float=inputs[0].type == "tensor(float)",
-                   clip_gives_probabilities=version < 3, temperature=temperature,
-                   precision=precision)
+        engine = cls(names, frames, clip_seconds, clip=session,
+                     clip_takes_float=inputs[0].type == "tensor(float)",
+                     clip_gives_probabilities=version < 3, temperature=temperature,
+                     precision=precision)
+        engine.source = path
+        return engine
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -51,7 +51,8 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
     out = sys.stdout if out is None else out
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a stream (it cannot be split into "
-                        "per-frame features and the LSTM): pass the checkpoint", source,
+                        "per-frame features and the LSTM): pass the checkpoint",
+                        engine.source or source,
                         ErrorKind.SETTING)
     container, live = open_source(source)
     frames = FrameSource(container, source)

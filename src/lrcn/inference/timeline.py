@@ -37,7 +37,8 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
     told the time reached, in seconds, as frames are read."""
     if not engine.splits:
         raise LrcnError("an exported ONNX file cannot run a timeline (it cannot be split into "
-                        "per-frame features and the LSTM): pass the checkpoint", path,
+                        "per-frame features and the LSTM): pass the checkpoint",
+                        engine.source or path,
                         ErrorKind.SETTING)
     if clip_seconds is None:
         clip_seconds = engine.clip_seconds
