@@ -199,7 +199,7 @@ class OrtEngine(Engine):
     def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
                  cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
                  clip_gives_probabilities: bool = False, temperature: float = 1.0,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", source: Path | None = None):
         """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
         from a file: it cannot be split, so it predicts clips only; files from before format
         2 take float frames, from before format 3 give probabilities)."""
@@ -208,8 +208,7 @@ class OrtEngine(Engine):
         self._clip_takes_float = clip_takes_float
         self._clip_gives_probabilities = clip_gives_probabilities
         self.splits = cnn is not None and lstm is not None
-        self.temperature = temperature
-        self.precision = precision
+        self.temperature, self.precision, self.source = temperature, precision, source
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
@@ -261,12 +260,10 @@ class OrtEngine(Engine):
         except (KeyError, TypeError, ValueError) as exc:
             raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
         check_onnx_file(session, frames, names, path)
-        engine = cls(names, frames, clip_seconds, clip=session,
-                     clip_takes_float=inputs[0].type == "tensor(float)",
-                     clip_gives_probabilities=version < 3, temperature=temperature,
-                     precision=precision)
-        engine.source = path
-        return engine
+        return cls(names, frames, clip_seconds, clip=session,
+                   clip_takes_float=inputs[0].type == "tensor(float)",
+                   clip_gives_probabilities=version < 3, temperature=temperature,
+                   precision=precision, source=path)
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -30,7 +30,8 @@ def fold_of(sample) -> str | None:
     """The group a fold holds out across classes: the UCF tag of the file name ("g07") or the
     list's group column; None for a file with neither (it always trains)."""
     source = source_of(sample)
-    return None if source == sample.group else source
+    return None if source == sample.group and source.endswith(f"/{sample.path.name}") \
+        else source
 
 
 def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
