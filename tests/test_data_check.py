@@ -206,6 +206,7 @@ def test_the_hint_is_for_the_default_model_on_real_data_only(tiny_dataset, awkwa
     assert seed_model_hint(make_job(awkward, tmp_path)) is not None
     assert seed_model_hint(make_job(awkward, tmp_path, model="effnet-lstm")) is None
     assert seed_model_hint(make_job(tiny_dataset, tmp_path)) is None     # lrcn synth's
+    assert seed_model_hint(make_job(tmp_path / "nosuch", tmp_path)) is None   # an error follows
 
 
 def test_calibration_needs_ten_clips_and_two_per_class():

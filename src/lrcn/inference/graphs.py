@@ -100,7 +100,7 @@ def run_folder(checkpoint: Checkpoint) -> Path:
     if folder is None or not (folder / "split.json").is_file():
         raise LrcnError("int8 is calibrated on the run's validation clips: no split.json beside "
                         "the checkpoint (pass the checkpoint inside its run folder)",
-                        folder or "", ErrorKind.SETTING)
+                        checkpoint.path or "", ErrorKind.SETTING)
     return folder
 
 

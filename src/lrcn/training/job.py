@@ -108,7 +108,8 @@ def seed_model_hint(job: TrainingJob) -> str | None:
     effnet-lstm on 82% (README, `lrcn compare`); on the synthetic set, whose classes differ
     only in motion, the seed model wins (92% against 54%)."""
     from ..data.synth import is_synthetic
-    if job.model_config(2).name != DEFAULT_MODEL or is_synthetic(job.data):
+    if job.model_config(2).name != DEFAULT_MODEL or is_synthetic(job.data) \
+            or not Path(job.data).exists():      # the error that follows says enough
         return None
     return ("hint: this trains the seed tutorial's model (lrcn, the default), made for classes "
             "told apart by motion; for real footage --model effnet-lstm is far better (82% "
