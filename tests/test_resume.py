@@ -134,30 +134,34 @@ def test_ctrl_c_keeps_the_state_and_says_how_to_resume(tiny_dataset, tmp_path):
 
 def test_a_run_interrupted_after_its_last_epoch_is_calibrated_and_evaluated_on_resume(
         tiny_dataset, tmp_path):
-    """Ctrl-C after the last epoch, during the calibration or the test evaluation, leaves a
-    trained model without its temperature or test figures: `--resume` finishes those (the
-    same temperature and report as a run that was never stopped) instead of refusing a
-    finished run; once done, it is refused as before."""
+    """Ctrl-C after the last epoch, between the calibration and the test evaluation, leaves a
+    trained model without its test figures: `--resume` finishes the run (the same report and
+    checkpoint figures as a run that was never stopped) instead of refusing a finished run;
+    once done, it is refused as before, as is a finished run of an older lrcn."""
     from lrcn.models.checkpoint import load_checkpoint
     from lrcn.training.job import make_job
-    from lrcn.training.train import train
+    from lrcn.training.runs import train_and_evaluate
     settings = {"epochs": 2, "seed": 3, "batch_size": 4}
     whole = tmp_path / "whole"
     result = lrcn("train", tiny_dataset, "--out", whole, "--cache", tmp_path / "cache",
                   "--epochs", "2", "--seed", "3", "--batch-size", "4", "--quiet",
                   "--workers", "2")
     assert result.returncode == 0, result.stderr
-    # The state an interrupt leaves there: the epochs trained (train() is training's first
-    # part, as train_and_evaluate runs it), nothing of what follows.
+
+    def ctrl_c_after_calibration(message, *args, **kwargs):
+        if str(message).startswith("calibration:"):     # said once it is stored
+            raise KeyboardInterrupt
+
     run = tmp_path / "run"
-    train(make_job(tiny_dataset, run, train=settings, cache_dir=tmp_path / "cache", workers=2,
-                   progress=False), log=lambda *a: None)
-    info = load_checkpoint(run / "model.safetensors").info
-    assert "calibration" not in info and "test_metrics" not in info
-    assert not (run / "report.json").exists()
+    job = make_job(tiny_dataset, run, train=settings, cache_dir=tmp_path / "cache", workers=2,
+                   progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(job, log=ctrl_c_after_calibration)
+    assert "test_metrics" not in load_checkpoint(run / "model.safetensors").info
+    assert not (run / "report.json").exists() and (run / ".finishing").exists()
     resumed = lrcn("train", "--resume", run, "--workers", "2")
     assert resumed.returncode == 0, resumed.stderr
-    assert "what followed them was interrupted: calibrating and evaluating" in resumed.stdout
+    assert "training had ended (best epoch" in resumed.stdout
     done, expected = (load_checkpoint(r / "model.safetensors") for r in (run, whole))
     assert done.temperature == expected.temperature
     assert done.info["calibration"] == expected.info["calibration"]
@@ -165,5 +169,15 @@ def test_a_run_interrupted_after_its_last_epoch_is_calibrated_and_evaluated_on_r
     report, original = (json.loads((r / "report.json").read_text()) for r in (run, whole))
     assert report["confusion_matrix"] == original["confusion_matrix"]
     assert (run / "confusion_matrix.png").is_file() and (run / "curves.png").is_file()
+    assert not (run / ".finishing").exists()
     again = lrcn("train", "--resume", run)
+    assert again.returncode == 2 and "the run is finished" in again.stderr
+    # a finished run whose checkpoint lacks figures (an older lrcn's, or --no-evaluate's)
+    # is not evaluated behind the user's back: only a run stopped after training is finished
+    from lrcn.models.checkpoint import save_checkpoint
+    old = load_checkpoint(whole / "model.safetensors")
+    info = {k: v for k, v in old.info.items() if k not in ("calibration", "test_metrics")}
+    save_checkpoint(whole / "model.safetensors", old.build_model(), old.frame_config,
+                    old.class_names, info, clip_seconds=old.clip_seconds)
+    again = lrcn("train", "--resume", whole)
     assert again.returncode == 2 and "the run is finished" in again.stderr

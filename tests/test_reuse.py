@@ -92,6 +92,24 @@ def test_out_over_a_run_is_refused_without_overwrite(two_epochs, tiny_dataset, t
     assert "at least two classes" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == files
     assert (run / "model.safetensors").read_bytes() == before
+    # ... or whose settings are refused when training starts (before any decoding)
+    too_small = ["train", str(tiny_dataset), "--out", str(run), "--size", "16", "--overwrite",
+                 *TRAIN]
+    assert main(too_small) == 2
+    assert "too small for the pooling" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == files
+    # an --overwrite killed before its first epoch left its beginning beside the run it set
+    # aside: the next --overwrite replaces that beginning, and the set-aside run survives it
+    aside = run / ".replaced-run"
+    aside.mkdir()
+    for name in files:
+        if name != "notes.txt":
+            (run / name).replace(aside / name)
+    (run / "config.json").write_text("{}")                   # what the killed attempt wrote
+    assert main(bad) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in run.iterdir()) == files
+    assert (run / "model.safetensors").read_bytes() == before
     assert main(args + ["--overwrite"]) == 0
     assert history_rows(run) == 1 and not (run / "report.json").exists()
     assert (run / "notes.txt").read_text() == "mine"

@@ -84,6 +84,7 @@ def _run_job(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.evaluate import format_report
+    from .training.job import replacing
     from .training.runs import train_and_evaluate
     from .training.train import format_training
     if args.nproc and args.nproc > 1:
@@ -96,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     job = _run_job(args)
     _model_hint(args, job)
-    result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
+    with replacing(job.out):        # a run --overwrite set aside: back if this one fails early
+        result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
     training = result.training
     if training.rank != 0:
         return 0                       # rank 0 speaks for the run

@@ -9,6 +9,7 @@ evaluate (absent in older runs: true).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -126,7 +127,10 @@ def default_out(kind: str) -> Path:
 # so that no file of the old run (a report, an exported model) passes for the new one's.
 RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_NAME,
              "report.json", "confusion_matrix.png", "reliability.png", "curves.png",
-             "model.onnx", "model.int8.onnx", "eval", "shuffled-frames")
+             "model.onnx", "model.int8.onnx", "eval", "shuffled-frames", ".finishing")
+# Written when a run's epochs are done and removed when its calibration and test evaluation
+# are: a run stopped between them is finished by --resume (older runs never have it).
+FINISHING = ".finishing"
 
 
 # An --overwrite's previous run, set aside until the new one has trained an epoch.
@@ -153,13 +157,32 @@ def claim_run_folder(out: str | Path, overwrite: bool = False,
         raise LrcnError(f"already holds a run ({', '.join(present[:3])}"
                         f"{', ...' if len(present) > 3 else ''}): {how}", out,
                         ErrorKind.SETTING)
-    if present:
-        aside = out / REPLACED
-        shutil.rmtree(aside, ignore_errors=True)     # one an earlier replacement left
+    aside = out / REPLACED
+    if aside.is_dir():
+        # An earlier --overwrite was killed before it finished: what is set aside is the last
+        # whole run, and what is here that attempt's beginning, which this one replaces.
+        remove_run_files(out)
+    elif present:
         aside.mkdir()
         for name in present:
             (out / name).replace(aside / name)
     return out
+
+
+@contextlib.contextmanager
+def replacing(out: Path):
+    """Around a new run's training (after claim_run_folder): the run an --overwrite set aside
+    comes back if anything stops it before its first epoch (a setting refused, a device not
+    there, a Ctrl-C), and is removed once it ends; a run stopped after an epoch keeps the new
+    one (it resumes), and a later --resume that finishes it removes the old."""
+    try:
+        yield
+    except BaseException:
+        if launched_rank() == 0:
+            settle_replaced(out, keep_new=(out / STATE_NAME).exists())
+        raise
+    if launched_rank() == 0:
+        settle_replaced(out, keep_new=True)
 
 
 def remove_run_files(out: Path) -> None:
@@ -266,17 +289,6 @@ def job_from_run(run_dir: str | Path, workers: int | None = None,
     return _continued(job, saved_progress(run_dir / STATE_NAME), epochs)
 
 
-def _evaluated(job: TrainingJob) -> bool:
-    """Whether a run whose epochs are done got through what follows them: the calibration,
-    then, if it asked for one, the test evaluation, each recorded in the checkpoint when done
-    (the test figures last). A run interrupted between them lacks one."""
-    path = job.out / CHECKPOINT_NAME
-    if not path.is_file():
-        return True          # nothing to calibrate: refused as finished, as before
-    info = load_checkpoint(path).info
-    return "calibration" in info and (not job.evaluate or "test_metrics" in info)
-
-
 def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> TrainingJob:
     """A resumed job with `epochs` (None: as saved), refused when there is nothing to train."""
     trained = len(done["history"]) if done else 0
@@ -285,8 +297,8 @@ def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> Train
         raise LrcnError(f"the run has trained {plural(trained, 'epoch')} already; --epochs "
                         f"{epochs} would train none (--epochs N is the total: more than "
                         f"{trained})", job.out, ErrorKind.SETTING)
-    if epochs is None and finished and not _evaluated(job):
-        return job   # interrupted after training: no epoch to train; calibrates and evaluates
+    if epochs is None and finished and (job.out / FINISHING).exists():
+        return job   # stopped after training: no epoch to train; calibrates and evaluates
     if epochs is None and finished:
         how = (f"stopped early after {plural(trained, 'epoch')}" if done["stopped"] else
                f"all {plural(trained, 'epoch')} trained")
@@ -300,4 +312,5 @@ def _continued(job: TrainingJob, done: dict | None, epochs: int | None) -> Train
 
 
 __all__ = ["TrainingJob", "default_out", "seed_model_hint", "make_job", "job_from_run",
-           "claim_run_folder", "remove_run_files", "settle_replaced", "RUN_FILES", "DERIVED_MODEL_SETTINGS"]
+           "claim_run_folder", "replacing", "remove_run_files", "settle_replaced",
+           "RUN_FILES", "FINISHING", "DERIVED_MODEL_SETTINGS"]

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..models.checkpoint import load_checkpoint
 from ..errors import LrcnError
 from .evaluate import calibrate_checkpoint, evaluate, record_test_metrics
-from .job import TrainingJob
+from .job import FINISHING, TrainingJob
+from ..files import atomic_write_text
 from .train import TrainResult, train
 
 
@@ -35,12 +36,16 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     result = train(job, log)
     if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
         return RunResult(result, None)
+    finishing = job.out / FINISHING
+    atomic_write_text(finishing, "calibration and test evaluation after training\n")
     try:
-        return RunResult(result, _after_training(job, result, log))
+        report = _after_training(job, result, log)
     except KeyboardInterrupt:
         log(f"interrupted after training: the model is in {result.checkpoint}; continue with: "
-            f"lrcn train --resume {job.out} (it calibrates and evaluates)")
+            f"lrcn train --resume {job.out} (it finishes the run)")
         raise
+    finishing.unlink()
+    return RunResult(result, report)
 
 
 def _after_training(job: TrainingJob, result: TrainResult, log) -> dict | None:

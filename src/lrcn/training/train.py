@@ -38,7 +38,7 @@ from ..data.loader import clip_batches
 from ..data.augment import Augmenter, CANDIDATES
 from ..data.features import cached_features
 from ..models.base import count_trainable
-from .job import REPLACED, TrainingJob, remove_run_files, settle_replaced
+from .job import TrainingJob, remove_run_files
 from .prepare import TrainingData, prepare_data, prepare_shared
 from .resume import STATE_NAME, dropout_states, load_state, save_state
 from .steps import check_finite, make_optimizer, run_epoch
@@ -158,8 +158,8 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         if extend and stopped:
             waited, stopped = 0, False
         if stopped or len(history) >= config.epochs:
-            log(f"all {len(history)} epochs were trained (best epoch {best_epoch}); what "
-                "followed them was interrupted: calibrating and evaluating")
+            log(f"training had ended (best epoch {best_epoch} of {len(history)}); finishing "
+                "what was stopped after it")
         else:
             log(f"resuming after epoch {len(history)} (best epoch so far {best_epoch}); "
                 f"training to epoch {config.epochs}")
@@ -259,19 +259,10 @@ def train(job: TrainingJob, log=print) -> TrainResult:
             f"{f', {world.size} processes' if world.distributed else ''}")
         result = _train_model(model, data, job, log, world)
         finished = True
-        if world.main:
-            settle_replaced(run_dir, keep_new=True)
         return result
-    except BaseException as exc:
-        if existed is not None:
-            # Before the first epoch a failure leaves nothing that looks like a run, and a
-            # run an --overwrite set aside comes back; so does a Ctrl-C then (else what it
-            # leaves can resume); after it, the new run stands (it resumes).
-            first_epoch = (run_dir / STATE_NAME).exists()
-            if not first_epoch and (isinstance(exc, Exception) or (run_dir / REPLACED).is_dir()):
-                _discard(run_dir, existed)
-            else:
-                settle_replaced(run_dir, keep_new=True)
+    except Exception as exc:
+        if existed is not None and not (run_dir / STATE_NAME).exists():
+            _discard(run_dir, existed)
         if isinstance(exc, RuntimeError):   # another process stalled or died: one line
             raise (group_failure(exc, world) or exc) from None
         raise
@@ -281,11 +272,9 @@ def train(job: TrainingJob, log=print) -> TrainResult:
 
 def _discard(run_dir: Path, existed: bool) -> None:
     """What a run that failed before its first epoch wrote: its folder, or in a folder that
-    was there already, the run's files (RUN_FILES; nothing else), with the run an --overwrite
-    had set aside put back."""
-    if (run_dir / REPLACED).is_dir():
-        settle_replaced(run_dir, keep_new=False)
-    elif existed:
+    was there already, the run's files (RUN_FILES; nothing else; a run an --overwrite set
+    aside comes back: job.replacing)."""
+    if existed:
         remove_run_files(run_dir)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
