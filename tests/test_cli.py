@@ -146,6 +146,9 @@ def test_predict_json_and_annotated_h264_video(trained_run, tiny_dataset, tmp_pa
     gif = lrcn("predict", trained_run, video, "--annotate", tmp_path / "a.gif")
     assert gif.returncode == 2 and not (tmp_path / "a.gif").exists()
     assert f"{tmp_path / 'a.gif'}: cannot write .gif: videos are written as H.264 MP4" in gif.stderr
+    assert gif.stdout == ""                                  # refused before any work
+    gif = lrcn("stream", trained_run, video, "--annotate", tmp_path / "a.gif")
+    assert gif.returncode == 2 and "cannot write .gif" in gif.stderr and gif.stdout == ""
     # --top-k: the k most probable classes, most probable first, the same numbers
     ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
     top = lrcn("predict", trained_run, video, "--json", "--top-k", "2")

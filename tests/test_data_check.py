@@ -112,6 +112,17 @@ def test_check_flags_a_truncated_file_and_predict_and_the_api_warn(clips, tmp_pa
     assert capsys.readouterr().err.strip() == f"lrcn: warning: {short}: {answers[0]['warning']}"
     facts = json.loads((tmp_path / "tl" / "timeline.json").read_text())["facts"]
     assert facts["warning"] == answers[0]["warning"]
+    # an MKV states a duration, not a count: timelines and streams count it as predict does
+    from conftest import remux
+    mkv = cut(remux(whole, tmp_path / "whole.mkv", "matroska"), tmp_path / "cut.mkv")
+    assert main(["predict", str(checkpoint), str(mkv), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)[0]["warning"]
+    assert said.startswith("header claims ") and "cut short" in said
+    assert main(["predict", str(checkpoint), str(mkv), "--timeline", "--out",
+                 str(tmp_path / "tl2")]) == 0
+    assert capsys.readouterr().err.strip() == f"lrcn: warning: {mkv}: {said}"
+    assert main(["stream", str(checkpoint), str(mkv)]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"lrcn: warning: {mkv}: {said}"
     # the API: Prediction.warning
     classifier = api.load(checkpoint)
     assert classifier.predict(short).warning == answers[0]["warning"]

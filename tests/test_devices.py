@@ -110,8 +110,17 @@ print(during >> 20, (heap() - before) >> 20)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
-                    reason="glibc's allocator only")
+def _glibc_allocator() -> bool:
+    """glibc's malloc, with its defaults (no other allocator preloaded, no tunables set)."""
+    try:
+        glibc = sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):           # musl and others
+        return False
+    return glibc and "LD_PRELOAD" not in os.environ and not any(
+        k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ)
+
+
+@pytest.mark.skipif(not _glibc_allocator(), reason="glibc's allocator, as it comes")
 def test_training_keeps_freed_tensors_in_the_heap_for_the_next_step():
     """keep_freed_memory (called by training on the CPU): a fresh process's 24 MB tensor comes
     from the heap and its memory stays there once freed, for the next chunk's tensor, instead

@@ -59,3 +59,21 @@ def test_the_printed_report_shows_the_figures():
     assert lines[-4:] == ["                 a   b   c",          # the columns are named
                           "  a              2   1   0", "  b              0   1   1",
                           "  c              1   0   3"]
+
+
+def test_a_data_folder_names_the_models_classes_exactly_first_then_in_any_case(tmp_path):
+    """evaluate --data: a folder named exactly as a class is that class, even where another
+    class differs from it only in case; otherwise a folder in another case is the class."""
+    import io
+    import shutil
+    from conftest import indexed_frame, write_video
+    from lrcn.training.evaluate import _data_samples
+    video = write_video(tmp_path / "v.avi", [indexed_frame(i, 64, 48) for i in range(25)])
+    for folder in ("Walk", "walk", "RUN", "Swim"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        shutil.copy(video, tmp_path / "data" / folder / f"v_{folder}_g01_c01.avi")
+    note = io.StringIO()
+    samples = _data_samples(["walk", "Walk", "Run"], tmp_path / "data", note)
+    assert sorted((s.path.parent.name, s.class_name) for s in samples) == [
+        ("RUN", "Run"), ("Walk", "Walk"), ("walk", "walk")]
+    assert note.getvalue().strip().endswith("left out, not classes the model knows: Swim")

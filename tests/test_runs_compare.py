@@ -99,9 +99,11 @@ def test_folds_are_the_groups_present_or_those_asked_for(two_classes):
     assert folds_of(listed, ["kitchen", "3"]) == ["Kitchen", "3"]
     with pytest.raises(LrcnError, match="no group g01"):
         folds_of(listed, ["1"])
-    assert fold_folders(["Kitchen", "a/../b", "a_.._b", "g01"]) == {
+    assert fold_folders(["Kitchen", "a/../b", "a_.._b", "g01", "kitchen"]) == {
         "Kitchen": "fold-Kitchen", "a/../b": "fold-a_.._b", "a_.._b": "fold-a_.._b-2",
-        "g01": "fold-g01"}
+        "g01": "fold-g01", "kitchen": "fold-kitchen-2"}     # one folder on macOS and Windows
+    with pytest.raises(LrcnError, match="group Kitchen is asked for twice"):
+        folds_of(listed, ["Kitchen", "kitchen"])
 
 
 def test_cross_validation_holds_out_a_lists_group_column_across_classes(two_classes, tmp_path):

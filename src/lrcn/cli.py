@@ -84,7 +84,6 @@ def _run_job(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.evaluate import format_report
-    from .training.job import replacing
     from .training.runs import train_and_evaluate
     from .training.train import format_training
     if args.nproc and args.nproc > 1:
@@ -97,8 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     job = _run_job(args)
     _model_hint(args, job)
-    with replacing(job.out):        # a run --overwrite set aside: back if this one fails early
-        result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
+    result = train_and_evaluate(job, evaluate_test=not args.no_evaluate)
     training = result.training
     if training.rank != 0:
         return 0                       # rank 0 speaks for the run
@@ -196,7 +194,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.outputs import annotated_path
     from .inference.predict import annotate, format_prediction
     from .data.dataset import expand_videos
+    from .media.writer import check_video_suffix
     args.videos = expand_videos(args.videos)      # a folder: the videos in it
+    if args.annotate and len(args.videos) == 1:   # one video: --annotate names its file
+        check_video_suffix(args.annotate)
     classifier = load(args.checkpoint, backend=args.backend or "auto", device=args.device,
                       precision=args.precision, reject_below=args.reject_below or 0.0)
     if args.timeline:
@@ -255,6 +256,9 @@ def _predict_timelines(classifier, args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from .inference.engine import load_engine
     from .inference.stream import run_stream
+    from .media.writer import check_video_suffix
+    if args.annotate:
+        check_video_suffix(args.annotate)
     result = run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
                                     args.precision), args.source,
                         _window_config(args), annotate=args.annotate,
@@ -371,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lrcn: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        kept = " (finished work is kept: cache entries and the best checkpoint)" \
-            if args.command in ("train", "cv", "compare", "demo", "studio") else ""
+        kept = {"check": " (finished work is kept: cache entries)"}.get(
+            args.command, " (finished work is kept: cache entries and the best checkpoint)"
+            if args.command in ("train", "cv", "compare", "demo", "studio") else "")
         print(f"lrcn: interrupted{kept}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as cat does

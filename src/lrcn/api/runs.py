@@ -190,9 +190,7 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         classes=classes, cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
         progress=progress, decode_timeout=decode_timeout, init_from=init_from)
     _claim_run_folder(folder, overwrite)
-    from ..training.job import replacing
-    with replacing(folder):        # a run overwrite=True set aside: back if this one fails early
-        return Run(folder, _train_and_evaluate(job, log or _quiet, evaluate))
+    return Run(folder, _train_and_evaluate(job, log or _quiet, evaluate))
 
 
 def default_run_folder() -> Path:

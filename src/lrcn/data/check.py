@@ -181,7 +181,6 @@ def imbalance(samples: Sequence[Sample], names: Sequence[str]) -> str | None:
             f"{smallest!r} {counts[smallest]} ({ratio})")
 
 
-
 def report_truncated(truncated: Sequence[tuple[str, str]]) -> None:
     """Files that look cut short, with the cause, on stderr: they are used as far as they
     decode (training's check, and lrcn evaluate)."""
@@ -191,6 +190,7 @@ def report_truncated(truncated: Sequence[tuple[str, str]]) -> None:
               f"{'it decodes' if count == 1 else 'they decode'}):", file=sys.stderr)
         for path, cause in truncated:
             print(f"  {path}: {cause}", file=sys.stderr)
+
 
 @dataclass
 class Screened:

@@ -90,9 +90,10 @@ class _StartFailed(Exception):
 
 
 # Processes that die while starting are replaced and their task given to another, this many
-# times; then the pool stops with the likely cause. The usual one: a script without
-# `if __name__ == "__main__":`, which every spawned process re-runs on import, so that it tries
-# to start processes of its own and dies; each file was reported as a decoder crash.
+# times in a row (none starting in between); then the pool stops with the likely cause. The
+# usual one: a script without `if __name__ == "__main__":`, which every spawned process re-runs
+# on import, so that it tries to start processes of its own and dies; each file was reported
+# as a decoder crash.
 START_FAILURES = 3
 
 
@@ -181,6 +182,8 @@ def run_tasks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                     worker.stop(kill=True)
                     pool[index] = _Worker(ctx, fn)
                     continue
+                if worker.ready:
+                    start_failures = 0        # processes do start: a later death is not that
                 if finished is None:
                     continue
                 result, lost = finished

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..console import plural
 from ..media.annotate import AnnotatedVideo, Label
-from ..media.clip import truncation
+from ..media.clip import source_claimed_frames, truncation
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
 from ..media.video import FrameSource, open_source
@@ -56,9 +56,9 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
                         ErrorKind.SETTING)
     container, live = open_source(source)
     frames = FrameSource(container, source)
-    # the frame count a file's header states (MP4, AVI; 0 for pipes, cameras and URLs), held
-    # against the frames decoded at its end by the rule `lrcn predict` uses
-    claimed = 0 if live else frames.stream.frames
+    # the frame count a file's header states (0 for pipes, cameras and URLs), held against
+    # the frames decoded at its end by the rule `lrcn predict` uses
+    claimed = 0
     pace = live if realtime is None else realtime
     if clip_seconds is None:
         clip_seconds = engine.clip_seconds
@@ -91,6 +91,7 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
         if frames.count:
             for window in scorer.finish(frames.end_time):
                 take(window)
+        claimed = 0 if live else source_claimed_frames(frames)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

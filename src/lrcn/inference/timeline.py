@@ -22,7 +22,7 @@ from .engine import Engine
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from ..media.plots import plot_timeline
-from ..media.clip import read_clip, truncation
+from ..media.clip import read_clip, source_claimed_frames, truncation
 from ..media.fastdecode import header_seconds
 from ..media.video import FrameSource
 from .predict import prediction_of
@@ -62,7 +62,7 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
         duration = source.end_time
         windows += scorer.finish(duration)
         count, rate = source.count, source.fps
-        claimed = source.stream.frames
+        claimed = source_claimed_frames(source)
     if not windows:     # shorter than one window, and its frames were not kept: read_clip's
         clip = read_clip(path, engine.frame_config)
         windows = [Window(0.0, duration, engine.probabilities(clip.frames))]

@@ -77,6 +77,16 @@ def claimed_frames(container, stream, timing: Timing | None) -> int:
     return round(len(timing.pts) * seconds / span) if seconds > 0 and span > 0 else 0
 
 
+def source_claimed_frames(source) -> int:
+    """claimed_frames for a video.FrameSource once its frames are read (timelines, streams),
+    the stated duration counted at the spacing of the frames read."""
+    stream = source.stream
+    if stream.frames or not source.timed:
+        return int(stream.frames or 0)
+    seconds, end = header_seconds(source.container, stream), source.end_time
+    return round(source.count * seconds / end) if seconds > 0 and end > 0 else 0
+
+
 def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),
               threads: int = 0, seek: bool = True) -> Clip:
     """Decode a video file and return its `frames.num_frames` evenly spaced frames.
@@ -187,4 +197,5 @@ def read_clip_task(task: tuple[str, dict]) -> dict:
             "truncated": clip.truncated}
 
 
-__all__ = ["Clip", "TRUNCATED_BELOW", "read_clip", "read_clip_task", "truncation"]
+__all__ = ["Clip", "TRUNCATED_BELOW", "read_clip", "read_clip_task", "source_claimed_frames",
+           "truncation"]

@@ -20,6 +20,17 @@ _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")
 
 
+def check_video_suffix(path: str | os.PathLike) -> Path:
+    """`path` if the writer can make a video of its suffix, else a one-line LrcnError (checked
+    before the work: --annotate out.gif is refused before the video is read)."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise LrcnError(f"cannot write {path.suffix or 'a file without a suffix'}: videos are "
+                        "written as H.264 MP4 (name it .mp4, .m4v or .mov) or XviD AVI (.avi)",
+                        path, ErrorKind.SETTING)
+    return path
+
+
 class VideoWriter:
     """By the file's suffix: H.264 (yuv420p, +faststart) MP4, which plays in every web browser,
     or for ".avi" XviD-tagged MPEG-4 Part 2 at `bit_rate` (as UCF ships its videos). Written to
@@ -30,11 +41,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float,
                  crf: int = 23, audio=None, preset: str = "veryfast",
                  bit_rate: int = 1_200_000, repeatable: bool = False):
-        self.path = Path(path)
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise LrcnError(f"cannot write {self.path.suffix or 'a file without a suffix'}: "
-                            "videos are written as H.264 MP4 (name it .mp4, .m4v or .mov) or "
-                            "XviD AVI (.avi)", self.path, ErrorKind.SETTING)
+        self.path = check_video_suffix(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # yuv420p needs even dimensions; frames are padded by one pixel if needed.
         self.width, self.height = width + width % 2, height + height % 2

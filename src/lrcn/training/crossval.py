@@ -53,6 +53,8 @@ def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
         if tag not in present:
             raise LrcnError(f"no group {tag} in the data (groups: {present[0]}..{present[-1]})",
                             kind=ErrorKind.SETTING)
+        if tag in chosen:
+            raise LrcnError(f"group {tag} is asked for twice in --folds", kind=ErrorKind.SETTING)
         chosen.append(tag)
     return chosen
 
@@ -65,7 +67,7 @@ def fold_folders(tags: Sequence[str]) -> dict[str, str]:
     for tag in tags:
         name = "fold-" + re.sub(r"[^A-Za-z0-9._-]", "_", tag)
         base, k = name, 2
-        while name in names.values():
+        while name.lower() in {n.lower() for n in names.values()}:   # macOS, Windows
             name, k = f"{base}-{k}", k + 1
         names[tag] = name
     return names
@@ -105,7 +107,7 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=1))
     table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")   # a list's group may hold a comma
+    writer = csv.writer(table, lineterminator="\n")   # a group's name may hold a quote
     writer.writerow(["fold", "test_clips", "accuracy", "macro_f1", "group_accuracy",
                      "best_epoch"])
     writer.writerows([r["fold"], r["test_clips"], f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}",

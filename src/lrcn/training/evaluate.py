@@ -67,14 +67,15 @@ def _data_samples(names: Sequence[str], data: Path, warn) -> list[Sample]:
     the model's classes is an error."""
     folders = list_class_folders(data) if data.is_dir() else []
     by_case = {name.lower(): name for name in names}
-    known = {folder: by_case[folder.lower()] for folder in folders
-             if folder in names or folder.lower() in by_case}
+    known = {folder: folder if folder in names else by_case[folder.lower()]
+             for folder in folders if folder in names or folder.lower() in by_case}
     if not known:
         _, samples = discover(data, min_classes=1)   # its own errors: no folder, no classes
         raise LrcnError(f"class {samples[0].class_name!r} is not one the model knows "
                         f"({', '.join(names)})", data)
     other = [folder for folder in folders if folder not in known]
-    if other and warn is not None:
+    warn = sys.stderr if warn is None else warn      # as it is now (a notebook's capture)
+    if other:
         print(f"lrcn: note: {data}: left out, not classes the model knows: "
               f"{', '.join(other[:8])}{', ...' if len(other) > 8 else ''}", file=warn)
     _, samples = discover(data, list(known), min_classes=1)
@@ -82,7 +83,7 @@ def _data_samples(names: Sequence[str], data: Path, warn) -> list[Sample]:
 
 
 def samples_for(checkpoint: Checkpoint, run_dir: Path | None, data: Path | None,
-                part: str = "test", warn=sys.stderr) -> list[Sample]:
+                part: str = "test", warn=None) -> list[Sample]:
     """The clips to evaluate: a data folder's clips of the checkpoint's classes, or the run's
     split part."""
     if data is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..models.checkpoint import load_checkpoint
 from ..errors import LrcnError
 from .evaluate import calibrate_checkpoint, evaluate, record_test_metrics
-from .job import FINISHING, TrainingJob
+from .job import FINISHING, TrainingJob, replacing
 from ..files import atomic_write_text
 from .train import TrainResult, train
 
@@ -33,6 +33,11 @@ def train_and_evaluate(job: TrainingJob, log=print, evaluate_test: bool = True) 
     so: a resumed run started with --no-evaluate) skips the test evaluation; the run folder
     records it."""
     job = dataclasses.replace(job, evaluate=job.evaluate and evaluate_test)
+    with replacing(job.out):    # a run --overwrite set aside: back if this one stops early
+        return _run(job, log)
+
+
+def _run(job: TrainingJob, log) -> RunResult:
     result = train(job, log)
     if result.rank != 0:          # with several processes, rank 0 calibrates and evaluates
         return RunResult(result, None)
