@@ -133,7 +133,7 @@ RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_
 FINISHING = ".finishing"
 
 
-# An --overwrite's previous run, set aside until the new one has trained an epoch.
+# An --overwrite's previous run, set aside until the new one ends (replacing).
 REPLACED = ".replaced-run"
 
 
@@ -142,8 +142,8 @@ def claim_run_folder(out: str | Path, overwrite: bool = False,
                                 "another --out") -> Path:
     """The folder of a new run: refused (one line, naming the flags) when it holds a run
     already, unless `overwrite`, which sets that run's files (RUN_FILES; nothing else) aside
-    in REPLACED: training removes them once the new run has an epoch, and puts them back if
-    it fails or is stopped before (settle_replaced), so a mistyped data folder costs nothing.
+    in REPLACED: training removes them when the new run ends, and puts them back if it
+    stops before its first epoch (`replacing`), so a mistyped data folder costs nothing.
     Under torchrun only rank 0 looks (the others would find what rank 0 has begun to write);
     the others wait for its split, and stop with it if it stops here. `how` says what to do
     about a run there (the API has keywords, not flags)."""
