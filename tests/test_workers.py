@@ -62,12 +62,18 @@ def test_a_script_without_a_main_guard_is_told_so_not_told_its_files_crashed(tin
     That is one error naming the cause, not every file reported as a decoder crash."""
     import subprocess
     import sys
+    from pathlib import Path
+    import lrcn
+    # the package as this test imports it (CI's small environments put src/ on PYTHONPATH,
+    # relative to the repository, which the scripts below do not run in)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(lrcn.__file__).parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
     script = tmp_path / "noguard.py"
     script.write_text("import lrcn\n"
                       f"print(lrcn.check({str(tiny_dataset)!r}, cache={str(tmp_path / 'c')!r}, "
                       "workers=2, progress=False)['problems'])\n")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+                            timeout=300, cwd=tmp_path, env=env)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "worker processes die while starting (exit code 1)" in last, result.stderr[-2000:]
@@ -76,6 +82,6 @@ def test_a_script_without_a_main_guard_is_told_so_not_told_its_files_crashed(tin
     guarded.write_text("import lrcn\nif __name__ == '__main__':\n    " +
                        script.read_text().splitlines()[1] + "\n")
     result = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+                            timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "too short" in result.stdout and "crash" not in result.stdout  # the tiny set's one
