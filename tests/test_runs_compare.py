@@ -104,6 +104,9 @@ def test_folds_are_the_groups_present_or_those_asked_for(two_classes):
         "g01": "fold-g01", "kitchen": "fold-kitchen-2"}     # one folder on macOS and Windows
     with pytest.raises(LrcnError, match="group Kitchen is asked for twice"):
         folds_of(listed, ["Kitchen", "kitchen"])
+    numbered = [Sample(s.path, s.class_name, f"{s.class_name}/{g}")
+                for s, g in zip(samples, ["10", "2", "s10", "s9"] * 3)]
+    assert folds_of(numbered) == ["2", "10", "s9", "s10"]            # in natural order
 
 
 def test_cross_validation_holds_out_a_lists_group_column_across_classes(two_classes, tmp_path):

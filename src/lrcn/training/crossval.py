@@ -37,7 +37,10 @@ def fold_of(sample) -> str | None:
 def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
     """The groups present ("g01", ..., or a list's names), or the requested ones (numbers for
     UCF tags, or names; a name in another case is the same group)."""
-    present = sorted({g for s in samples if (g := fold_of(s))})
+    # in natural order: a list's groups "2" before "10" (UCF's tags are zero-padded anyway)
+    present = sorted({g for s in samples if (g := fold_of(s))},
+                     key=lambda g: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                    for t in re.split(r"(\d+)", g)])
     if not present:
         raise LrcnError("no groups: leave-one-group-out needs UCF group tags (_gNN_cNN) in "
                         "the file names or a list's group column",
