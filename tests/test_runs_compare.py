@@ -26,6 +26,11 @@ def lrcn(*args):
                           text=True, timeout=600)
 
 
+# One epoch of 8-frame 64x64 clips, decoded in this process: the smallest real run.
+TINY_RUN = ["--epochs", "1", "--frames", "8", "--size", "64", "--batch-size", "4", "--workers", "0",
+            "--quiet"]
+
+
 @pytest.fixture(scope="module")
 def two_classes(tmp_path_factory):
     """2 classes x 3 groups x 2 clips, 64x48, under a second each."""
@@ -41,9 +46,7 @@ def two_classes(tmp_path_factory):
 
 def test_cross_validation_holds_out_each_group_and_summarises_its_folds(two_classes, tmp_path):
     out = tmp_path / "cv"
-    result = lrcn("cv", two_classes, "--out", out, "--folds", "3,1", "--epochs", "1",
-                  "--frames", "8", "--size", "64", "--batch-size", "4", "--workers", "0",
-                  "--quiet")
+    result = lrcn("cv", two_classes, "--out", out, "--folds", "3,1", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "cv.json").read_text())
     assert summary["protocol"] == "leave-one-group-out"
@@ -120,9 +123,7 @@ def test_cross_validation_holds_out_a_lists_group_column_across_classes(two_clas
     listing = tmp_path / "mine.csv"
     listing.write_text("\n".join(lines) + "\n")
     out = tmp_path / "cv"
-    result = lrcn("cv", listing, "--out", out, "--folds", "Room 1,yard/../x", "--epochs", "1",
-                  "--frames", "8", "--size", "64", "--batch-size", "4", "--workers", "0",
-                  "--quiet")
+    result = lrcn("cv", listing, "--out", out, "--folds", "Room 1,yard/../x", *TINY_RUN)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "cv.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == ["room 1", "yard/../x"]

@@ -361,6 +361,11 @@ COMMANDS = {"synth": cmd_synth, "train": cmd_train, "cv": cmd_cv, "compare": cmd
             "studio": cmd_studio}
 
 
+# What a Ctrl-C leaves of the commands that decode into the cache or train.
+_KEPT_ON_INTERRUPT = {"check": "cache entries", **dict.fromkeys(
+    ("train", "cv", "compare", "demo", "studio"), "cache entries and the best checkpoint")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -375,10 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lrcn: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        kept = {"check": " (finished work is kept: cache entries)"}.get(
-            args.command, " (finished work is kept: cache entries and the best checkpoint)"
-            if args.command in ("train", "cv", "compare", "demo", "studio") else "")
-        print(f"lrcn: interrupted{kept}", file=sys.stderr)
+        kept = _KEPT_ON_INTERRUPT.get(args.command)
+        print(f"lrcn: interrupted{f' (finished work is kept: {kept})' if kept else ''}",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit

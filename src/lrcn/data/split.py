@@ -128,12 +128,19 @@ def _quotas(n: int, config: SplitConfig) -> tuple[int, int]:
     return n_test, min(n_val, rest - 1)
 
 
-def source_of(sample: Sample) -> str:
-    """The sample's source across classes: its group without the class ("g07" of "Wave/g07",
-    the tag of its file name or a list's group column), or its whole group for a file with
-    neither (such a file is a source of its own, even if another class has one of its name)."""
+def named_source(sample: Sample) -> str | None:
+    """The source a sample names, across classes: its group without the class ("g07" of
+    "Wave/g07", the tag of its file name or a list's group column); None for a file with
+    neither (cross-validation holds out named sources only)."""
     tag = sample.group.split("/", 1)[-1]
-    return sample.group if tag == sample.path.name else tag
+    return None if tag == sample.path.name else tag
+
+
+def source_of(sample: Sample) -> str:
+    """The sample's source across classes: the one it names, or its whole group for a file
+    that names none (such a file is a source of its own, even if another class has one of its
+    name)."""
+    return named_source(sample) or sample.group
 
 
 def split_samples(samples: Sequence[Sample], config: SplitConfig) -> dict[str, list[Sample]]:
@@ -166,5 +173,5 @@ def random_split(samples: Sequence[Sample], config: SplitConfig) -> dict[str, li
     return {part: [originals[s.path] for s in members] for part, members in parts.items()}
 
 
-__all__ = ["random_split", "source_of", "split_data", "split_groups",
+__all__ = ["named_source", "random_split", "source_of", "split_data", "split_groups",
            "split_samples", "split_sources", "split_train_val"]

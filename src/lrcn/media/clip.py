@@ -72,19 +72,21 @@ def claimed_frames(container, stream, timing: Timing | None) -> int:
     rate is a guess on variable-frame-rate files (1000 fps for an MKV of 100 fps bursts)."""
     if stream.frames or timing is None:
         return header_frame_count(container, stream)
+    return _stated_count(container, stream, len(timing.pts), timing.seconds)
+
+
+def _stated_count(container, stream, count: int, span: float) -> int:
+    """The stated duration counted at the spacing of `count` frames over `span` seconds."""
     seconds = header_seconds(container, stream)
-    span = timing.seconds
-    return round(len(timing.pts) * seconds / span) if seconds > 0 and span > 0 else 0
+    return round(count * seconds / span) if seconds > 0 and span > 0 else 0
 
 
 def source_claimed_frames(source) -> int:
-    """claimed_frames for a video.FrameSource once its frames are read (timelines, streams),
-    the stated duration counted at the spacing of the frames read."""
+    """claimed_frames for a video.FrameSource once its frames are read (timelines, streams)."""
     stream = source.stream
     if stream.frames or not source.timed:
         return int(stream.frames or 0)
-    seconds, end = header_seconds(source.container, stream), source.end_time
-    return round(source.count * seconds / end) if seconds > 0 and end > 0 else 0
+    return _stated_count(source.container, stream, source.count, source.end_time)
 
 
 def read_clip(path: str | os.PathLike, frames: FrameConfig = FrameConfig(),

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from ..console import plural
 from ..data.dataset import load_samples
-from ..data.split import source_of, split_train_val
+from ..data.split import named_source, split_train_val
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_write_text
 from .job import TrainingJob
@@ -26,19 +26,11 @@ from .runs import train_and_evaluate
 from .train import report_skipped
 
 
-def fold_of(sample) -> str | None:
-    """The group a fold holds out across classes: the UCF tag of the file name ("g07") or the
-    list's group column; None for a file with neither (it always trains)."""
-    source = source_of(sample)
-    return None if source == sample.group and source.endswith(f"/{sample.path.name}") \
-        else source
-
-
 def folds_of(samples, wanted: Sequence[str] | None = None) -> list[str]:
     """The groups present ("g01", ..., or a list's names), or the requested ones (numbers for
     UCF tags, or names; a name in another case is the same group)."""
     # in natural order: a list's groups "2" before "10" (UCF's tags are zero-padded anyway)
-    present = sorted({g for s in samples if (g := fold_of(s))},
+    present = sorted({g for s in samples if (g := named_source(s))},
                      key=lambda g: [(0, int(t), "") if t.isdigit() else (1, 0, t)
                                     for t in re.split(r"(\d+)", g)])
     if not present:
@@ -88,8 +80,8 @@ def cross_validate(job: TrainingJob, folds: Sequence[str] | None = None,
     folders = fold_folders(tags)
     rows = []
     for k, tag in enumerate(tags, 1):
-        test = [s for s in samples if fold_of(s) == tag]
-        rest = [s for s in samples if fold_of(s) != tag]
+        test = [s for s in samples if named_source(s) == tag]
+        rest = [s for s in samples if named_source(s) != tag]
         parts = {**split_train_val(rest, job.split), "test": test}
         log(f"fold {k}/{len(tags)}: test group {tag} ({plural(len(test), 'clip')})")
         run = out / folders[tag]
@@ -132,4 +124,4 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["cross_validate", "fold_of", "folds_of", "fold_folders", "format_summary"]
+__all__ = ["cross_validate", "folds_of", "fold_folders", "format_summary"]
