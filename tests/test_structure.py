@@ -21,6 +21,7 @@ LAYERS = {
              {"data.split", "data.synth", "data.cache"},
              {"data.loader", "data.augment", "data.features", "data.check"}],
     "inference": [{"inference.__init__", "inference.calibrate", "inference.export",
+                   "inference.sessions",
                    "inference.outputs"}, {"inference.graphs"},
                   {"inference.engine", "inference.windows"}, {"inference.predict", "inference.info"},
                   {"inference.timeline", "inference.stream"}],

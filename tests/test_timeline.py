@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -81,6 +83,33 @@ def test_feature_reuse_equals_each_window_from_scratch(checkpoint, long_video, s
         late = engine.probabilities(np.stack([frames[i + 1] for i in picks]))
         assert np.abs(late - scratch).max() > 1e-4
         assert window.end - window.start == pytest.approx(2.0)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no CNN threads")
+def test_a_long_file_runs_its_cnn_in_threads_with_the_same_windows(checkpoint, long_video):
+    """A file over two windows long has its CNN batches run in threads of their own while
+    frames are decoded (ONNX Runtime, one session per thread's run): the windows are the ones
+    the engine gives one batch at a time, in order."""
+    from lrcn.media.video import FrameSource
+    from lrcn.inference.windows import WindowScorer
+    engine = make_engine(load_checkpoint(checkpoint))
+    assert engine.backend == "onnx"
+    config = WindowConfig(stride=0.3, batch=5)      # many batches, in flight at once
+    threads = set()
+    windows, facts = score_video(engine, long_video, config, clip_seconds=2.0, progress=lambda t:
+                                 threads.update(th.name for th in threading.enumerate()))
+    assert any(name.startswith("lrcn-cnn") for name in threads)
+    step, stride = config.resolve(2.0, engine.frame_config.num_frames)
+    serial = WindowScorer(engine, step, stride, batch=5, keep_early=False)  # no executor
+    expected = []
+    with FrameSource.open(long_video) as source:
+        for item in source.frames():
+            expected += serial.push(item.frame, item.time)
+        expected += serial.finish(source.end_time)
+    assert len(windows) == len(expected) == 34
+    for got, want in zip(windows, expected):
+        assert (got.start, got.end) == (want.start, want.end)
+        np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-6)
 
 
 def test_a_video_shorter_than_a_window_gets_one_window(checkpoint, tmp_path):

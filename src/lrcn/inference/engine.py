@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -32,11 +34,18 @@ from ..config import FrameConfig, from_dict
 from ..errors import ErrorKind, LrcnError
 from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, check_onnx_file
 from .graphs import engine_graphs
+from .sessions import expected_ort_failures, ort_device, ort_errors, ort_has_cuda, ort_session, \
+    usable_cores
 
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
 
 FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
+# Pixels per run of the CNN's one-thread ONNX Runtime session (OrtEngine on the CPU). Measured
+# on 2 cores, two threads at once: effnet (160 x 128) ran fastest at 4-8 frames a run (1.82 ms
+# a frame; 1.86 at 16), the seed model (64 x 64) at 64-80 (0.038 ms; 0.039 at 32, 0.043 at 16):
+# about 10 and 50 frames.
+PIXELS_PER_RUN = 200_000
 # `--precision int8`: the CNN quantized by ONNX Runtime (graphs.py), on the CPU; not a training
 # precision, so not among config.Precision's
 INT8 = "int8"
@@ -87,6 +96,11 @@ class Engine:
     def sequence_logits(self, features: np.ndarray) -> np.ndarray:
         """(B, T, F) float32 features -> (B, classes) float32 logits."""
         raise NotImplementedError
+
+    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+        """`features` for several threads at once, and how many threads it pays to run, for a
+        caller with work of its own to overlap (a timeline's decoding); (features, 1): none."""
+        return self.features, 1
 
     def logits(self, clips: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes) logits."""
@@ -159,47 +173,13 @@ class TorchEngine(Engine):
                          np.ascontiguousarray(features, dtype=np.float32))
 
 
-def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
-    """An ONNX Runtime session with lrcn's options: on CUDA device `cuda` when that is given
-    and ONNX Runtime has its CUDA provider (onnxruntime-gpu), else on the CPU."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    # ORT's workers spin after each run by default, stealing the cores from whatever runs
-    # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
-    # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers: list = ["CPUExecutionProvider"]
-    if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
-    return ort.InferenceSession(model, options, providers=providers)
-
-
-def ort_has_cuda() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def ort_errors() -> tuple[type[Exception], ...]:
-    """The exception types ONNX Runtime raises (InvalidProtobuf, Fail, NotImplemented, ...: all
-    direct subclasses of Exception, defined by its C++ binding)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-    return tuple(value for value in vars(state).values()
-                 if isinstance(value, type) and issubclass(value, Exception))
-
-
 class OrtEngine(Engine):
     backend = Backend.ONNX
 
     def __init__(self, names: list[str], frame_config: FrameConfig, clip_seconds: float = 0.0,
                  cnn=None, lstm=None, clip=None, clip_takes_float: bool = False,
                  clip_gives_probabilities: bool = False, temperature: float = 1.0,
-                 precision: str = "fp32", source: Path | None = None):
+                 precision: str = "fp32", source: Path | None = None, workers: int = 1):
         """Sessions for the two halves (`cnn`, `lstm`), or for the whole classifier (`clip`,
         from a file: it cannot be split, so it predicts clips only; files from before format
         2 take float frames, from before format 3 give probabilities)."""
@@ -209,21 +189,32 @@ class OrtEngine(Engine):
         self._clip_gives_probabilities = clip_gives_probabilities
         self.splits = cnn is not None and lstm is not None
         self.temperature, self.precision, self.source = temperature, precision, source
+        # On the CPU, `cnn` runs on one thread, from `workers` threads at once (features).
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(workers, "lrcn-cnn") if workers > 1 else None
+        self._per_run = max(1, PIXELS_PER_RUN // (frame_config.height * frame_config.width))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
                         cuda: int | None = None, int8: bool = False) -> "OrtEngine":
         """Both halves, exported once per checkpoint file and then read from the graph
-        cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips."""
+        cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips. On the CPU
+        the CNN's session has one thread and is run from `threads` threads at once (0: one per
+        core): its runs need no barrier between cores, as one session's threads do at every
+        layer, and each run's activations stay in its core's cache. A batch of seed-model
+        frames ran 1.14x faster so than on one two-thread session, effnet's 1.10-1.27x."""
         cnn, lstm = engine_graphs(checkpoint, int8=int8)
+        workers = 1 if cuda is not None else threads or usable_cores()
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
-                   cnn=ort_session(cnn, threads, cuda), lstm=ort_session(lstm, threads, cuda),
-                   temperature=checkpoint.temperature, precision=INT8 if int8 else "fp32")
+                   cnn=ort_session(cnn, 1 if cuda is None else 0, cuda),
+                   lstm=ort_session(lstm, 0, cuda), temperature=checkpoint.temperature,
+                   precision=INT8 if int8 else "fp32", workers=workers)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 0,
                   cuda: int | None = None) -> "OrtEngine":
-        """An exported .onnx file: the model, its classes and its preprocessing settings."""
+        """An exported .onnx file: the model, its classes and its preprocessing settings. On
+        the CPU a batch of clips is spread over threads as the CNN's frames are (above)."""
         path = Path(path)
         if not path.is_file():
             raise LrcnError("no such ONNX model file", path, ErrorKind.NOT_FOUND)
@@ -232,8 +223,9 @@ class OrtEngine(Engine):
         except ImportError:
             raise LrcnError("an ONNX model needs ONNX Runtime (pip install onnxruntime)",
                             path, ErrorKind.SETTING) from None
+        workers = 1 if cuda is not None else threads or usable_cores()
         try:
-            session = ort_session(str(path), threads, cuda)
+            session = ort_session(str(path), 1 if cuda is None else 0, cuda)
         except errors as exc:
             raise LrcnError(f"not a loadable ONNX model ({str(exc).splitlines()[0]})",
                             path) from None
@@ -263,7 +255,7 @@ class OrtEngine(Engine):
         return cls(names, frames, clip_seconds, clip=session,
                    clip_takes_float=inputs[0].type == "tensor(float)",
                    clip_gives_probabilities=version < 3, temperature=temperature,
-                   precision=precision, source=path)
+                   precision=precision, source=path, workers=workers)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -272,7 +264,34 @@ class OrtEngine(Engine):
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
-        return self._cnn.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)})[0]
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        return self._spread(self._cnn_run, frames, self._per_run)
+
+    def _spread(self, run: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
+                per_run: int) -> np.ndarray:
+        """`run` over `items` in the pool's threads, in runs of about `per_run`, equal, a
+        whole number of them for each thread; in one run without a pool (a GPU, one core)."""
+        runs = min(len(items), self._workers * math.ceil(len(items) /
+                                                         (self._workers * per_run)))
+        if self._pool is None or runs < 2:
+            return run(items)
+        return np.concatenate(list(self._pool.map(run, np.array_split(items, runs))))
+
+    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+        if self._pool is None:
+            return super().parallel_features()
+        return self._cnn_runs, self._workers
+
+    def _cnn_runs(self, frames: np.ndarray) -> np.ndarray:
+        """Frames through the CNN in this thread, in runs of the size that suits it."""
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if len(frames) <= self._per_run:
+            return self._cnn_run(frames)
+        return np.concatenate([self._cnn_run(frames[i:i + self._per_run])
+                               for i in range(0, len(frames), self._per_run)])
+
+    def _cnn_run(self, frames: np.ndarray) -> np.ndarray:
+        return self._cnn.run(None, {"frames": frames})[0]
 
     def sequence_logits(self, features: np.ndarray) -> np.ndarray:
         self._need_split()
@@ -286,7 +305,9 @@ class OrtEngine(Engine):
             batch = batch.astype(np.float32) / np.float32(255)
         else:
             batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        out = self._clip.run(None, {"frames": batch})[0]
+        per_run = max(1, self._per_run // batch.shape[1])
+        out = self._spread(lambda part: self._clip.run(None, {"frames": part})[0], batch,
+                           per_run)
         if self._clip_gives_probabilities:
             # A file from before format 3 outputs probabilities p = softmax(z). log p =
             # z - logsumexp(z) is z shifted by one constant for every class, which softmax(. / T)
@@ -300,35 +321,6 @@ class OrtEngine(Engine):
             raise LrcnError("an exported ONNX file holds the whole classifier, which cannot "
                             "be split into per-frame features and the LSTM: long videos and "
                             "streams need the checkpoint", kind=ErrorKind.SETTING)
-
-
-def _ort_device(device: str) -> int | None:
-    """The CUDA device for ONNX Runtime alone (no PyTorch needed): None for the CPU."""
-    from ..devices import check_device_name
-    name = check_device_name(device)
-    if name == "cpu" or (name == "auto" and not ort_has_cuda()):
-        return None
-    if name == "mps":
-        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint",
-                        kind=ErrorKind.SETTING)
-    if not ort_has_cuda():
-        raise LrcnError(f"--device {name}: this ONNX Runtime has no CUDA provider (pip install "
-                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch",
-                       kind=ErrorKind.SETTING)
-    return int(name.split(":")[1]) if ":" in name else 0
-
-
-def _expected_ort_failures() -> tuple[type[BaseException], ...]:
-    """What goes wrong, without a bug in lrcn, when a checkpoint is put on ONNX Runtime: it is
-    not installed, the exporter cannot take the model, or ORT cannot load or run the graph.
-    Anything else is a bug, and surfaces."""
-    from torch.onnx import OnnxExporterError
-    failures: list[type[BaseException]] = [ImportError, OnnxExporterError]
-    try:
-        failures += ort_errors()
-    except ImportError:
-        pass
-    return tuple(failures)
 
 
 def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
@@ -366,7 +358,7 @@ def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
                 checkpoint, cuda=target.index or 0 if target.type == "cuda" else None)
         except ImportError as exc:
             cause = f"ONNX Runtime is not installed ({exc.name or exc})"
-        except _expected_ort_failures() as exc:   # an exporter or runtime that cannot take it
+        except expected_ort_failures() as exc:   # an exporter or runtime that cannot take it
             cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if backend is Backend.ONNX:
         raise LrcnError(f"--backend onnx failed: {cause}", kind=ErrorKind.SETTING)
@@ -387,7 +379,7 @@ def load_engine(path: str | os.PathLike, backend: Backend | str = Backend.AUTO,
             raise LrcnError("an ONNX model runs on ONNX Runtime only, in its own precision; "
                             "for --backend torch or --precision bf16/fp16, pass the checkpoint",
                             path, ErrorKind.SETTING)
-        engine = OrtEngine.from_file(path, cuda=_ort_device(device))
+        engine = OrtEngine.from_file(path, cuda=ort_device(device))
         if precision == INT8 and engine.precision != INT8:
             raise LrcnError("--precision int8: this ONNX file is not an int8 export (`lrcn "
                             "export RUN --quantize int8` makes one)", path, ErrorKind.SETTING)

@@ -23,6 +23,8 @@ of a video as a clip sees the same frames, variable frame rate included.
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import av
@@ -73,11 +75,18 @@ class WindowScorer:
     first window is complete, every frame is kept small, so that a video shorter than one
     window gets the window `read_clip` would give it: 20 frames spread over its whole length.
     `keep_early=False` does without them (a file known to be longer, which can be read again).
+    With `executor`, batches run in its threads through `features` (the engine's by default),
+    at most `in_flight` at a time; windows come out once their features are back.
     """
 
     def __init__(self, engine, step: float, stride_steps: int, batch: int = 32,
-                 keep_early: bool = True):
+                 keep_early: bool = True, executor: Executor | None = None,
+                 features=None, in_flight: int = 4):
         self.engine, self.step, self.stride, self.batch = engine, step, stride_steps, batch
+        self.executor, self.in_flight = executor, in_flight
+        self.run_features = features or engine.features
+        # batches sent to the executor, oldest first: (pending, frame keys, their features)
+        self.running: deque[tuple[list, list, Future]] = deque()
         self.frames = engine.frame_config
         self.steps = self.frames.num_frames
         self.next_grid = 0                     # next grid point waiting for its frame
@@ -129,20 +138,31 @@ class WindowScorer:
                 out += self._run_pending()
         return out
 
-    def _run_pending(self) -> list[Window]:
-        if not self.pending:
-            return []
-        # A frame that serves several grid points (video slower than the grid) is computed once.
-        unique: dict[int, np.ndarray] = {}
-        for _, image in self.pending:
-            unique.setdefault(id(image), image)
-        keys = list(unique)
-        feats = self.engine.features(np.stack([unique[k] for k in keys]))
-        by_id = dict(zip(keys, feats))
-        for j, image in self.pending:
-            self.features[j] = by_id[id(image)]
-        self.pending.clear()
+    def _run_pending(self, wait: bool = False) -> list[Window]:
+        if self.pending:
+            # A frame that serves several grid points (video slower than the grid) is computed
+            # once.
+            unique: dict[int, np.ndarray] = {}
+            for _, image in self.pending:
+                unique.setdefault(id(image), image)
+            keys = list(unique)
+            batch = np.stack([unique[k] for k in keys])
+            if self.executor is None:
+                self._store(self.pending, keys, self.run_features(batch))
+            else:
+                self.running.append((self.pending, keys,
+                                     self.executor.submit(self.run_features, batch)))
+            self.pending = []
+        while self.running and (wait or len(self.running) > self.in_flight
+                                or self.running[0][2].done()):
+            pending, keys, future = self.running.popleft()
+            self._store(pending, keys, future.result())
         return self._ready_windows()
+
+    def _store(self, pending: list, keys: list, feats: np.ndarray) -> None:
+        by_id = dict(zip(keys, feats))
+        for j, image in pending:
+            self.features[j] = by_id[id(image)]
 
     def _ready_windows(self) -> list[Window]:
         starts = []
@@ -169,7 +189,7 @@ class WindowScorer:
         video shorter than one window gets one window over its whole length."""
         if self.previous is None:
             return []
-        out = self._assign_until(end_time, skip=False) + self._run_pending()
+        out = self._assign_until(end_time, skip=False) + self._run_pending(wait=True)
         if self.next_window == 0 and not out and self.early:
             return [self._whole_video(end_time)]
         return out

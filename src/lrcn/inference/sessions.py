@@ -1,0 +1,82 @@
+"""ONNX Runtime sessions with lrcn's options, and what ONNX Runtime can do here. ONNX Runtime
+is imported only when a session is made, so that lrcn imports without it."""
+from __future__ import annotations
+
+import os
+
+from ..errors import ErrorKind, LrcnError
+
+
+def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
+    """An ONNX Runtime session with lrcn's options: on CUDA device `cuda` when that is given
+    and ONNX Runtime has its CUDA provider (onnxruntime-gpu), else on the CPU."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # ORT's workers spin after each run by default, stealing the cores from whatever runs
+    # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
+    # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers: list = ["CPUExecutionProvider"]
+    if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS says, e.g. under taskset
+    or a container's cpuset), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def ort_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def ort_errors() -> tuple[type[Exception], ...]:
+    """The exception types ONNX Runtime raises (InvalidProtobuf, Fail, NotImplemented, ...: all
+    direct subclasses of Exception, defined by its C++ binding)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    return tuple(value for value in vars(state).values()
+                 if isinstance(value, type) and issubclass(value, Exception))
+
+
+def ort_device(device: str) -> int | None:
+    """The CUDA device for ONNX Runtime alone (no PyTorch needed): None for the CPU."""
+    from ..devices import check_device_name
+    name = check_device_name(device)
+    if name == "cpu" or (name == "auto" and not ort_has_cuda()):
+        return None
+    if name == "mps":
+        raise LrcnError("--device mps: ONNX Runtime does not run on MPS; pass the checkpoint",
+                        kind=ErrorKind.SETTING)
+    if not ort_has_cuda():
+        raise LrcnError(f"--device {name}: this ONNX Runtime has no CUDA provider (pip install "
+                        "onnxruntime-gpu), or pass the checkpoint to run on PyTorch",
+                       kind=ErrorKind.SETTING)
+    return int(name.split(":")[1]) if ":" in name else 0
+
+
+def expected_ort_failures() -> tuple[type[BaseException], ...]:
+    """What goes wrong, without a bug in lrcn, when a checkpoint is put on ONNX Runtime: it is
+    not installed, the exporter cannot take the model, or ORT cannot load or run the graph.
+    Anything else is a bug, and surfaces."""
+    from torch.onnx import OnnxExporterError
+    failures: list[type[BaseException]] = [ImportError, OnnxExporterError]
+    try:
+        failures += ort_errors()
+    except ImportError:
+        pass
+    return tuple(failures)
+
+
+__all__ = ["ort_session", "ort_has_cuda", "ort_errors", "usable_cores", "ort_device",
+           "expected_ort_failures"]
