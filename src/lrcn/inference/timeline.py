@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import FrameConfig
 from ..console import plural
 from ..media.annotate import Label, annotate_video
 from .engine import Engine
@@ -83,19 +85,44 @@ def _scorer(engine: Engine, source: FrameSource, step: float, stride: int, batch
             long: bool, stack: ExitStack) -> WindowScorer:
     """The file's window scorer. A long file's CNN batches run in threads of their own (the
     engine's parallel_features, in an executor that `stack` shuts down) while this thread
-    decodes. On 2 cores decoding then keeps to one thread: FFmpeg's frame threads cost a third
-    more CPU for little less wall time, and what they take the CNN's threads lose (91x
-    against 80x real time, effnet-lstm, 2 minutes of H.264; cores measured: 2 only)."""
+    decodes, on one thread where that keeps up (_one_decoding_thread)."""
     features, workers = engine.parallel_features() if long else (engine.features, 1)
     if workers < 2:
         return WindowScorer(engine, step, stride, batch, keep_early=not long)
-    if workers == 2:
+    if _one_decoding_thread(source, features, engine.frame_config, step, workers):
         configure(source.stream, threads=1)
     executor = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-cnn")
     # On the way out (an error, Ctrl-C) only the batches already running are waited for.
     stack.callback(executor.shutdown, cancel_futures=True)
     return WindowScorer(engine, step, stride, batch, keep_early=False, executor=executor,
                         features=features, in_flight=2 * workers)
+
+
+def _one_decoding_thread(source: FrameSource, features, frames: FrameConfig, step: float,
+                         workers: int) -> bool:
+    """Whether one decoding thread keeps up with the CNN on the other cores. FFmpeg's frame
+    threads cost a third more CPU than one thread (0.87 against 0.65 s for 2 minutes of
+    320x240 H.264), which the CNN's threads lose where the CNN is the larger part of the
+    work: an effnet-lstm timeline of that video ran at 88x real time on one decoding thread
+    against 78x (2 cores). Where decoding is the larger part (the seed model; any model on HD
+    video) FFmpeg's threads are kept: one thread made the seed model's timeline 18% slower.
+    Both costs are measured here, in CPU time of this thread: the first 16 frames decoded
+    by a second reader on one thread, and the CNN on 8 blank frames. That first CNN run
+    pays ONNX Runtime's setup too (effnet: 20 against 12 ms of CPU a second of video), which
+    leans the choice to one thread where the two are close, and rightly: one thread is
+    still the faster while decoding is up to about 1.3 times the CNN's work."""
+    try:
+        with FrameSource.open(source.name, threads=1) as probe:
+            start, count = time.thread_time(), 0
+            for _ in itertools.islice(probe.frames(), 16):
+                count += 1
+            decode = (time.thread_time() - start) / max(count, 1) * source.fps
+    except LrcnError:
+        return False
+    start = time.thread_time()
+    features(np.zeros((8, frames.height, frames.width, 3), np.uint8))
+    cnn = (time.thread_time() - start) / 8 / step    # CPU seconds per second of video
+    return decode * (workers - 1) <= cnn
 
 
 @dataclass
