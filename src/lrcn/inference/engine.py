@@ -6,7 +6,8 @@ once and shared by every window that covers it, see windows.py); whole clips go 
 - OrtEngine runs on ONNX Runtime: from a checkpoint (both halves exported in memory, 0.3 s), or
   from an exported .onnx file (the whole classifier; no PyTorch needed). On a 2-core CPU it
   measured about 2x eager PyTorch at batch 64 and 0.6-0.7x its latency for one clip
-  (bench/train_infer.py). It is the default when onnxruntime imports.
+  (bench/train_infer.py). It is the default when onnxruntime imports. On the CPU a batch is
+  spread over one-thread runs, one thread per core (from_checkpoint says why).
 - TorchEngine runs the same model on PyTorch: the fallback, and the reference.
 The two give the same numbers (within 1e-5, tested). Frames go in as uint8 (N, H, W, 3), as
 decoded; the conversion to [0, 1] floats happens inside the engine (inside the ONNX graph for
@@ -97,10 +98,11 @@ class Engine:
         """(B, T, F) float32 features -> (B, classes) float32 logits."""
         raise NotImplementedError
 
-    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
-        """`features` for several threads at once, and how many threads it pays to run, for a
-        caller with work of its own to overlap (a timeline's decoding); (features, 1): none."""
-        return self.features, 1
+    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
+        """`features` for several threads at once, how many threads it pays to run and the
+        frames per call that suit one, for a caller with work of its own to overlap (a
+        timeline's decoding); (features, 1, ...): none."""
+        return self.features, 1, FRAMES_PER_CALL
 
     def logits(self, clips: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) or (B, T, H, W, 3) uint8 clips -> (classes,) or (B, classes) logits."""
@@ -277,10 +279,10 @@ class OrtEngine(Engine):
             return run(items)
         return np.concatenate(list(self._pool.map(run, np.array_split(items, runs))))
 
-    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
         if self._pool is None:
             return super().parallel_features()
-        return self._cnn_runs, self._workers
+        return self._cnn_runs, self._workers, self._per_run
 
     def _cnn_runs(self, frames: np.ndarray) -> np.ndarray:
         """Frames through the CNN in this thread, in runs of the size that suits it."""

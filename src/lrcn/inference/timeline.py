@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import FrameConfig
 from ..console import plural
 from ..media.annotate import Label, annotate_video
 from .engine import Engine
@@ -83,22 +83,28 @@ def score_video(engine: Engine, path: str | os.PathLike, config: WindowConfig,
 
 def _scorer(engine: Engine, source: FrameSource, step: float, stride: int, batch: int,
             long: bool, stack: ExitStack) -> WindowScorer:
-    """The file's window scorer. A long file's CNN batches run in threads of their own (the
-    engine's parallel_features, in an executor that `stack` shuts down) while this thread
-    decodes, on one thread where that keeps up (_one_decoding_thread)."""
-    features, workers = engine.parallel_features() if long else (engine.features, 1)
+    """The file's window scorer. A long file's CNN runs in threads of their own (the engine's
+    parallel_features, in an executor that `stack` shuts down) while this thread decodes, on
+    one thread where that keeps up (_one_decoding_thread). The runs are of the size that suits
+    one thread (effnet: 10 frames), not `batch`: a 12 s clip has 44 frames for the CNN, which
+    must still be spread over the threads."""
+    features, workers, frames = engine.parallel_features() if long else (engine.features, 1, 0)
     if workers < 2:
         return WindowScorer(engine, step, stride, batch, keep_early=not long)
-    if _one_decoding_thread(source, features, engine.frame_config, step, workers):
+    if _one_decoding_thread(engine, source, features, step, workers):
         configure(source.stream, threads=1)
     executor = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-cnn")
-    # On the way out (an error, Ctrl-C) only the batches already running are waited for.
+    # On the way out (an error, Ctrl-C) only the runs already started are waited for.
     stack.callback(executor.shutdown, cancel_futures=True)
-    return WindowScorer(engine, step, stride, batch, keep_early=False, executor=executor,
-                        features=features, in_flight=2 * workers)
+    return WindowScorer(engine, step, stride, min(batch, frames), keep_early=False,
+                        executor=executor, features=features, in_flight=2 * workers)
 
 
-def _one_decoding_thread(source: FrameSource, features, frames: FrameConfig, step: float,
+# An engine's CNN cost, CPU seconds a frame on one thread: measured once per engine.
+_cnn_seconds: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
+def _one_decoding_thread(engine: Engine, source: FrameSource, features, step: float,
                          workers: int) -> bool:
     """Whether one decoding thread keeps up with the CNN on the other cores. FFmpeg's frame
     threads cost a third more CPU than one thread (0.87 against 0.65 s for 2 minutes of
@@ -106,23 +112,25 @@ def _one_decoding_thread(source: FrameSource, features, frames: FrameConfig, ste
     work: an effnet-lstm timeline of that video ran at 88x real time on one decoding thread
     against 78x (2 cores). Where decoding is the larger part (the seed model; any model on HD
     video) FFmpeg's threads are kept: one thread made the seed model's timeline 18% slower.
-    Both costs are measured here, in CPU time of this thread: the first 16 frames decoded
-    by a second reader on one thread, and the CNN on 8 blank frames. That first CNN run
-    pays ONNX Runtime's setup too (effnet: 20 against 12 ms of CPU a second of video), which
-    leans the choice to one thread where the two are close, and rightly: one thread is
-    still the faster while decoding is up to about 1.3 times the CNN's work."""
+    Both costs are measured here, in CPU time of this thread: the first 8 frames decoded by
+    a second reader on one thread, and, once per engine, the CNN on 4 blank frames. That
+    first CNN run pays ONNX Runtime's setup too (effnet: 20 against 12 ms of CPU a second of
+    video), which leans the choice to one thread where the two are close, and rightly: one
+    thread is still the faster while decoding is up to about 1.3 times the CNN's work."""
     try:
         with FrameSource.open(source.name, threads=1) as probe:
             start, count = time.thread_time(), 0
-            for _ in itertools.islice(probe.frames(), 16):
+            for _ in itertools.islice(probe.frames(), 8):
                 count += 1
             decode = (time.thread_time() - start) / max(count, 1) * source.fps
     except LrcnError:
         return False
-    start = time.thread_time()
-    features(np.zeros((8, frames.height, frames.width, 3), np.uint8))
-    cnn = (time.thread_time() - start) / 8 / step    # CPU seconds per second of video
-    return decode * (workers - 1) <= cnn
+    if engine not in _cnn_seconds:
+        frames = engine.frame_config
+        start = time.thread_time()
+        features(np.zeros((4, frames.height, frames.width, 3), np.uint8))
+        _cnn_seconds[engine] = (time.thread_time() - start) / 4
+    return decode * (workers - 1) <= _cnn_seconds[engine] / step   # per second of video
 
 
 @dataclass
