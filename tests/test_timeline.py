@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.inference.engine import make_engine
+from lrcn.inference.sessions import usable_cores
 from lrcn.models.lrcn import LRCN
 from lrcn.inference.predict import Predictor, annotate
 from lrcn.media.sampling import sample_indices
@@ -85,11 +85,11 @@ def test_feature_reuse_equals_each_window_from_scratch(checkpoint, long_video, s
         assert window.end - window.start == pytest.approx(2.0)
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no CNN threads")
+@pytest.mark.skipif(usable_cores() < 2, reason="one usable core: no CNN threads")
 def test_a_long_file_runs_its_cnn_in_threads_with_the_same_windows(checkpoint, long_video):
-    """A file over two windows long has its CNN batches run in threads of their own while
-    frames are decoded (ONNX Runtime, one session per thread's run): the windows are the ones
-    the engine gives one batch at a time, in order."""
+    """A file over two windows long has its CNN batches run in the timeline's threads while
+    frames are decoded (ONNX Runtime, one-thread runs of one session): the windows are the
+    ones the engine gives one batch at a time, in order."""
     from lrcn.media.video import FrameSource
     from lrcn.inference.windows import WindowScorer
     engine = make_engine(load_checkpoint(checkpoint))
@@ -98,7 +98,7 @@ def test_a_long_file_runs_its_cnn_in_threads_with_the_same_windows(checkpoint, l
     threads = set()
     windows, facts = score_video(engine, long_video, config, clip_seconds=2.0, progress=lambda t:
                                  threads.update(th.name for th in threading.enumerate()))
-    assert any(name.startswith("lrcn-cnn") for name in threads)
+    assert any(name.startswith("lrcn-timeline") for name in threads)
     step, stride = config.resolve(2.0, engine.frame_config.num_frames)
     serial = WindowScorer(engine, step, stride, batch=5, keep_early=False)  # no executor
     expected = []

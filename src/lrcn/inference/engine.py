@@ -202,8 +202,9 @@ class OrtEngine(Engine):
         """Both halves, exported once per checkpoint file and then read from the graph
         cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips. On the CPU
         the CNN's session has one thread and is run from `threads` threads at once (0: one per
-        core): its runs need no barrier between cores, as one session's threads do at every
-        layer, and each run's activations stay in its core's cache. A batch of seed-model
+        usable core; the LSTM's session keeps ONNX Runtime's threads): its runs need no
+        barrier between cores, as one session's threads do at every layer, and each run's
+        activations stay in its core's cache. A batch of seed-model
         frames ran 1.14x faster so than on one two-thread session, effnet's 1.10-1.27x."""
         cnn, lstm = engine_graphs(checkpoint, int8=int8)
         workers = 1 if cuda is not None else threads or usable_cores()
@@ -215,8 +216,9 @@ class OrtEngine(Engine):
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 0,
                   cuda: int | None = None) -> "OrtEngine":
-        """An exported .onnx file: the model, its classes and its preprocessing settings. On
-        the CPU a batch of clips is spread over threads as the CNN's frames are (above)."""
+        """An exported .onnx file: the model, its classes and its preprocessing settings. Its
+        one session keeps ONNX Runtime's threads: it can split a batch only by whole clips,
+        and one clip on one thread took 1.6-1.9x as long (effnet-lstm, 2 cores)."""
         path = Path(path)
         if not path.is_file():
             raise LrcnError("no such ONNX model file", path, ErrorKind.NOT_FOUND)
@@ -225,9 +227,8 @@ class OrtEngine(Engine):
         except ImportError:
             raise LrcnError("an ONNX model needs ONNX Runtime (pip install onnxruntime)",
                             path, ErrorKind.SETTING) from None
-        workers = 1 if cuda is not None else threads or usable_cores()
         try:
-            session = ort_session(str(path), 1 if cuda is None else 0, cuda)
+            session = ort_session(str(path), threads, cuda)
         except errors as exc:
             raise LrcnError(f"not a loadable ONNX model ({str(exc).splitlines()[0]})",
                             path) from None
@@ -257,7 +258,7 @@ class OrtEngine(Engine):
         return cls(names, frames, clip_seconds, clip=session,
                    clip_takes_float=inputs[0].type == "tensor(float)",
                    clip_gives_probabilities=version < 3, temperature=temperature,
-                   precision=precision, source=path, workers=workers)
+                   precision=precision, source=path)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -267,17 +268,13 @@ class OrtEngine(Engine):
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        return self._spread(self._cnn_run, frames, self._per_run)
-
-    def _spread(self, run: Callable[[np.ndarray], np.ndarray], items: np.ndarray,
-                per_run: int) -> np.ndarray:
-        """`run` over `items` in the pool's threads, in runs of about `per_run`, equal, a
-        whole number of them for each thread; in one run without a pool (a GPU, one core)."""
-        runs = min(len(items), self._workers * math.ceil(len(items) /
-                                                         (self._workers * per_run)))
-        if self._pool is None or runs < 2:
-            return run(items)
-        return np.concatenate(list(self._pool.map(run, np.array_split(items, runs))))
+        # in the pool's threads: equal runs of about _per_run, a whole number for each thread
+        runs = min(len(frames), self._workers * math.ceil(len(frames) /
+                                                          (self._workers * self._per_run)))
+        if self._pool is None or runs < 2:     # a GPU, one core, a frame
+            return self._cnn_run(frames)
+        return np.concatenate(list(self._pool.map(self._cnn_run,
+                                                  np.array_split(frames, runs))))
 
     def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
         if self._pool is None:
@@ -307,9 +304,7 @@ class OrtEngine(Engine):
             batch = batch.astype(np.float32) / np.float32(255)
         else:
             batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        per_run = max(1, self._per_run // batch.shape[1])
-        out = self._spread(lambda part: self._clip.run(None, {"frames": part})[0], batch,
-                           per_run)
+        out = self._clip.run(None, {"frames": batch})[0]
         if self._clip_gives_probabilities:
             # A file from before format 3 outputs probabilities p = softmax(z). log p =
             # z - logsumexp(z) is z shifted by one constant for every class, which softmax(. / T)

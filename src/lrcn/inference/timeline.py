@@ -86,14 +86,14 @@ def _scorer(engine: Engine, source: FrameSource, step: float, stride: int, batch
     """The file's window scorer. A long file's CNN runs in threads of their own (the engine's
     parallel_features, in an executor that `stack` shuts down) while this thread decodes, on
     one thread where that keeps up (_one_decoding_thread). The runs are of the size that suits
-    one thread (effnet: 10 frames), not `batch`: a 12 s clip has 44 frames for the CNN, which
-    must still be spread over the threads."""
+    one thread (effnet: 9 frames), not `batch`: a 12 s clip has 44 frames for the CNN, which
+    must still be spread over the threads. (The LSTM's calls then take as many windows.)"""
     features, workers, frames = engine.parallel_features() if long else (engine.features, 1, 0)
     if workers < 2:
         return WindowScorer(engine, step, stride, batch, keep_early=not long)
     if _one_decoding_thread(engine, source, features, step, workers):
         configure(source.stream, threads=1)
-    executor = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-cnn")
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-timeline")
     # On the way out (an error, Ctrl-C) only the runs already started are waited for.
     stack.callback(executor.shutdown, cancel_futures=True)
     return WindowScorer(engine, step, stride, min(batch, frames), keep_early=False,
@@ -124,6 +124,8 @@ def _one_decoding_thread(engine: Engine, source: FrameSource, features, step: fl
                 count += 1
             decode = (time.thread_time() - start) / max(count, 1) * source.fps
     except LrcnError:
+        return False
+    if count == 0:      # nothing decoded cleanly: nothing learnt, FFmpeg's choice
         return False
     if engine not in _cnn_seconds:
         frames = engine.frame_config

@@ -42,7 +42,8 @@ class WindowConfig:
     span: float = 0.0        # seconds one window covers; 0: the checkpoint's clip_seconds
     stride: float = 0.0      # seconds between window starts; 0: a quarter of the span
     smooth: int = 3          # windows averaged (centred for files, trailing for streams)
-    batch: int = 32          # frames per CNN call (windows per LSTM call likewise)
+    batch: int = 32          # frames per CNN call, windows per LSTM call (at most: a long
+                             # file's CNN runs in threads take what suits one, timeline.py)
     reject_below: float = 0.0   # a label less probable than this is shown as "unknown"
 
     def __post_init__(self) -> None:
