@@ -3,6 +3,7 @@ reference, the ONNX Runtime engine against the PyTorch engine, and fixed-seed re
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -135,6 +136,27 @@ def test_onnx_runtime_spreads_a_batch_over_threads_in_order(tmp_path):
     np.testing.assert_allclose(feats, one.features(frames), atol=1e-6)
     assert np.abs(feats[1:] - feats[:-1]).max() > 1e-3   # frames that differ: order shows
     np.testing.assert_allclose(spread.logits(clips), one.logits(clips), atol=1e-6)
+
+
+def test_usable_cores_follow_the_affinity_and_a_cpu_quota(tmp_path):
+    """How many CNN threads: the cores this process may run on, capped by a container's CPU
+    quota in either cgroup version's files; no quota, no files or unreadable ones: the
+    affinity alone."""
+    from lrcn.inference.sessions import usable_cores
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count()
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    v2.mkdir()
+    assert usable_cores(tmp_path / "none") == cores
+    for text, expected in [("150000 100000\n", min(cores, 2)), ("50000 100000", 1),
+                           ("max 100000\n", cores), ("garbage", cores)]:
+        (v2 / "cpu.max").write_text(text)
+        assert usable_cores(v2) == expected, text
+    for quota, expected in [("100000", 1), ("-1", cores), ("", cores)]:
+        (v1 / "cpu" / "cpu.cfs_quota_us").write_text(quota + "\n")
+        (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+        assert usable_cores(v1) == expected, quota
 
 
 def test_onnx_runtime_engine_matches_pytorch_engine(tmp_path):

@@ -2,7 +2,9 @@
 is imported only when a session is made, so that lrcn imports without it."""
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 from ..errors import ErrorKind, LrcnError
 
@@ -25,12 +27,32 @@ def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
     return ort.InferenceSession(model, options, providers=providers)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity where the OS says, e.g. under taskset
-    or a container's cpuset), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on, at least 1: its affinity where the OS says (under
+    taskset or a container's cpuset), capped by a CPU quota (`docker --cpus 2` on a large
+    host gives all the host's cores to the affinity, and two cores' time)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """Cores' worth of CPU time the cgroup allows (cgroup v2's cpu.max, else v1's CFS
+    quota), or None where there is no quota or no such file. The root's files are a
+    container's own limits, as the container sees them."""
+    try:
+        v2 = cgroup / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+        else:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1") or float(period) <= 0:
+            return None
+        return float(quota) / float(period)
+    except (OSError, ValueError):
+        return None
 
 
 def ort_has_cuda() -> bool:
