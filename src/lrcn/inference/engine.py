@@ -203,9 +203,10 @@ class OrtEngine(Engine):
         cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips. On the CPU
         the CNN's session has one thread and is run from `threads` threads at once (0: one per
         usable core; the LSTM's session keeps ONNX Runtime's threads): its runs need no
-        barrier between cores, as one session's threads do at every layer, and each run's
-        activations stay in its core's cache. A batch of seed-model
-        frames ran 1.14x faster so than on one two-thread session, effnet's 1.10-1.27x."""
+        barrier between cores, as one session's threads do at every layer, and are of the
+        size measured fastest (PIXELS_PER_RUN). In fresh processes, old and new alternated,
+        the seed model's CNN ran 1.1x faster so than on one two-thread session, effnet's
+        1.10x at batches of 32 and 1.23x at 160."""
         cnn, lstm = engine_graphs(checkpoint, int8=int8)
         workers = 1 if cuda is not None else threads or usable_cores()
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
