@@ -88,7 +88,7 @@ def _scorer(engine: Engine, source: FrameSource, step: float, stride: int, batch
     one thread where that keeps up (_one_decoding_thread). The runs are of the size that suits
     one thread (effnet: 9 frames), not `batch`: a 12 s clip has 44 frames for the CNN, which
     must still be spread over the threads. (The LSTM's calls then take as many windows.)"""
-    features, workers, frames = engine.parallel_features() if long else (engine.features, 1, 0)
+    features, workers, per_run = engine.parallel_features() if long else (engine.features, 1, 0)
     if workers < 2:
         return WindowScorer(engine, step, stride, batch, keep_early=not long)
     if _one_decoding_thread(engine, source, features, step, workers):
@@ -96,7 +96,7 @@ def _scorer(engine: Engine, source: FrameSource, step: float, stride: int, batch
     executor = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-timeline")
     # On the way out (an error, Ctrl-C) only the runs already started are waited for.
     stack.callback(executor.shutdown, cancel_futures=True)
-    return WindowScorer(engine, step, stride, min(batch, frames), keep_early=False,
+    return WindowScorer(engine, step, stride, min(batch, per_run), keep_early=False,
                         executor=executor, features=features, in_flight=2 * workers)
 
 
