@@ -268,27 +268,25 @@ class OrtEngine(Engine):
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         self._need_split()
-        frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        # in the pool's threads: equal runs of about _per_run, a whole number for each thread
-        runs = min(len(frames), self._workers * math.ceil(len(frames) /
-                                                          (self._workers * self._per_run)))
-        if self._pool is None or runs < 2:     # a GPU, one core, a frame
-            return self._cnn_run(frames)
-        return np.concatenate(list(self._pool.map(self._cnn_run,
-                                                  np.array_split(frames, runs))))
+        if self._pool is None:      # a GPU or one core: one run
+            return self._cnn_run(np.ascontiguousarray(frames, dtype=np.uint8))
+        return self._runs(frames, self._workers)
 
     def parallel_features(self) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
         if self._pool is None:
             return super().parallel_features()
-        return self._cnn_runs, self._workers, self._per_run
+        return self._runs, self._workers, self._per_run
 
-    def _cnn_runs(self, frames: np.ndarray) -> np.ndarray:
-        """Frames through the CNN in this thread, in runs of the size that suits it."""
+    def _runs(self, frames: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Frames through the CNN in equal runs of about _per_run, a whole number of them for
+        each of `threads` of the pool (1: one after another in this thread)."""
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        if len(frames) <= self._per_run:
+        runs = min(len(frames), threads * math.ceil(len(frames) / (threads * self._per_run)))
+        if runs < 2:
             return self._cnn_run(frames)
-        return np.concatenate([self._cnn_run(frames[i:i + self._per_run])
-                               for i in range(0, len(frames), self._per_run)])
+        parts = np.array_split(frames, runs)
+        ran = self._pool.map(self._cnn_run, parts) if threads > 1 else map(self._cnn_run, parts)
+        return np.concatenate(list(ran))
 
     def _cnn_run(self, frames: np.ndarray) -> np.ndarray:
         return self._cnn.run(None, {"frames": frames})[0]
