@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from lrcn.data.synth import SynthConfig, make_dataset
@@ -35,16 +36,23 @@ def weights(checkpoint: Path) -> dict[str, bytes]:
         return {name: f.get_tensor(name).numpy().tobytes() for name in f.keys()}
 
 
-@pytest.mark.parametrize("model", ["lrcn"])
-def test_training_with_a_seed_gives_the_same_weights(tiny_dataset, tmp_path, model):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_with_a_seed_gives_the_same_weights(tiny_dataset, tmp_path, threads):
+    """On two threads, batches of 8 run as two chunks at once in threads (training.steps):
+    the same weights every time all the same."""
     def run(name: str, seed: int):
-        job = make_job(tiny_dataset, tmp_path / name, model=model,
+        job = make_job(tiny_dataset, tmp_path / name, model="lrcn",
                        frames={"num_frames": 8, "height": 64, "width": 64},
-                       train={"epochs": 2, "seed": seed}, cache_dir=tmp_path / "cache",
-                       workers=0, progress=False)
+                       train={"epochs": 2, "seed": seed, "batch_size": 4 * threads,
+                              "num_threads": threads},
+                       cache_dir=tmp_path / "cache", workers=0, progress=False)
         return train_and_evaluate(job, log=lambda *a, **k: None)
 
-    a, b, c = run("a", 5), run("b", 5), run("c", 6)
+    before = torch.get_num_threads()
+    try:
+        a, b, c = run("a", 5), run("b", 5), run("c", 6)
+    finally:
+        torch.set_num_threads(before)
     assert weights(a.checkpoint) == weights(b.checkpoint)
     assert a.report == b.report
     assert weights(a.checkpoint) != weights(c.checkpoint)     # and the seed matters

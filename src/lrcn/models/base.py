@@ -5,6 +5,9 @@ ONNX export run (FrameFeatures, SequenceLogits, ClipLogits).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 import torch
 from torch import nn
@@ -54,10 +57,52 @@ class MaskDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        chunk = getattr(_running_chunk, "value", None)
+        if chunk is not None:
+            return x * chunk[0].mask(self, chunk[1], tuple(x.shape), x.device, x.dtype)
         return x * self.mask(tuple(x.shape), x.device, x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+_running_chunk = threading.local()    # (ChunkMasks, chunk index) of this thread's forward pass
+
+
+class ChunkMasks:
+    """The dropout masks of one training step whose chunks of clips run in threads at once
+    (training.steps). A layer's stream is drawn in call order, so threads racing for it would
+    make a seed's masks depend on timing. Here the first chunk to reach a layer draws that
+    layer's masks for every chunk, in chunk order: chunk i gets what it would have drawn had
+    the chunks run one after another, which is also what one pass over the batch draws.
+    Each layer must run once per forward pass (true of every model here)."""
+
+    def __init__(self, clips: list[int]):
+        self.clips = clips                       # clips in each chunk, in order
+        self.lock = threading.Lock()
+        self.masks: dict[MaskDropout, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def chunk(self, index: int):
+        """Dropout in this thread's forward passes takes chunk `index`'s masks."""
+        _running_chunk.value = (self, index)
+        try:
+            yield
+        finally:
+            _running_chunk.value = None
+
+    def mask(self, layer: MaskDropout, index: int, shape: tuple[int, ...],
+             device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        with self.lock:
+            masks = self.masks.get(layer)
+            if masks is None:
+                per_clip, rest = divmod(shape[0], self.clips[index])   # frames, or 1 (a clip)
+                if rest:
+                    raise ValueError(f"dropout input of {shape[0]} rows for "
+                                     f"{self.clips[index]} clips")
+                masks = self.masks[layer] = [layer.mask((per_clip * n, *shape[1:]), device, dtype)
+                                             for n in self.clips]
+            return masks[index]
 
 
 class ClipClassifier(nn.Module):

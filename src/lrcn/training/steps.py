@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -17,15 +19,27 @@ from ..console import progress as console_progress
 from ..devices import autocast
 from ..distributed import World, sum_over_ranks
 from ..errors import ErrorKind, LrcnError
-from ..models.base import ClipClassifier, clips_to_input
+from ..models.base import ChunkMasks, ClipClassifier, clips_to_input
 
 
-# Clips per forward/backward pass inside a training step on the CPU. The CNN's activations for
+# Clips per forward/backward pass inside a training step on one CPU thread (and in each of
+# several data-parallel processes). The CNN's activations for
 # a few clips stay in the CPU's caches; for a whole batch of 32 they do not (conv1's output alone
 # is 160 MB), and the step runs at two thirds of the speed (bench/train_infer.py). Gradients are
 # summed over the chunks, so the step is the same maths as one pass over the batch. A GPU wants
 # the opposite: the whole batch in one pass.
 CHUNK_CLIPS = 2
+
+# With more than one thread, a CPU step's chunks are of 4 clips, and run at once, one per
+# thread, each thread's PyTorch on one core (_chunks_in_threads): PyTorch's own threads meet at
+# a barrier after every operation, which waits for the slower core. On a VM whose cores are
+# shared, steps on two PyTorch threads varied 3x from round to round, the threaded ones by a
+# fifth. A batch of 4 is one pass on all threads.
+# Measured 2026-12-02 on 2 cores (bench/train_infer.py's time_train, fresh processes, old and
+# new alternated three times, medians): batch 32 122 against 108 clips/s, batch 8 123 against
+# 106, batch 4 126 against 115 (the old: chunks of 2 in turn, on both threads). Chunks of 2
+# or 8 in threads were slower than 4 (96 and 95 where 4 made 121).
+THREAD_CHUNK_CLIPS = 4
 
 
 def make_optimizer(model: ClipClassifier, lr: float) -> torch.optim.Optimizer:
@@ -67,6 +81,9 @@ def train_step(model: ClipClassifier, optimizer: torch.optim.Optimizer, clips: t
 
     `class_weights` (--balance) weights each clip's loss by its class's weight; the figure
     returned stays the unweighted loss, comparable with validation's.
+
+    On a CPU with several threads (and one process) the chunks run at once, one per thread
+    (THREAD_CHUNK_CLIPS); with `chunk_clips` given, chunks of that size.
     """
     model.train()
     net = net or model
@@ -77,30 +94,17 @@ def train_step(model: ClipClassifier, optimizer: torch.optim.Optimizer, clips: t
         divisor = divisor or 1.0
     else:
         divisor = size
-    chunk_clips = _chunk(model, size, chunk_clips)
-    starts = list(range(0, size, chunk_clips))
-    device = clips.device
     optimizer.zero_grad(set_to_none=True)
-    # Summed in float64, as Python floats summed it before (MPS has no float64).
-    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
-                        device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for start in starts:
-        part = slice(start, start + chunk_clips)
-        # Gradients are averaged over the processes once, with the last chunk.
-        sync = contextlib.nullcontext() if start == starts[-1] or net is model else \
-            net.no_sync()
-        with sync:
-            with autocast(device, precision):
-                logits = net(clips_to_input(clips[part]))
-            loss = nn.functional.cross_entropy(logits.float(), labels[part], reduction="sum")
-            objective = loss if class_weights is None else nn.functional.cross_entropy(
-                logits.float(), labels[part], weight=class_weights, reduction="sum")
-            scaled = objective * (weight / divisor)
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        if weight:
-            total += loss.detach()
-            correct += (logits.detach().argmax(1) == labels[part]).sum()
+    workers = _step_threads(model, net, clips, scaler)
+    chunk = _chunk(model, size, chunk_clips) if workers == 1 else \
+        chunk_clips or THREAD_CHUNK_CLIPS
+    if workers > 1 and size > chunk:
+        parts = [slice(start, start + chunk) for start in range(0, size, chunk)]
+        total, correct = _chunks_in_threads(model, clips, labels, parts, workers, precision,
+                                            weight / divisor, class_weights)
+    else:
+        total, correct = _chunks_in_turn(model, net, clips, labels, chunk, precision, scaler,
+                                         weight / divisor, class_weights)
     if model.config.l2:
         penalty = model.regularization_loss()
         (scaler.scale(penalty) if scaler is not None else penalty).backward()
@@ -110,6 +114,119 @@ def train_step(model: ClipClassifier, optimizer: torch.optim.Optimizer, clips: t
     else:
         optimizer.step()
     return total, correct
+
+
+def _totals(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # The loss summed in float64, as Python floats summed it before (MPS has no float64).
+    return (torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
+                        device=device), torch.zeros((), dtype=torch.long, device=device))
+
+
+def _losses(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss as reported, summed loss to back-propagate) of a chunk."""
+    loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    objective = loss if class_weights is None else nn.functional.cross_entropy(
+        logits.float(), labels, weight=class_weights, reduction="sum")
+    return loss, objective
+
+
+def _chunks_in_turn(model, net, clips, labels, chunk_clips: int, precision: str, scaler,
+                    scale: float, class_weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward passes of the chunks one after another, gradients accumulated
+    in the parameters' .grad (a GPU: one chunk, the whole batch)."""
+    starts = list(range(0, len(labels), chunk_clips))
+    total, correct = _totals(clips.device)
+    for start in starts:
+        part = slice(start, start + chunk_clips)
+        # Gradients are averaged over the processes once, with the last chunk.
+        sync = contextlib.nullcontext() if start == starts[-1] or net is model else \
+            net.no_sync()
+        with sync:
+            with autocast(clips.device, precision):
+                logits = net(clips_to_input(clips[part]))
+            loss, objective = _losses(logits, labels[part], class_weights)
+            scaled = objective * scale
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if scale:
+            total += loss.detach()
+            correct += (logits.detach().argmax(1) == labels[part]).sum()
+    return total, correct
+
+
+def _step_threads(model: ClipClassifier, net, clips: torch.Tensor, scaler) -> int:
+    """How many threads run a step's chunks at once: PyTorch's thread count on the CPU, for
+    one process (a data-parallel step keeps DDP's one backward pass per chunk) with clips that
+    do not interact (no batch normalisation)."""
+    if clips.device.type != "cpu" or net is not model or scaler is not None \
+            or model.config.batchnorm:
+        return 1
+    return torch.get_num_threads()
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """`workers` threads that run PyTorch on one thread each, kept for the process. A thread's
+    OpenMP thread count is its own; torch.set_num_threads also sets the count that threads
+    starting later take, so this thread's is set again once all of them have started."""
+    pool = _pools.get(workers)
+    if pool is None:
+        pool, started = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-train"), \
+            threading.Barrier(workers)
+        threads = torch.get_num_threads()
+
+        def one_thread(_):
+            torch.set_num_threads(1)
+            started.wait()       # every task on a thread of its own
+
+        list(pool.map(one_thread, range(workers)))
+        torch.set_num_threads(threads)
+        pool = _pools[workers] = pool
+    return pool
+
+
+def _chunks_in_threads(model, clips, labels, parts: list[slice], workers: int, precision: str,
+                       scale: float, class_weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward passes of the chunks in `workers` threads, each taking every
+    workers-th chunk; each thread sums its chunks' gradients in order, and the threads' sums
+    are added in thread order: the same sums whatever the timing. Dropout masks are the ones
+    the chunks draw in turn (ChunkMasks)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    masks = ChunkMasks([len(labels[part]) for part in parts])
+
+    def run(first: int):
+        grads, (total, correct) = [None] * len(params), _totals(clips.device)
+        for index in range(first, len(parts), workers):
+            part = parts[index]
+            with masks.chunk(index), autocast(clips.device, precision):
+                logits = model(clips_to_input(clips[part]))
+            loss, objective = _losses(logits, labels[part], class_weights)
+            chunk = torch.autograd.grad(objective * scale, params, allow_unused=True)
+            grads = [_add(a, b) for a, b in zip(grads, chunk)]
+            if scale:
+                total += loss.detach()
+                correct += (logits.detach().argmax(1) == labels[part]).sum()
+        return grads, total, correct
+
+    results = list(_pool(workers).map(run, range(min(workers, len(parts)))))
+    for i, param in enumerate(params):
+        grad = None
+        for grads, _, _ in results:
+            grad = _add(grad, grads[i])
+        if grad is not None and grad.stride() != param.stride():
+            # backward() lays .grad out as the parameter; autograd.grad returns a conv
+            # weight's in oneDNN's channels-last strides, which fused Adam misreads
+            grad = torch.empty_like(param).copy_(grad)
+        param.grad = grad        # None where no chunk reached it, as backward() leaves it
+    return sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def _add(total: torch.Tensor | None, grad: torch.Tensor | None) -> torch.Tensor | None:
+    if total is None:
+        return grad
+    return total if grad is None else total.add_(grad)
 
 
 @torch.no_grad()
