@@ -187,6 +187,11 @@ def test_timeline_of_a_longer_video(trained, clf, long_video, tmp_path):
     with pytest.raises(LrcnError) as error:
         clf.timeline(colour_frames(20))
     assert error.value.kind is ErrorKind.SETTING
+    with pytest.raises(LrcnError) as error, open(video, "rb") as opened:
+        clf.timeline(opened)                  # an open file: a timeline opens its video twice
+    assert error.value.kind is ErrorKind.SETTING
+    assert "needs a video file's path, not BufferedReader" in str(error.value)
+    assert "write the bytes to a file first" in str(error.value)
 
 
 def test_timeline_defaults_are_window_configs_and_out_none_writes_nothing(

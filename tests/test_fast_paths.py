@@ -55,8 +55,9 @@ def test_fast_training_steps_match_plain_eager_pytorch(batch, chunk, threads):
     fast_opt = make_optimizer(fast, 1e-3)                       # fused Adam
     plain_opt = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], lr=1e-3,
                                  eps=1e-7, foreach=False, fused=False)
-    ran_in = set()
-    fast.cnn[0].register_forward_hook(lambda *_: ran_in.add(threading.current_thread().name))
+    ran_in = set()                 # (thread, its PyTorch thread count) of each forward pass
+    fast.cnn[0].register_forward_hook(lambda *_: ran_in.add(
+        (threading.current_thread().name, torch.get_num_threads())))
     rng = np.random.default_rng(0)
     fast_losses, plain_losses = [], []
     before = torch.get_num_threads()
@@ -85,8 +86,41 @@ def test_fast_training_steps_match_plain_eager_pytorch(batch, chunk, threads):
     # seen on chunks of 3 and 2). A wrong gradient moves most weights by a step's size.
     for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
-    in_threads = {name.startswith("lrcn-train") for name in ran_in}
-    assert in_threads == ({True} if threads > 1 else {False}), ran_in
+    # on two threads, two workers of one thread each (not two of two, four on two cores)
+    workers = {(name.startswith("lrcn-train"), count) for name, count in ran_in}
+    assert workers == ({(True, 1)} if threads > 1 else {(False, 1)}), ran_in
+
+
+@pytest.mark.parametrize("name", ["lrcn", "convlstm"])
+def test_a_step_in_threads_is_the_step_in_turn(name):
+    """One step of every model with dropout, chunks in turn on one thread and at once in two
+    threads: the same masks (ConvLSTM's recurrent one too), so the same loss and gradients."""
+    from lrcn.models.registry import build_model, get_spec
+    torch.manual_seed(5)
+    one = build_model(ModelConfig(name=name, num_classes=4, **get_spec(name).model))
+    two = copy.deepcopy(one)
+    one.seed_dropout(7)
+    two.seed_dropout(7)
+    rng = np.random.default_rng(1)
+    clips = torch.from_numpy(rng.integers(0, 256, (8, 20, 64, 64, 3), dtype=np.uint8))
+    labels = torch.from_numpy(rng.integers(0, 4, 8))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for model, threads in ((one, 1), (two, 2)):
+            torch.set_num_threads(threads)
+            optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                        lr=0.0)        # the gradients stay to compare
+            results.append(train_step(model, optimizer, clips, labels, chunk_clips=2))
+    finally:
+        torch.set_num_threads(before)
+    (loss_one, right_one), (loss_two, right_two) = results
+    assert float(loss_one) == pytest.approx(float(loss_two), rel=1e-6)
+    assert int(right_one) == int(right_two)
+    for (param, a), b in zip(one.named_parameters(), two.parameters()):
+        assert (a.grad is None) == (b.grad is None), param
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=param)
 
 
 def test_inference_equals_the_keras_order():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -265,6 +266,33 @@ def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert "end of stream: 300 frames" in piped.stdout
     assert [line for line in piped.stdout.splitlines() if line.startswith("[")] == changes
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_streamed_and_refused_in_one_line_where_a_file_is_needed(
+        checkpoint, long_video, tmp_path):
+    """`lrcn stream CKPT PIPE` reads a named pipe as it comes, as it reads stdin. predict
+    needs a file (it may read one twice): it says so, where it said "empty file (0 bytes)"."""
+    ts = remux(long_video, tmp_path / "cam.ts", "mpegts")
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as out:       # waits for the reader, as a camera tool would
+            out.write(ts.read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    streamed = lrcn("stream", checkpoint, fifo)
+    writer.join(timeout=60)
+    assert streamed.returncode == 0, streamed.stderr
+    assert "end of stream: 300 frames" in streamed.stdout
+    for command in (("predict", checkpoint, fifo), ("predict", checkpoint, fifo, "--timeline")):
+        refused = lrcn(*command)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith(f"lrcn: error: {fifo}: is a named pipe, not a file"), line
+        assert "lrcn stream CHECKPOINT PIPE" in line
 
 
 def test_a_pipe_is_read_as_fast_as_it_comes_and_an_unstreamable_mp4_is_told_the_fix(

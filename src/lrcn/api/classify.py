@@ -116,11 +116,13 @@ class Classifier:
         annotate: an H.264 MP4 to write with the label drawn on every frame.
         The files written are in the timeline's `files` (keys json, segments, windows, plot,
         video).
-        Needs a video file (a timeline places frames by their timestamps) and a checkpoint
+        Needs a video file's path (it is opened more than once) and a checkpoint
         (an exported .onnx file cannot be split into per-frame features and the LSTM)."""
         if not isinstance(video, (str, os.PathLike)):
-            raise _setting("a timeline needs a video file: its frames are placed by their "
-                           "timestamps")
+            raise _setting(f"a timeline needs a video file's path, not {type(video).__name__}:"
+                           " it opens the file more than once (to choose its decoding threads, "
+                           "and again where the header overstates the length); write the bytes"
+                           " to a file first")
         from ..inference.windows import WindowConfig
         try:
             given = {"span": span, "stride": stride, "smooth": smooth}

@@ -83,12 +83,19 @@ def error_cause(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+# What a named pipe is good for, for the message where a file is needed.
+PIPE_USE = ("`lrcn stream CHECKPOINT PIPE` reads one as it comes; predict, a timeline and "
+            "evaluate need a file")
+
+
 def check_file(path: Path) -> None:
     """One-line errors for what is not a video file at all."""
     if not path.exists():
         raise LrcnError("no such file", path, ErrorKind.NOT_FOUND)
     if path.is_dir():
         raise LrcnError("is a folder, not a video file", path, ErrorKind.NOT_VIDEO)
+    if path.is_fifo():      # its size is 0, and it cannot be read twice (a header that lies)
+        raise LrcnError(f"is a named pipe, not a file: {PIPE_USE}", path, ErrorKind.NOT_VIDEO)
     if path.stat().st_size == 0:
         raise LrcnError("empty file (0 bytes)", path)
 
@@ -180,6 +187,8 @@ def open_source(source: str) -> tuple[av.container.InputContainer, bool]:
         elif "://" in source:
             options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
             container, live = _av_open(source, options=options, timeout=10.0), True
+        elif Path(source).is_fifo():      # read as it comes, as stdin is
+            container, live = _av_open(checked_pipe(open(source, "rb"), source), mode="r"), False
         else:
             path = Path(source)
             if not path.is_file():

@@ -54,13 +54,19 @@ class MaskDropout(nn.Module):
             keep = bits >= self.threshold
         return keep.permute(0, 3, 1, 2).to(dtype).mul_(1.0 / (1.0 - self.p))
 
+    def draw(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+             ) -> torch.Tensor:
+        """The mask of this forward pass: the next of the stream, or, where a training step's
+        chunks run in threads, this thread's chunk's (ChunkMasks). What a model calls."""
+        chunk = getattr(_running_chunk, "value", None)
+        if chunk is not None:
+            return chunk[0].mask(self, chunk[1], shape, device, dtype)
+        return self.mask(shape, device, dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        chunk = getattr(_running_chunk, "value", None)
-        if chunk is not None:
-            return x * chunk[0].mask(self, chunk[1], tuple(x.shape), x.device, x.dtype)
-        return x * self.mask(tuple(x.shape), x.device, x.dtype)
+        return x * self.draw(tuple(x.shape), x.device, x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -75,7 +81,8 @@ class ChunkMasks:
     make a seed's masks depend on timing. Here the first chunk to reach a layer draws that
     layer's masks for every chunk, in chunk order: chunk i gets what it would have drawn had
     the chunks run one after another, which is also what one pass over the batch draws.
-    Each layer must run once per forward pass (true of every model here)."""
+    Each layer must draw once per forward pass (MaskDropout.draw; true of every model here:
+    ConvLSTM's recurrent dropout draws one mask for all of a clip's steps)."""
 
     def __init__(self, clips: list[int]):
         self.clips = clips                       # clips in each chunk, in order

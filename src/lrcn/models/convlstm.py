@@ -54,7 +54,7 @@ class ConvLSTMCell(nn.Module):
         c = torch.zeros_like(h)
         mask = None
         if self.training and self.recurrent_dropout.p:
-            mask = self.recurrent_dropout.mask(tuple(h.shape), h.device, h.dtype)
+            mask = self.recurrent_dropout.draw(tuple(h.shape), h.device, h.dtype)
         outputs = []
         for step in range(t):
             z = inputs[:, step] + self.recurrent_conv(h if mask is None else h * mask)

@@ -95,12 +95,12 @@ def train_step(model: ClipClassifier, optimizer: torch.optim.Optimizer, clips: t
     else:
         divisor = size
     optimizer.zero_grad(set_to_none=True)
-    workers = _step_threads(model, net, clips, scaler)
-    chunk = _chunk(model, size, chunk_clips) if workers == 1 else \
+    threads = _step_threads(model, net, clips, scaler)
+    chunk = _chunk(model, size, chunk_clips) if threads == 1 else \
         chunk_clips or THREAD_CHUNK_CLIPS
-    if workers > 1 and size > chunk:
+    if threads > 1 and size > chunk:
         parts = [slice(start, start + chunk) for start in range(0, size, chunk)]
-        total, correct = _chunks_in_threads(model, clips, labels, parts, workers, precision,
+        total, correct = _chunks_in_threads(model, clips, labels, parts, threads, precision,
                                             weight / divisor, class_weights)
     else:
         total, correct = _chunks_in_turn(model, net, clips, labels, chunk, precision, scaler,
@@ -164,35 +164,44 @@ def _step_threads(model: ClipClassifier, net, clips: torch.Tensor, scaler) -> in
     return torch.get_num_threads()
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """`workers` threads that run PyTorch on one thread each, kept for the process. A thread's
-    OpenMP thread count is its own; torch.set_num_threads also sets the count that threads
-    starting later take, so this thread's is set again once all of them have started."""
-    pool = _pools.get(workers)
+def _pool(workers: int, each: int) -> ThreadPoolExecutor:
+    """`workers` threads that run PyTorch on `each` threads apiece, kept for the process. A
+    thread's OpenMP thread count is its own. PyTorch sets it at the thread's first call, from
+    the process's count, which torch.set_num_threads also sets: so each worker makes a first
+    call, then sets its count, and this thread's count is set again once all have."""
+    pool = _pools.get((workers, each))
     if pool is None:
         pool, started = ThreadPoolExecutor(workers, thread_name_prefix="lrcn-train"), \
             threading.Barrier(workers)
         threads = torch.get_num_threads()
 
-        def one_thread(_):
-            torch.set_num_threads(1)
+        def set_threads(_):
+            torch.get_num_threads()
+            torch.set_num_threads(each)
             started.wait()       # every task on a thread of its own
 
-        list(pool.map(one_thread, range(workers)))
-        torch.set_num_threads(threads)
-        pool = _pools[workers] = pool
+        try:
+            list(pool.map(set_threads, range(workers)))
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        finally:
+            torch.set_num_threads(threads)
+        _pools[(workers, each)] = pool
     return pool
 
 
-def _chunks_in_threads(model, clips, labels, parts: list[slice], workers: int, precision: str,
+def _chunks_in_threads(model, clips, labels, parts: list[slice], threads: int, precision: str,
                        scale: float, class_weights) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward passes of the chunks in `workers` threads, each taking every
-    workers-th chunk; each thread sums its chunks' gradients in order, and the threads' sums
-    are added in thread order: the same sums whatever the timing. Dropout masks are the ones
-    the chunks draw in turn (ChunkMasks)."""
+    """Forward and backward passes of the chunks in worker threads, as many as there are
+    chunks up to `threads`, which share out the threads (16 threads and 8 chunks: 8 workers
+    on 2 threads each). Worker k takes chunks k, k + workers, ...; it sums its chunks'
+    gradients in order, and the workers' sums are added in worker order: the same sums
+    whatever the timing. Dropout masks are the ones the chunks draw in turn (ChunkMasks)."""
+    workers = min(threads, len(parts))
     params = [p for p in model.parameters() if p.requires_grad]
     masks = ChunkMasks([len(labels[part]) for part in parts])
 
@@ -210,7 +219,7 @@ def _chunks_in_threads(model, clips, labels, parts: list[slice], workers: int, p
                 correct += (logits.detach().argmax(1) == labels[part]).sum()
         return grads, total, correct
 
-    results = list(_pool(workers).map(run, range(min(workers, len(parts)))))
+    results = list(_pool(workers, threads // workers).map(run, range(workers)))
     for i, param in enumerate(params):
         grad = None
         for grads, _, _ in results:
@@ -226,7 +235,7 @@ def _chunks_in_threads(model, clips, labels, parts: list[slice], workers: int, p
 def _add(total: torch.Tensor | None, grad: torch.Tensor | None) -> torch.Tensor | None:
     if total is None:
         return grad
-    return total if grad is None else total.add_(grad)
+    return total if grad is None else total + grad
 
 
 @torch.no_grad()
