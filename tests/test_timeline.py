@@ -291,7 +291,7 @@ def test_a_named_pipe_is_streamed_and_refused_in_one_line_where_a_file_is_needed
         refused = lrcn(*command)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         [line] = refused.stderr.strip().splitlines()
-        assert line.startswith(f"lrcn: error: {fifo}: is a named pipe, not a file"), line
+        assert f"{fifo}: is a named pipe, not a file" in line
         assert "lrcn stream CHECKPOINT PIPE" in line
 
 

@@ -13,6 +13,10 @@ PIPE_MP4_FIX = ("make it streamable (ffmpeg -i IN -c copy -movflags +faststart O
                 "a fragmented MP4 (-movflags frag_keyframe+empty_moov) or MPEG-TS (-f mpegts), "
                 "or pass the file's path instead of a pipe")
 
+# What a named pipe is good for, for the message where a file is needed.
+PIPE_USE = ("`lrcn stream CHECKPOINT PIPE` reads one as it comes; predict, a timeline and "
+            "evaluate need a file")
+
 
 class _Replayed:
     """A pipe whose first bytes were read to look at them: read() gives them again first."""

@@ -28,7 +28,7 @@ from av.video.reformatter import VideoReformatter
 
 from ..config import FrameConfig
 from ..errors import ErrorKind, LrcnError
-from .pipe import checked_pipe
+from .pipe import PIPE_USE, checked_pipe
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".3gp", ".ogv", ".ts", ".mts")
@@ -81,11 +81,6 @@ def error_cause(exc: BaseException) -> str:
     """FFmpeg's own words for what went wrong, without the errno and the file name."""
     text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-# What a named pipe is good for, for the message where a file is needed.
-PIPE_USE = ("`lrcn stream CHECKPOINT PIPE` reads one as it comes; predict, a timeline and "
-            "evaluate need a file")
 
 
 def check_file(path: Path) -> None:
@@ -170,9 +165,8 @@ def open_video(path: str | os.PathLike) -> av.container.InputContainer:
 
 
 def open_source(source: str) -> tuple[av.container.InputContainer, bool]:
-    """A camera index, '-' (stdin), a URL or a file -> (opened container, live?). A camera
-    and a URL are live (they come at their own pace); a pipe is not: it is read as fast as it
-    comes, like a file."""
+    """A camera index, '-' (stdin), a URL, a named pipe or a file -> (opened container, live?).
+    A camera and a URL are live (at their own pace); a pipe is read as fast as it comes."""
     try:
         if source == "-":
             container, live = _av_open(checked_pipe(sys.stdin.buffer), mode="r"), False
