@@ -30,15 +30,15 @@ from ..models.base import ChunkMasks, ClipClassifier, clips_to_input
 # the opposite: the whole batch in one pass.
 CHUNK_CLIPS = 2
 
-# With more than one thread, a CPU step's chunks are of 4 clips, and run at once, one per
-# thread, each thread's PyTorch on one core (_chunks_in_threads): PyTorch's own threads meet at
-# a barrier after every operation, which waits for the slower core. On a VM whose cores are
-# shared, steps on two PyTorch threads varied 3x from round to round, the threaded ones by a
-# fifth. A batch of 4 is one pass on all threads.
+# With more than one thread, a CPU step's chunks are of 4 clips, and run at once in worker
+# threads that share out the threads (_chunks_in_threads; 2 cores: two workers of one
+# thread). PyTorch's own threads meet at a barrier after every operation, which waits for the
+# slower core; on a VM whose cores are shared, steps on two PyTorch threads varied 3x from
+# round to round. A batch of 4 is one pass on all threads.
 # Measured 2026-12-02 on 2 cores (bench/train_infer.py's time_train, fresh processes, old and
-# new alternated three times, medians): batch 32 122 against 108 clips/s, batch 8 123 against
-# 106, batch 4 126 against 115 (the old: chunks of 2 in turn, on both threads). Chunks of 2
-# or 8 in threads were slower than 4 (96 and 95 where 4 made 121).
+# new alternated three times, medians): batch 32 151 against 124 clips/s, batch 8 125 against
+# 103, batch 4 126 against 115 (the old: chunks of 2 in turn, on both threads). Chunks of 2
+# or 8 in threads were slower than 4 (124 and 104 where 4 made 134).
 THREAD_CHUNK_CLIPS = 4
 
 
@@ -82,7 +82,7 @@ def train_step(model: ClipClassifier, optimizer: torch.optim.Optimizer, clips: t
     `class_weights` (--balance) weights each clip's loss by its class's weight; the figure
     returned stays the unweighted loss, comparable with validation's.
 
-    On a CPU with several threads (and one process) the chunks run at once, one per thread
+    On a CPU with several threads (and one process) the chunks run at once in worker threads
     (THREAD_CHUNK_CLIPS); with `chunk_clips` given, chunks of that size.
     """
     model.train()
