@@ -150,3 +150,62 @@ def test_an_unwritable_cache_costs_the_export_not_the_answer(tiny_run, tmp_path,
         engine = make_engine(load_checkpoint(tiny_run), device="cpu")
         np.testing.assert_array_equal(engine.probabilities(clips), expected)
     assert "cannot keep the exported graph" in capsys.readouterr().err
+
+
+def _predict_json(*args) -> tuple[list, str]:
+    """`lrcn predict ... --json` in a fresh process, as a user runs it: (its answer, the names of
+    the modules it imported, one a line, from -X importtime)."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lrcn", "predict",
+                             *map(str, args), "--json"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:")]
+    return json.loads(result.stdout), modules
+
+
+def test_a_run_whose_graphs_are_cached_predicts_without_importing_torch(tiny_run, tmp_path):
+    """The first `lrcn predict` of a checkpoint exports its graphs (torch is needed for that);
+    later ones, fp32 and int8, find them in the graph cache and never import torch, which was
+    most of a one-clip command's time. Their answers are the torch backend's (fp32) and within
+    int8's tolerance of it."""
+    video = write_video(tmp_path / "v.avi", [indexed_frame(i, 96, 72) for i in range(30)])
+    first, modules = _predict_json(tiny_run, video, "--device", "cpu")
+    assert "torch" in modules                                   # it exported the graphs
+    again, modules = _predict_json(tiny_run, video, "--device", "cpu")
+    assert "torch" not in modules and "onnxruntime" in modules
+    assert again == first
+    torch_run = load_engine(tiny_run, backend="torch", device="cpu")
+    clip = _clips(tiny_run)
+    fp32 = torch_run.probabilities(clip)
+    np.testing.assert_allclose(load_engine(tiny_run, device="cpu").probabilities(clip), fp32,
+                               atol=1e-5)
+    assert main(["predict", str(tiny_run), str(video), "--precision", "int8"]) == 0  # calibrates
+    int8, modules = _predict_json(tiny_run, video, "--precision", "int8", "--device", "cpu")
+    assert "torch" not in modules
+    assert int8[0]["label"] == first[0]["label"]
+    for name, p in first[0]["probabilities"].items():
+        assert abs(int8[0]["probabilities"][name] - p) < INT8_TOLERANCE
+
+
+def test_a_damaged_cached_graph_is_not_used(tiny_run):
+    """A cached graph ONNX Runtime cannot load (a truncated file) is not taken by the torch-free
+    path: the engine falls back as make_engine always did, with the same answers."""
+    clip = _clips(tiny_run)
+    expected = load_engine(tiny_run, backend="torch", device="cpu").probabilities(clip)
+    load_engine(tiny_run, device="cpu")                          # exports and caches
+    for graph in (default_cache_dir() / "onnx").glob("*-features.onnx"):
+        graph.write_bytes(graph.read_bytes()[:100])
+    engine = load_engine(tiny_run, device="cpu")
+    assert engine.fallback_reason                                # PyTorch, and it says why
+    np.testing.assert_allclose(engine.probabilities(clip), expected, atol=1e-5)
+
+
+def test_surely_no_cuda_is_never_wrong():
+    """The torch-free answer to "is 'auto' the CPU?" may say "not sure", never a wrong "yes"."""
+    import torch
+    from lrcn.devices import surely_no_cuda
+    if surely_no_cuda():
+        assert not torch.cuda.is_available()

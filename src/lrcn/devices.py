@@ -24,6 +24,27 @@ def check_device_name(name: str) -> str:
     raise LrcnError(f"unknown device {name!r} ({DEVICE_CHOICES})", kind=ErrorKind.SETTING)
 
 
+def surely_no_cuda() -> bool:
+    """Whether 'auto' is surely the CPU, known without importing torch (which takes 1-2 s of a
+    short command such as `lrcn predict` on one clip): a CPU build of torch, a Mac, or Linux
+    without NVIDIA's driver (no /proc/driver/nvidia, no /dev/nvidia*, no WSL GPU /dev/dxg).
+    False when unsure (a ROCm build, Windows): then torch is asked."""
+    import glob
+    import os
+    import sys
+    from importlib import metadata
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return True          # no torch: no CUDA that lrcn could use
+    if version.endswith("+cpu") or sys.platform == "darwin":
+        return True
+    if not sys.platform.startswith("linux") or "rocm" in version:
+        return False
+    return not (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg")
+                or glob.glob("/dev/nvidia*"))
+
+
 def resolve_device(name: str = "auto"):
     """'auto' is CUDA when there is a CUDA device (the first), else the CPU. A device that this
     machine does not have is an LrcnError (one line, exit 2), never a silent CPU run."""
@@ -154,4 +175,5 @@ def keep_freed_memory() -> None:
 
 
 __all__ = ["DEVICE_CHOICES", "PRECISIONS", "Precision", "check_device_name", "resolve_device",
+           "surely_no_cuda",
            "check_precision", "no_tf32", "autocast", "full_fp32", "keep_freed_memory"]

@@ -34,7 +34,7 @@ from .calibrate import softmax
 from ..config import FrameConfig, from_dict
 from ..errors import ErrorKind, LrcnError
 from .export import ONNX_FORMAT, ONNX_FORMAT_VERSION, check_onnx_file
-from .graphs import engine_graphs
+from .graphs import cached_engine_graphs, engine_graphs
 from .sessions import expected_ort_failures, ort_device, ort_errors, ort_has_cuda, ort_session, \
     usable_cores
 
@@ -198,7 +198,8 @@ class OrtEngine(Engine):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
-                        cuda: int | None = None, int8: bool = False) -> "OrtEngine":
+                        cuda: int | None = None, int8: bool = False,
+                        graphs: tuple[str, str] | None = None) -> "OrtEngine":
         """Both halves, exported once per checkpoint file and then read from the graph
         cache (graphs.py); `int8`: the CNN quantized, calibrated on the run's clips. On the CPU
         the CNN's session has one thread and is run from `threads` threads at once (0: one per
@@ -207,7 +208,7 @@ class OrtEngine(Engine):
         size measured fastest (PIXELS_PER_RUN). In fresh processes, old and new alternated,
         the seed model's CNN ran 1.1x faster so than on one two-thread session, effnet's
         1.10x at batches of 32 and 1.23x at 160."""
-        cnn, lstm = engine_graphs(checkpoint, int8=int8)
+        cnn, lstm = graphs or engine_graphs(checkpoint, int8=int8)
         workers = 1 if cuda is not None else threads or usable_cores()
         return cls(checkpoint.class_names, checkpoint.frame_config, checkpoint.clip_seconds,
                    cnn=ort_session(cnn, 1 if cuda is None else 0, cuda),
@@ -380,7 +381,18 @@ def load_engine(path: str | os.PathLike, backend: Backend | str = Backend.AUTO,
             raise LrcnError("--precision int8: this ONNX file is not an int8 export (`lrcn "
                             "export RUN --quantize int8` makes one)", path, ErrorKind.SETTING)
         return engine
+    from ..devices import surely_no_cuda
     from ..models.checkpoint import load_checkpoint
+    if backend is not Backend.TORCH and precision in ("fp32", INT8) and \
+            (device == "cpu" or device == "auto" and surely_no_cuda()):
+        # Graphs cached: built from its settings, no torch import (1-2 s of a one-clip predict)
+        checkpoint = load_checkpoint(path, weights=False)
+        try:
+            graphs = cached_engine_graphs(checkpoint, int8=precision == INT8)
+            if graphs:
+                return OrtEngine.from_checkpoint(checkpoint, int8=precision == INT8, graphs=graphs)
+        except expected_ort_failures():
+            pass
     return make_engine(load_checkpoint(path), backend, device, precision)
 
 

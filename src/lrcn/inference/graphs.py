@@ -65,10 +65,19 @@ def _weights_sha256(checkpoint: Checkpoint) -> str:
 
 
 def _versions() -> str:
-    import onnxruntime
-    import torch
-    return f"{GRAPH_CACHE_VERSION} {ONNX_FORMAT_VERSION} {OPSET} {torch.__version__} " \
+    # The installed versions as their packages record them: read without importing torch,
+    # so that a cached graph is found without it (cached_engine_graphs).
+    from importlib.metadata import version
+    import onnxruntime       # not its package's version: onnxruntime-gpu is another package
+    return f"{GRAPH_CACHE_VERSION} {ONNX_FORMAT_VERSION} {OPSET} {version('torch')} " \
            f"{onnxruntime.__version__}"
+
+
+def _cache_path(checkpoint: Checkpoint, kind: str, weights: str | None = None) -> Path:
+    from ..data.cache import default_cache_dir
+    weights = weights or _weights_sha256(checkpoint)
+    key = hashlib.sha256(f"{weights} {kind} {_versions()}".encode())
+    return default_cache_dir() / "onnx" / f"{key.hexdigest()[:32]}-{kind}.onnx"
 
 
 def cached_graph(checkpoint: Checkpoint, kind: str, make: Callable[[], bytes]) -> bytes | str:
@@ -77,9 +86,7 @@ def cached_graph(checkpoint: Checkpoint, kind: str, make: Callable[[], bytes]) -
     file."""
     if checkpoint.path is None:
         return make()
-    from ..data.cache import default_cache_dir
-    key = hashlib.sha256(f"{_weights_sha256(checkpoint)} {kind} {_versions()}".encode())
-    path = default_cache_dir() / "onnx" / f"{key.hexdigest()[:32]}-{kind}.onnx"
+    path = _cache_path(checkpoint, kind)
     if path.is_file():
         return str(path)
     graph = make()
@@ -188,5 +195,20 @@ def engine_graphs(checkpoint: Checkpoint, int8: bool = False) -> tuple[bytes | s
     return cnn, cached_graph(checkpoint, "sequence", lambda: sequence_graph(checkpoint))
 
 
-__all__ = ["cached_graph", "calibration_clips", "quantize_graph", "int8_feature_graph",
+def cached_engine_graphs(checkpoint: Checkpoint, int8: bool = False) -> tuple[str, str] | None:
+    """engine_graphs' two files if both are in the cache already, else None; needs only the
+    checkpoint's file and settings, not its tensors loaded (nor torch). A graph's key holds
+    the file's tensor bytes, so a graph found was exported from these very weights, which
+    passed load_checkpoint's checks then."""
+    if checkpoint.path is None:
+        return None
+    weights = _weights_sha256(checkpoint)
+    paths = [_cache_path(checkpoint, kind, weights)
+             for kind in ("features-int8" if int8 else "features", "sequence")]
+    if not all(p.is_file() for p in paths):
+        return None
+    return str(paths[0]), str(paths[1])
+
+
+__all__ = ["cached_graph", "cached_engine_graphs", "calibration_clips", "quantize_graph", "int8_feature_graph",
            "int8_clip_graph", "engine_graphs", "run_folder"]

@@ -16,17 +16,20 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ..config import FrameConfig, ModelConfig, from_dict, to_dict
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
-from .base import count_trainable
 from .registry import OPTIONS, build_model, get_spec
+
+# torch is imported where tensors are, not with this module: a checkpoint's settings (lrcn
+# info, and an engine whose ONNX graphs are already in the graph cache) are read without it,
+# and importing it is 1-2 s of a short command.
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "lrcn-checkpoint"
 FORMAT_VERSION = 2
@@ -60,6 +63,7 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating-point tensor holding a NaN or an infinity, or None. A
     model with one gives NaN probabilities for every input: it is refused where it is loaded,
     not met as a crash or invalid JSON in predict, or a 500 from every request of serve."""
+    import torch
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return name
@@ -69,6 +73,8 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
 def save_checkpoint(path: str | os.PathLike, model, frame_config: FrameConfig,
                     class_names: list[str], info: dict[str, Any] | None = None,
                     clip_seconds: float = 0.0, temperature: float = 1.0) -> Path:
+    from safetensors.torch import save_file
+    from .base import count_trainable
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model_settings = to_dict(model.config)
@@ -157,6 +163,7 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
     checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds,
                             temperature, path=path)
     if weights:
+        from safetensors.torch import load_file
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -248,6 +255,7 @@ def describe(path: str | os.PathLike, model: ModelConfig, classes: list[str],
              info: dict[str, Any]) -> dict[str, Any]:
     """summary()'s layout, for a checkpoint or an exported ONNX file's metadata (one layout, so
     that `lrcn info` says the same of a run and of its export)."""
+    from .base import count_trainable
     return {"checkpoint": str(path), "model_name": model.name, "classes": list(classes),
             "trainable_parameters": count_trainable(build_model(model)),
             "normalisation": get_spec(model.name).normalisation,
