@@ -19,13 +19,16 @@ import pytest
 MIN_ACCURACY = 0.90
 MIN_PAIR = 0.85
 MIN_TIMELINE_RIGHT = 0.75
+# The demo's time limit guards against a hang, not a slow machine: beside the other test worker
+# the demo took 811 s on 2026-12-03's machine and passed 900 s in CI the same day.
+DEMO_TIMEOUT = 1800
 
 
 @pytest.mark.slow
 def test_demo_reaches_90_percent_including_the_time_reversed_pairs(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "lrcn", "demo", "--out", str(out), "--quiet"],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=DEMO_TIMEOUT)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "demo.json").read_text())
     report = json.loads((out / "run" / "report.json").read_text())

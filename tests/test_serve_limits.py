@@ -339,15 +339,22 @@ def test_a_timeline_job_names_the_clients_file_not_the_server_path(server, job_v
 
 
 def test_the_job_stall_limit_is_its_own_and_does_not_count_model_loading(checkpoint, clip,
-                                                                         job_video, tmp_path):
+                                                                         tmp_path):
     """--decode-timeout 1 bounds a clip's decode (and used to be the jobs' stall limit too,
     counting the model's loading: every job failed). --job-stall-timeout 0.05 now fails the
-    job only once it decodes: loading the model takes far longer than 0.05 s."""
+    job only once it decodes: loading the model takes far longer than 0.05 s.
+
+    The job's video is long enough (1,000 frames) that its scoring and annotating outlast the
+    server's 0.2 s polls many times over: with the 100-frame video, once the model loaded
+    without torch, a job could finish between two polls and pass."""
+    long_video = write_video(tmp_path / "long.mp4", [indexed_frame(i % 100, 96, 72)
+                                                     for i in range(1000)],
+                             fps=25, codec="h264_mp4")
     served = start_server(checkpoint, tmp_path / "tmp", "--decode-timeout", "1",
                           "--job-stall-timeout", "0.05", "--token", TOKEN)
     try:
         assert post(served, "predict", content=clip.read_bytes()).status_code == 200
-        job = _run_job(served, job_video, "walk.mp4")
+        job = _run_job(served, long_video, "walk.mp4")
     finally:
         assert stop_server(served) == 0
     assert job["state"] == "failed"
