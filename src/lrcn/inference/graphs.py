@@ -188,11 +188,17 @@ def int8_clip_graph(checkpoint: Checkpoint) -> bytes:
     return quantize_graph(clip_graph(checkpoint), (clips[i:i + 1] for i in range(len(clips))))
 
 
+def _engine_kinds(int8: bool) -> tuple[str, str]:
+    """The cache kinds of OrtEngine's two graphs: (CNN, LSTM)."""
+    return ("features-int8" if int8 else "features"), "sequence"
+
+
 def engine_graphs(checkpoint: Checkpoint, int8: bool = False) -> tuple[bytes | str, bytes | str]:
     """(CNN graph, LSTM graph) for OrtEngine, from the cache or built (and cached) now."""
-    cnn = cached_graph(checkpoint, "features-int8", lambda: int8_feature_graph(checkpoint)) \
-        if int8 else cached_graph(checkpoint, "features", lambda: feature_graph(checkpoint))
-    return cnn, cached_graph(checkpoint, "sequence", lambda: sequence_graph(checkpoint))
+    cnn_kind, lstm_kind = _engine_kinds(int8)
+    cnn = cached_graph(checkpoint, cnn_kind, (lambda: int8_feature_graph(checkpoint)) if int8
+                       else (lambda: feature_graph(checkpoint)))
+    return cnn, cached_graph(checkpoint, lstm_kind, lambda: sequence_graph(checkpoint))
 
 
 def cached_engine_graphs(checkpoint: Checkpoint, int8: bool = False) -> tuple[str, str] | None:
@@ -203,12 +209,11 @@ def cached_engine_graphs(checkpoint: Checkpoint, int8: bool = False) -> tuple[st
     if checkpoint.path is None:
         return None
     weights = _weights_sha256(checkpoint)
-    paths = [_cache_path(checkpoint, kind, weights)
-             for kind in ("features-int8" if int8 else "features", "sequence")]
+    paths = [_cache_path(checkpoint, kind, weights) for kind in _engine_kinds(int8)]
     if not all(p.is_file() for p in paths):
         return None
     return str(paths[0]), str(paths[1])
 
 
-__all__ = ["cached_graph", "cached_engine_graphs", "calibration_clips", "quantize_graph", "int8_feature_graph",
-           "int8_clip_graph", "engine_graphs", "run_folder"]
+__all__ = ["cached_graph", "cached_engine_graphs", "calibration_clips", "quantize_graph",
+           "int8_feature_graph", "int8_clip_graph", "engine_graphs", "run_folder"]

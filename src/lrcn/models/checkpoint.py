@@ -25,9 +25,9 @@ from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from .registry import OPTIONS, build_model, get_spec
 
-# torch is imported where tensors are, not with this module: a checkpoint's settings (lrcn
-# info, and an engine whose ONNX graphs are already in the graph cache) are read without it,
-# and importing it is 1-2 s of a short command.
+# torch is imported where tensors are, not with this module: a checkpoint's settings
+# (load_checkpoint(weights=False), for an engine whose ONNX graphs are already in the graph
+# cache) are read without it, and importing it is 1-2 s of a short command.
 if TYPE_CHECKING:
     import torch
 
