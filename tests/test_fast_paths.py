@@ -171,7 +171,7 @@ def _short():
 def test_onnx_runtime_spreads_a_batch_over_threads_in_order(tmp_path):
     """On the CPU a batch runs as equal parts, one-thread runs from several threads at once:
     the same numbers, in the same order, as one run of the whole batch (odd sizes: unequal
-    last parts)."""
+    last parts). Clips go as one batch there, in slices of 160 frames on one thread."""
     import threading
     torch.manual_seed(3)
     path = save_checkpoint(tmp_path / "m.safetensors", LRCN(ModelConfig(num_classes=3)),
@@ -179,7 +179,7 @@ def test_onnx_runtime_spreads_a_batch_over_threads_in_order(tmp_path):
     checkpoint = load_checkpoint(path)
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (101, 64, 64, 3), np.uint8)
-    clips = rng.integers(0, 256, (7, 20, 64, 64, 3), np.uint8)
+    clips = rng.integers(0, 256, (11, 20, 64, 64, 3), np.uint8)   # 220 frames
     before = set(threading.enumerate())
     spread = OrtEngine.from_checkpoint(checkpoint, threads=3)
     one = OrtEngine.from_checkpoint(checkpoint, threads=1)
@@ -188,6 +188,7 @@ def test_onnx_runtime_spreads_a_batch_over_threads_in_order(tmp_path):
                for t in set(threading.enumerate()) - before)
     np.testing.assert_allclose(feats, one.features(frames), atol=1e-6)
     assert np.abs(feats[1:] - feats[:-1]).max() > 1e-3   # frames that differ: order shows
+    assert spread.frames_per_call > len(clips) * 20 > one.frames_per_call
     np.testing.assert_allclose(spread.logits(clips), one.logits(clips), atol=1e-6)
 
 

@@ -3,19 +3,15 @@ timelines and streams. A model is run split where it splits, into per-frame CNN 
 LSTM over a sequence of them: long videos need the split (each frame's features are computed
 once and shared by every window that covers it, see windows.py); whole clips go through both.
 
-- OrtEngine runs on ONNX Runtime: from a checkpoint (both halves exported in memory, 0.3 s), or
-  from an exported .onnx file (the whole classifier; no PyTorch needed). On a 2-core CPU it
-  measured about 2x eager PyTorch at batch 64 and 0.6-0.7x its latency for one clip
-  (bench/train_infer.py). It is the default when onnxruntime imports. On the CPU a batch is
-  spread over one-thread runs, one thread per core (from_checkpoint says why).
+- OrtEngine runs on ONNX Runtime (the default when it imports): from a checkpoint (both halves
+  exported, then cached), or from an exported .onnx file (the whole classifier). On 2 cores it
+  measured about 2x eager PyTorch at batch 64, 0.6-0.7x its latency for one clip. On the CPU a
+  batch is spread over one-thread runs, one thread per core (from_checkpoint says why).
 - TorchEngine runs the same model on PyTorch: the fallback, and the reference.
 The two give the same numbers (within 1e-5, tested). Frames go in as uint8 (N, H, W, 3), as
-decoded; the conversion to [0, 1] floats happens inside the engine (inside the ONNX graph for
-ORT), so no float copy of a batch is made in Python. Engines return logits; the checkpoint's
-temperature and the one softmax (calibrate.softmax) make probabilities of them.
-
-This module imports neither torch nor the checkpoint code until a checkpoint is used, so that an
-exported .onnx file predicts on a machine without PyTorch (tested with torch unimportable).
+decoded, and are converted inside the engine. Engines return logits; the checkpoint's
+temperature and the one softmax (calibrate.softmax) make probabilities of them. Torch is not
+imported for an exported .onnx file, nor for a checkpoint whose graphs are cached.
 """
 from __future__ import annotations
 
@@ -42,13 +38,11 @@ if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
 
 FRAMES_PER_CALL = 160       # CNN frames per engine call (8 clips)
-# Pixels per run of the CNN's one-thread ONNX Runtime session (OrtEngine on the CPU). Measured
-# on 2 cores, two threads at once: effnet (160 x 128) ran fastest at 4-8 frames a run (1.82 ms
-# a frame; 1.86 at 16), the seed model (64 x 64) at 64-80 (0.038 ms; 0.039 at 32, 0.043 at 16):
-# about 10 and 50 frames.
+# Pixels per run of the CNN's one-thread session (OrtEngine on the CPU). On 2 cores, two runs at
+# once, effnet (160 x 128) was fastest at 4-8 frames a run (1.82 ms a frame; 1.86 at 16), the
+# seed model (64 x 64) at 64-80 (0.038 ms; 0.039 at 32, 0.043 at 16): about 10 and 50 frames.
 PIXELS_PER_RUN = 200_000
-# `--precision int8`: the CNN quantized by ONNX Runtime (graphs.py), on the CPU; not a training
-# precision, so not among config.Precision's
+# `--precision int8`: the CNN quantized by ONNX Runtime (graphs.py); not a training precision
 INT8 = "int8"
 
 
@@ -89,6 +83,7 @@ class Engine:
     precision: str = "fp32"     # fp32, bf16/fp16 (TorchEngine) or int8 (OrtEngine)
     fallback_reason: str | None = None   # why PyTorch runs where ONNX Runtime was expected
     source: Path | None = None  # the exported .onnx file it was loaded from, if any
+    frames_per_call: int = FRAMES_PER_CALL   # `logits` runs the CNN on this many at a time
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 frames -> (N, F) float32 CNN features."""
@@ -134,8 +129,9 @@ class Engine:
         frames = batch.reshape(b * t, *batch.shape[2:])
         # The CNN in slices of frames: memory stays bounded (the first layer's output is
         # 256 KB per frame) and the activations stay in cache, whatever the batch.
-        feats = np.concatenate([self.features(frames[i:i + FRAMES_PER_CALL])
-                                for i in range(0, len(frames), FRAMES_PER_CALL)])
+        step = self.frames_per_call
+        feats = np.concatenate([self.features(frames[i:i + step])
+                                for i in range(0, len(frames), step)])
         return self.sequence_logits(feats.reshape(b, t, -1))
 
 
@@ -195,6 +191,10 @@ class OrtEngine(Engine):
         self._workers = workers
         self._pool = ThreadPoolExecutor(workers, "lrcn-cnn") if workers > 1 else None
         self._per_run = max(1, PIXELS_PER_RUN // (frame_config.height * frame_config.width))
+        if self._pool is not None:
+            # Runs bound memory (one per thread at a time): a batch goes at once, so threads meet
+            # once, not every 160 frames (seed model, batch 64: 1.15x clips/s; 1.45x when noisy)
+            self.frames_per_call = sys.maxsize
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, threads: int = 0,
