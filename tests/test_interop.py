@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import indexed_frame, write_video
-from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint, summary
 from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.devices import full_fp32
@@ -188,15 +188,28 @@ def test_onnx_matches_pytorch_with_dynamic_batch(exported, clips):
 
 def test_onnx_runs_where_pytorch_is_not_installed(exported, clips, tmp_path):
     """The exported file takes uint8 frames, as decoded, and lrcn's own predictor runs it with
-    torch unimportable; so does plain ONNX Runtime."""
+    torch unimportable; so does plain ONNX Runtime. `lrcn info` of it says its parameter count
+    from its metadata; of a file from before that was recorded, it leaves the count out (it
+    crashed there, building the model to count it)."""
+    import onnx
     checkpoint, onnx_path = exported
     np.save(tmp_path / "clips.npy", clips)
+    older = onnx.load(str(onnx_path))
+    kept = [p for p in older.metadata_props if p.key != "params"]
+    assert len(kept) == len(older.metadata_props) - 1
+    del older.metadata_props[:]
+    older.metadata_props.extend(kept)
+    onnx.save(older, str(tmp_path / "older.onnx"))
     script = f"""
 import sys, json
 sys.modules["torch"] = None          # importing torch now fails, as on a machine without it
 import numpy as np, onnxruntime as ort
+from lrcn.inference.info import model_summary
 from lrcn.inference.predict import Predictor
+from lrcn.models.checkpoint import format_summary
 x = np.load({str(tmp_path / 'clips.npy')!r})
+summaries = [model_summary(p) for p in ({str(onnx_path)!r}, {str(tmp_path / 'older.onnx')!r})]
+print(format_summary(summaries[1]), file=sys.stderr)
 ours = Predictor.load({str(onnx_path)!r}).probabilities(x)
 session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
@@ -207,7 +220,8 @@ print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
                   "version": meta["lrcn_format_version"], "logits": logits.tolist(),
                   "temperature": json.loads(meta["temperature"]),
                   "ours": ours.tolist(), "torch": "torch" in sys.modules and
-                  sys.modules["torch"] is not None}}))
+                  sys.modules["torch"] is not None,
+                  "params": [s["trainable_parameters"] for s in summaries]}}))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -216,6 +230,8 @@ print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
     assert data["output"] == "logits" and data["classes"] == list("abcde")
     assert data["frames"]["channel_order"] == "rgb" and data["frames"]["num_frames"] == 20
     assert data["version"] == "3" and data["torch"] is False
+    assert data["params"] == [summary(checkpoint)["trainable_parameters"], None]
+    assert "\nmodel         lrcn\n" in result.stderr
     torch_engine = TorchEngine(load_checkpoint(checkpoint))
     np.testing.assert_allclose(np.array(data["logits"]), torch_engine.logits(clips), atol=1e-5,
                                rtol=0)

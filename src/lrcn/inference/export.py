@@ -100,6 +100,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | N
     except ImportError as exc:
         raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
                         "pip install 'lrcn[onnx]'", kind=ErrorKind.SETTING) from None
+    from ..models.checkpoint import trainable_parameters
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(graph or clip_graph(checkpoint))
@@ -110,7 +111,10 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | N
                 "clip_seconds": json.dumps(checkpoint.clip_seconds),
                 # divides the file's logits before the softmax (calibrate.py)
                 "temperature": json.dumps(checkpoint.temperature),
-                "info": json.dumps(checkpoint.info), "precision": precision}
+                "info": json.dumps(checkpoint.info), "precision": precision,
+                # so that `lrcn info` of the file needs no model built (and no torch)
+                "params": json.dumps(checkpoint.params or trainable_parameters(
+                    checkpoint.model_config))}
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -24,7 +24,10 @@ def onnx_summary(path: str | os.PathLike) -> dict:
     try:
         model = from_dict(ModelConfig, json.loads(meta["model"]))
         info = json.loads(meta.get("info", "{}"))
+        params = json.loads(meta.get("params", "null"))   # files from before it was recorded
+        if not (params is None or isinstance(params, int) and params > 0):
+            raise ValueError(f"params {params}")
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
     return {**describe(path, model, engine.names, engine.frame_config, engine.clip_seconds,
-                       engine.temperature, info), "precision": engine.precision}
+                       engine.temperature, info, params), "precision": engine.precision}

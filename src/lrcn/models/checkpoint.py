@@ -49,6 +49,8 @@ class Checkpoint:
     # the file it was loaded from (None: made in memory); engine.py keys its cached ONNX
     # graphs by the file's hash and int8 calibration finds the run folder beside it
     path: Path | None = field(default=None, compare=False)
+    # trainable parameters, as the file's header records them (None: not recorded)
+    params: int | None = field(default=None, compare=False)
 
     def build_model(self):
         """The model (zoo.py) with the checkpoint's weights, in eval mode."""
@@ -138,6 +140,8 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         # Format 1 kept the clip span among the free info entries.
         clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
         temperature = float(header.get("temperature", 1.0))
+        params = header.get("params")
+        params = params if isinstance(params, int) and params > 0 else None
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature {temperature}")
         if not 0 <= clip_seconds < math.inf:
@@ -161,7 +165,7 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
     if len(class_names) != model_config.num_classes:
         raise LrcnError("checkpoint class names do not match its model", path)
     checkpoint = Checkpoint(model_config, frame_config, class_names, info, clip_seconds,
-                            temperature, path=path)
+                            temperature, path=path, params=params)
     if weights:
         from safetensors.torch import load_file
         try:
@@ -240,24 +244,36 @@ def used_settings(config: ModelConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(config).items() if k not in OPTIONS or k in uses}
 
 
-def summary(path: str | os.PathLike) -> dict[str, Any]:
+def summary(path: str | os.PathLike, weights: bool = True) -> dict[str, Any]:
     """What `lrcn info --json` shows: a checkpoint's classes, parameter count, settings (those
-    its model uses), clip span, training summary and test metrics."""
+    its model uses), clip span, training summary and test metrics. `weights`: check them too
+    (load_checkpoint); without, torch is not needed (a server whose engine checked them)."""
     path = resolve_checkpoint_path(path)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, weights=weights)
     return describe(path, checkpoint.model_config, checkpoint.class_names,
                     checkpoint.frame_config, checkpoint.clip_seconds, checkpoint.temperature,
-                    checkpoint.info)
+                    checkpoint.info, checkpoint.params)
+
+
+def trainable_parameters(model: ModelConfig) -> int | None:
+    """The model's trainable parameters, counted on a model built for it; None without torch
+    (an exported file's metadata from before it recorded the count, on a machine with ONNX
+    Runtime alone)."""
+    try:
+        from .base import count_trainable
+        return count_trainable(build_model(model))
+    except ImportError:
+        return None
 
 
 def describe(path: str | os.PathLike, model: ModelConfig, classes: list[str],
              frames: FrameConfig, clip_seconds: float, temperature: float,
-             info: dict[str, Any]) -> dict[str, Any]:
+             info: dict[str, Any], params: int | None = None) -> dict[str, Any]:
     """summary()'s layout, for a checkpoint or an exported ONNX file's metadata (one layout, so
-    that `lrcn info` says the same of a run and of its export)."""
-    from .base import count_trainable
+    that `lrcn info` says the same of a run and of its export). `params`: the trainable
+    parameters the file records; counted when it records none."""
     return {"checkpoint": str(path), "model_name": model.name, "classes": list(classes),
-            "trainable_parameters": count_trainable(build_model(model)),
+            "trainable_parameters": params or trainable_parameters(model),
             "normalisation": get_spec(model.name).normalisation,
             "frames": to_dict(frames), "model": used_settings(model),
             "clip_seconds": clip_seconds, "temperature": temperature, "info": info}
@@ -279,8 +295,8 @@ def format_summary(data: dict[str, Any]) -> str:
     lines = [("checkpoint", data["checkpoint"]),
              *([("precision", f"{data['precision']} (an exported ONNX file)")]
                if "precision" in data else []),
-             ("model", f"{data['model_name']}, {data['trainable_parameters']:,} trainable "
-                       f"parameters"),
+             ("model", data["model_name"] if data["trainable_parameters"] is None else
+              f"{data['model_name']}, {data['trainable_parameters']:,} trainable parameters"),
              ("settings", "; ".join(f"{k} {_value(v)}" for k, v in options.items())),
              (f"classes ({len(data['classes'])})", ", ".join(data["classes"])),
              ("frames", f"{frames['num_frames']} of {frames['width']}x{frames['height']}, "

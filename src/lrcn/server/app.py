@@ -239,7 +239,7 @@ class Server:
         info["run"] = checkpoint.parent.name
         if not is_onnx_file(checkpoint):
             from ..models.checkpoint import summary
-            about = summary(checkpoint)
+            about = summary(checkpoint, weights=False)    # the engine has checked them
             info["test_metrics"] = about["info"].get("test_metrics")
             info.update({"model": about["model_name"], "normalisation": about["normalisation"],
                          "trainable_parameters": about["trainable_parameters"],
