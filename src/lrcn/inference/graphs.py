@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
 
 # Bump when what a cached graph holds changes. 2: effnet's padding inside its Conv nodes, the
-# seed model's first convolution rewritten (models/lrcn.py).
-GRAPH_CACHE_VERSION = 2
+# seed model's first convolution rewritten (models/lrcn.py). 3: the seed model's first layer in
+# bands of rows.
+GRAPH_CACHE_VERSION = 3
 CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph to set int8 ranges
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
 # What is quantized: the convolutions only. Quantizing effnet's ReLU6 (Clip) and residual Adds
