@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import indexed_frame, write_video
-from lrcn.models.checkpoint import load_checkpoint, save_checkpoint, summary
+from lrcn.models.base import count_trainable
+from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.media.clip import read_clip
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.devices import full_fp32
@@ -230,7 +231,7 @@ print(json.dumps({{"input": [inp.name, inp.shape, inp.type], "output": out.name,
     assert data["output"] == "logits" and data["classes"] == list("abcde")
     assert data["frames"]["channel_order"] == "rgb" and data["frames"]["num_frames"] == 20
     assert data["version"] == "3" and data["torch"] is False
-    assert data["params"] == [summary(checkpoint)["trainable_parameters"], None]
+    assert data["params"] == [count_trainable(load_checkpoint(checkpoint).build_model()), None]
     assert "\nmodel         lrcn\n" in result.stderr
     torch_engine = TorchEngine(load_checkpoint(checkpoint))
     np.testing.assert_allclose(np.array(data["logits"]), torch_engine.logits(clips), atol=1e-5,

@@ -88,20 +88,35 @@ def test_convlstm_shapes_are_kerass():
                                        ("lrcn-bn", (70, 72))])
 def test_onnx_export_matches_pytorch(tmp_path, name, size):
     """The ONNX graphs (the exported file, and the engine's two halves) give PyTorch's logits:
-    the export rewrites the seed model's first convolution (the frames as one-channel rows, the
-    /255 in its weights) and effnet's asymmetric padding (inside its Conv), so the check is on
-    logits, not on probabilities that an untrained model keeps near uniform. 70 x 72 frames:
-    two rows that the first pooling drops, and a row length the reshaped input must follow."""
+    the export rewrites the seed model's first layer (the frames as one-channel rows, the /255
+    in its weights, bands of rows) and effnet's asymmetric padding (inside its Conv), so the
+    check is on logits, not on probabilities that an untrained model keeps near uniform. 70 x
+    72 frames: a shorter last band, two rows that the first pooling drops, and a row length the
+    reshaped input must follow. Batch norm's statistics are drawn, so that a band that skipped
+    it would show."""
+    import onnx
+    from lrcn.inference.export import feature_graph
+    from lrcn.models.lrcn import BAND_POOLS
     torch.manual_seed(0)
     config = config_for(name)
     if size:
         config = dataclasses.replace(config, height=size[0], width=size[1])
     frames = FrameConfig(height=config.height, width=config.width,
                          num_frames=config.num_frames)
-    path = save_checkpoint(tmp_path / "m.safetensors",
-                           build_model(config, pretrained=name.startswith("effnet")), frames,
-                           ["a", "b", "c", "d"])
+    model = build_model(config, pretrained=name.startswith("effnet"))
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.5, 0.5)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, frames, ["a", "b", "c", "d"])
     checkpoint = load_checkpoint(path)
+    if name.startswith("lrcn"):       # the first layer in bands, then the three other convs
+        convs = [n for n in onnx.load_from_string(feature_graph(checkpoint)).graph.node
+                 if n.op_type == "Conv"]
+        assert len(convs) == math.ceil(frames.height // 4 * 4 / (4 * BAND_POOLS)) + 3
     onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
     clips = np.random.default_rng(0).integers(0, 256, (3, frames.num_frames, frames.height,
                                                          frames.width, 3), dtype=np.uint8)

@@ -127,8 +127,8 @@ class Engine:
     def _clip_logits(self, batch: np.ndarray) -> np.ndarray:
         b, t = batch.shape[:2]
         frames = batch.reshape(b * t, *batch.shape[2:])
-        # The CNN in slices of frames: memory stays bounded (the first layer's output is
-        # 256 KB per frame) and the activations stay in cache, whatever the batch.
+        # The CNN in slices of frames_per_call: memory stays bounded (the first layer's output
+        # is 256 KB per frame), whatever the batch (OrtEngine's runs on threads bound it).
         step = self.frames_per_call
         feats = np.concatenate([self.features(frames[i:i + step])
                                 for i in range(0, len(frames), step)])

@@ -7,7 +7,7 @@ import os
 
 from ..config import ModelConfig, from_dict
 from ..errors import LrcnError
-from ..models.checkpoint import describe, summary
+from ..models.checkpoint import describe, param_count, summary
 from .engine import OrtEngine, is_onnx_file
 
 
@@ -24,10 +24,11 @@ def onnx_summary(path: str | os.PathLike) -> dict:
     try:
         model = from_dict(ModelConfig, json.loads(meta["model"]))
         info = json.loads(meta.get("info", "{}"))
-        params = json.loads(meta.get("params", "null"))   # files from before it was recorded
-        if not (params is None or isinstance(params, int) and params > 0):
-            raise ValueError(f"params {params}")
     except (KeyError, TypeError, ValueError) as exc:
         raise LrcnError(f"damaged lrcn metadata in the ONNX model ({exc})", path) from None
+    try:    # not recorded before 2026-12-03; only shown, so a damaged one counts as not there
+        params = param_count(json.loads(meta.get("params", "null")))
+    except ValueError:
+        params = None
     return {**describe(path, model, engine.names, engine.frame_config, engine.clip_seconds,
                        engine.temperature, info, params), "precision": engine.precision}

@@ -140,8 +140,7 @@ def load_checkpoint(path: str | os.PathLike, weights: bool = True) -> Checkpoint
         # Format 1 kept the clip span among the free info entries.
         clip_seconds = float(header.get("clip_seconds", info.pop("clip_seconds", 0.0)) or 0.0)
         temperature = float(header.get("temperature", 1.0))
-        params = header.get("params")
-        params = params if isinstance(params, int) and params > 0 else None
+        params = param_count(header.get("params"))
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature {temperature}")
         if not 0 <= clip_seconds < math.inf:
@@ -255,6 +254,12 @@ def summary(path: str | os.PathLike, weights: bool = True) -> dict[str, Any]:
                     checkpoint.info, checkpoint.params)
 
 
+def param_count(value: Any) -> int | None:
+    """A recorded parameter count (a checkpoint's header, an export's metadata) when it is
+    one, else None: a count is only shown, so a damaged one is treated as not recorded."""
+    return value if type(value) is int and value > 0 else None
+
+
 def trainable_parameters(model: ModelConfig) -> int | None:
     """The model's trainable parameters, counted on a model built for it; None without torch
     (an exported file's metadata from before it recorded the count, on a machine with ONNX
@@ -271,7 +276,7 @@ def describe(path: str | os.PathLike, model: ModelConfig, classes: list[str],
              info: dict[str, Any], params: int | None = None) -> dict[str, Any]:
     """summary()'s layout, for a checkpoint or an exported ONNX file's metadata (one layout, so
     that `lrcn info` says the same of a run and of its export). `params`: the trainable
-    parameters the file records; counted when it records none."""
+    parameters the file records; counted when it records none (None without torch)."""
     return {"checkpoint": str(path), "model_name": model.name, "classes": list(classes),
             "trainable_parameters": params or trainable_parameters(model),
             "normalisation": get_spec(model.name).normalisation,

@@ -17,7 +17,7 @@ from .base import ClipClassifier, MaskDropout, keras_lstm_init
 
 # Pooled rows per band of the exported first layer (frame_features_uint8). 64 x 64 frames, runs
 # of 48 frames, two at once on 2 cores: 1, 2 and 4 gave 1.15x, 1.17x and 1.02x the frames per
-# second of the layer unbanded; in the engine 2 gave 1.05-1.07x (batch 64).
+# second of the layer unbanded; in the engine 2 gave 1.04-1.12x (batch 64).
 BAND_POOLS = 2
 
 
@@ -70,9 +70,9 @@ class LRCN(ClipClassifier):
         return x.permute(0, 2, 3, 1).flatten(1)            # (N, H'*W'*C')
 
     def frame_features_uint8(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, C) frames -> features. In an ONNX export, two rewrites that give
-        the same sums and cut ONNX Runtime's CPU time for the CNN from 113 to 65 ms per 1280
-        frames (bench/ort_profile.py):
+        """uint8 (N, H, W, C) frames -> features. In an ONNX export, three rewrites that give
+        the same sums (the first two cut ONNX Runtime's CPU time for the CNN from 113 to 65 ms
+        per 1280 frames, bench/ort_profile.py):
         - the scaling to [0, 1] is folded into the first convolution's weights (conv(x / 255,
           W) = conv(x, W / 255): its padding is zeros either way);
         - the first convolution reads the channels-last frames as they are, as one-channel
@@ -89,6 +89,7 @@ class LRCN(ClipClassifier):
         first = self.cnn[0]
         h, w, c = (int(size) for size in frames.shape[1:])   # constants in the graph
         weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, 1, 3, 3 * c)
+        weight = weight * (1.0 / 255.0)
         pool = next(i for i, layer in enumerate(self.cnn) if isinstance(layer, nn.MaxPool2d))
         size = self.cnn[pool].kernel_size
         # A zero row above and below (the convolution's vertical padding): every band is then
@@ -99,7 +100,7 @@ class LRCN(ClipClassifier):
         for top in range(0, kept, BAND_POOLS * size):
             bottom = min(top + BAND_POOLS * size, kept)
             band = F.conv2d(x[:, :, top:bottom + 2].to(first.weight.dtype),
-                            weight * (1.0 / 255.0), first.bias, (1, c), (0, c))
+                            weight, first.bias, (1, c), (0, c))
             bands.append(self.cnn[1:pool + 1](band))
         x = self.cnn[pool + 1:](torch.cat(bands, dim=2))
         return x.permute(0, 2, 3, 1).flatten(1)
