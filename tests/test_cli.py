@@ -54,7 +54,7 @@ def test_train_writes_a_complete_run_folder(trained_run, tiny_dataset):
                  "report.json", "confusion_matrix.png", "curves.png"):
         assert (trained_run / name).is_file(), name
     history = (trained_run / "history.csv").read_text().splitlines()
-    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds" and len(history) == 3
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr" and len(history) == 3
     split = json.loads((trained_run / "split.json").read_text())
     groups = {part: {e["group"] for e in split[part]} for part in ("train", "val", "test")}
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])

@@ -116,3 +116,40 @@ def test_make_job_builds_the_job_the_cli_and_the_api_run(tmp_path):
     assert (job.train.epochs, job.train.lr) == (2, 1e-3)
     assert job.classes == ("a", "b") and job.data == tmp_path / "data"
     assert job.model_config(2).num_frames == job.frames.num_frames
+
+
+def test_the_cosine_schedule_falls_from_lr_to_lr_over_the_epochs():
+    """Epoch 1 at lr, then down along half a cosine to lr/epochs at the last epoch, never up;
+    past the last (a run extended by resuming) it stays at the floor; constant is constant."""
+    from lrcn.training.steps import epoch_lr
+    cosine = TrainConfig(epochs=5, lr=0.01, schedule="cosine")
+    rates = [epoch_lr(cosine, e) for e in range(1, 8)]
+    assert rates[0] == 0.01 and rates[4] == pytest.approx(0.002) == rates[5] == rates[6]
+    assert rates[2] == pytest.approx((0.01 + 0.002) / 2)          # halfway: the mean
+    assert all(a > b for a, b in zip(rates[:4], rates[1:5]))
+    assert epoch_lr(TrainConfig(epochs=1, lr=0.01, schedule="cosine"), 1) == 0.01
+    assert {epoch_lr(TrainConfig(epochs=5, lr=0.01), e) for e in range(1, 8)} == {0.01}
+    with pytest.raises(ValueError, match="schedule must be constant or cosine"):
+        TrainConfig(schedule="step")
+
+
+def test_a_cosine_run_trains_at_the_scheduled_rates(tiny_dataset, tmp_path):
+    """The optimizer really takes the schedule's rate: with the same seed, a constant and a
+    cosine run agree on epoch 1 (the same rate) and part from epoch 2; history.csv records
+    each epoch's rate, and the run's settings keep the schedule."""
+    histories = {}
+    for schedule in ("constant", "cosine"):
+        run = tmp_path / schedule
+        config = TrainConfig(epochs=3, patience=3, lr=0.004, seed=4, schedule=schedule)
+        job = TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
+                          workers=0, progress=False)
+        train_and_evaluate(job, log=lambda *a: None)
+        histories[schedule] = read_history(run / "history.csv")
+        assert job_from_run(run, workers=0, progress=False, epochs=4).train.schedule == schedule
+    constant, cosine = histories["constant"], histories["cosine"]
+    assert [row["lr"] for row in constant] == [0.004] * 3
+    assert [row["lr"] for row in cosine] == pytest.approx([0.004, 0.004 * 2 / 3, 0.004 / 3],
+                                                          rel=1e-5)     # written to 6 digits
+    assert constant[0]["loss"] == cosine[0]["loss"]
+    assert constant[0]["val_loss"] == cosine[0]["val_loss"]
+    assert constant[1]["val_loss"] != cosine[1]["val_loss"]

@@ -1,24 +1,23 @@
 """What the `lrcn` command line accepts: every command's options with their help, types and
 ranges (argtypes.py), and which flags contradict each other (`refused`). cli.py does the rest:
-one library call per command, and the printing.
-"""
+one library call per command, and the printing."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from . import __version__
-from .config import Precision
+from .config import SCHEDULES, Precision
 from .argtypes import (device, fraction, hue_share, name_list, non_negative_float,
                        non_negative_int, port, positive_float, positive_int, size, split_number)
 
 # The settings a run folder holds: `lrcn train --resume RUN` takes them from there.
-_RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--patience", "--seed",
-                 "--threads", "--test-fraction", "--val-fraction", "--split-seed", "--frames",
-                 "--size", "--model", "--augment", "--no-augment", "--flip", "--hue-jitter",
-                 "--balance", "--batchnorm", "--lstm-units", "--l2", "--device", "--precision",
-                 "--split", "--lists", "--out", "--cache", "--init-from", "--overwrite",
-                 "--drop-small-classes", "--groups-across-classes")
+_RUN_SETTINGS = ("data", "--config", "--classes", "--batch-size", "--lr", "--schedule",
+                 "--patience", "--seed", "--threads", "--test-fraction", "--val-fraction",
+                 "--split-seed", "--frames", "--size", "--model", "--augment", "--no-augment",
+                 "--flip", "--hue-jitter", "--balance", "--batchnorm", "--lstm-units", "--l2",
+                 "--device", "--precision", "--split", "--lists", "--out", "--cache",
+                 "--init-from", "--overwrite", "--drop-small-classes", "--groups-across-classes")
 # What --init-from takes from its checkpoint: the model and its input.
 _MODEL_SETTINGS = ("--model", "--frames", "--size", "--batchnorm", "--lstm-units", "--l2")
 # Flags that contradict each other, by command: (flag, flags it cannot go with, the message).
@@ -104,13 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=size, help="frame size, WIDTHxHEIGHT or SIZE (default 64)")
 
     def train_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--classes", type=name_list, default=None,
-                       help="comma-separated class subset (default: the seed's four if present, "
-                            "else all)")
+        p.add_argument("--classes", type=name_list, default=None, help="a class subset, "
+                       "comma-separated (default: the seed's four if present, else all)")
         p.add_argument("--config", default=None, help="JSON file with frames/model/split/train")
         p.add_argument("--epochs", type=positive_int)
         p.add_argument("--batch-size", type=positive_int)
         p.add_argument("--lr", type=positive_float)
+        p.add_argument("--schedule", choices=SCHEDULES, help="the learning rate over the epochs: "
+                       "constant (default) or cosine, falling from --lr to lr/epochs")
         p.add_argument("--patience", type=positive_int)
         p.add_argument("--seed", type=non_negative_int)
         p.add_argument("--threads", type=positive_int, help="PyTorch threads (default: all cores)")

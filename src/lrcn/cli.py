@@ -54,7 +54,7 @@ def _training_job(args: argparse.Namespace, out: Path):
                "drop_small_classes": getattr(args, "drop_small_classes", None) or None,
                "across_classes": getattr(args, "groups_across_classes", None) or None},
         train={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-               "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
+               "schedule": args.schedule, "patience": args.patience, "seed": args.seed, "num_threads": args.threads,
                "device": args.device, "precision": args.precision,
                "flip": args.flip or None, "hue_jitter": args.hue_jitter,
                "balance": args.balance or None},

@@ -138,6 +138,9 @@ class SplitConfig:
             raise ValueError("split fractions must be in [0, 1)")
 
 
+SCHEDULES = ("constant", "cosine")      # TrainConfig.schedule's values
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The seed tutorial's training defaults (Adam 1e-3, batch 4, 70 epochs, early stopping on
@@ -146,6 +149,10 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 1e-3
     patience: int = 15
+    # constant (the tutorial's), or cosine: the rate falls from lr towards 0 along half a cosine
+    # over the epochs, so that the last epochs settle instead of jumping about the minimum at
+    # full rate; set per epoch from the epoch's number, so a resumed run follows the same curve.
+    schedule: str = "constant"
     seed: int = 27
     num_threads: int = 0             # 0: let PyTorch decide (all cores)
     device: str = "auto"             # auto (CUDA when there is one), cpu, cuda, cuda:N, mps
@@ -163,6 +170,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and patience must be positive")
         if not 0 < self.lr < math.inf:          # NaN fails this too
             raise ValueError(f"lr must be a positive finite number, not {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be {' or '.join(SCHEDULES)}, not {self.schedule!r}")
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), not {self.scale_jitter}")
         if not 0 <= self.hue_jitter <= 0.5:

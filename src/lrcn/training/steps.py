@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
+from ..config import TrainConfig
 from ..console import progress as console_progress
 from ..devices import autocast
 from ..distributed import World, sum_over_ranks
@@ -50,6 +51,18 @@ def make_optimizer(model: ClipClassifier, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, eps=1e-7, fused=True)
     except (RuntimeError, TypeError):  # a torch (or device) without fused Adam
         return torch.optim.Adam(params, lr=lr, eps=1e-7)
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (1-based) of `config.epochs`: config.lr throughout, or
+    under the cosine schedule config.lr at epoch 1 falling along half a cosine to lr/epochs at
+    the last (not 0: the last epoch still learns). Past config.epochs (a run extended) the
+    cosine stays at its last value."""
+    if config.schedule == "constant" or config.epochs == 1:
+        return config.lr
+    done = (min(epoch, config.epochs) - 1) / (config.epochs - 1)       # 0 .. 1
+    floor = config.lr / config.epochs
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def _chunk(model: ClipClassifier, size: int, chunk_clips: int | None) -> int:

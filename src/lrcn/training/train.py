@@ -41,7 +41,7 @@ from ..models.base import count_trainable
 from .job import TrainingJob, remove_run_files
 from .prepare import TrainingData, prepare_data, prepare_shared
 from .resume import STATE_NAME, dropout_states, load_state, save_state
-from .steps import check_finite, make_optimizer, run_epoch
+from .steps import check_finite, epoch_lr, make_optimizer, run_epoch
 from ..models.registry import build_model, check_settings, get_spec
 
 
@@ -130,6 +130,8 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         keep_freed_memory()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config.lr)
+    # a model's groups may learn at their own share of the rate (effnet's backbone at a tenth)
+    lr_scales = [group["lr"] / config.lr for group in optimizer.param_groups]
     net = None
     if world.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -169,6 +171,9 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
             break
         start = time.perf_counter()
         augmenter.start_epoch(epoch)
+        if config.schedule != "constant":
+            for group, scale in zip(optimizer.param_groups, lr_scales):
+                group["lr"] = epoch_lr(config, epoch) * scale
         loss, accuracy = run_epoch(model, train_loader, optimizer,
                                    desc=f"epoch {epoch}/{config.epochs}",
                                    progress=progress and world.main,
@@ -181,7 +186,8 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
             {"loss": loss}
         check_finite(epoch, watched, model, config.lr, best_epoch)
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
-               "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start}
+               "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start,
+               "lr": epoch_lr(config, epoch)}
         history.append(row)
         if world.main:
             write_history(run_dir / "history.csv", history)
