@@ -31,12 +31,23 @@ def _pyplot():
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, accuracy: float) -> None:
-    from sklearn.metrics import ConfusionMatrixDisplay
+    """The confusion matrix as scikit-learn's ConfusionMatrixDisplay draws it (lrcn no longer
+    depends on scikit-learn: evaluate.py): a Blues map, each count in white on the darker half."""
     plt = _pyplot()
+    matrix = np.asarray(matrix)
     size = max(4.5, 0.6 * len(names) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)
-    ConfusionMatrixDisplay(matrix, display_labels=list(names)).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
+    image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")
+    low, high = image.cmap(0.0), image.cmap(1.0)
+    middle = (matrix.max() + matrix.min()) / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        ax.text(column, row, f"{count:d}", ha="center", va="center",
+                color=low if count > middle else high)
+    ticks = np.arange(len(names))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=list(names), yticklabels=list(names),
+           xlabel="Predicted label", ylabel="True label")
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     ax.set_title(f"Confusion matrix (accuracy {accuracy:.3f})")
     fig.tight_layout()
     _save_figure(fig, path)

@@ -1,5 +1,5 @@
 """Honest evaluation: a checkpoint on clips it never trained on (the run's group-aware test
-split by default), with scikit-learn's metrics, a JSON report and PNG plots."""
+split by default), with its metrics (numpy), a JSON report and PNG plots."""
 from __future__ import annotations
 
 import dataclasses
@@ -103,14 +103,19 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
     precision/recall/F1/support, the confusion matrix (rows true, columns predicted), and group
     accuracy ("video-level" in UCF terms: the clips of one group are cut from one video; a
     group is right when the mean of its clips' probabilities names its class)."""
-    # imported here: scikit-learn's metrics take about a second to import, which every
-    # `lrcn train` paid before its first line (a mistyped folder too)
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-    y_true = np.asarray(true)
+    # In numpy, not scikit-learn: these few counts are all the report needs, and importing
+    # sklearn.metrics (scipy.stats with it) was about 1 s of a 7 s `lrcn evaluate` of 600
+    # cached clips (2026-12-03), and scikit-learn a dependency for nothing else.
+    y_true = np.asarray(true, dtype=np.int64)
     y_pred = probabilities.argmax(1)
-    labels = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+    k = len(names)
+    matrix = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)  # rows: true
+    hits, support, predicted = np.diag(matrix), matrix.sum(1), matrix.sum(0)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:    # 0 where b is 0 (no clips)
+        return np.divide(a, b, out=np.zeros(k), where=b > 0)
+    precision, recall = ratio(hits, predicted), ratio(hits, support)
+    f1 = ratio(2 * hits, support + predicted)     # = 2PR/(P+R), and 0 without a hit
     by_group: dict[str, list[int]] = {}
     for i, group in enumerate(groups):
         by_group.setdefault(group, []).append(i)
@@ -118,7 +123,7 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
                      for idx in by_group.values()]
     return {
         "num_clips": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(hits.sum() / len(y_true)),
         "macro_f1": float(np.mean(f1)),
         "group_accuracy": float(np.mean(group_correct)),
         "num_groups": len(by_group),
@@ -126,7 +131,7 @@ def metrics(names: Sequence[str], true: Sequence[int], probabilities: np.ndarray
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(names)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": matrix.tolist(),
     }
 
 
