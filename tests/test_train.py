@@ -119,8 +119,8 @@ def test_make_job_builds_the_job_the_cli_and_the_api_run(tmp_path):
 
 
 def test_the_cosine_schedule_falls_from_lr_to_lr_over_the_epochs():
-    """Epoch 1 at lr, then down along half a cosine to lr/epochs at the last epoch, never up;
-    past the last (a run extended by resuming) it stays at the floor; constant is constant."""
+    """Epoch 1 at lr, then down along half a cosine to lr/epochs at the last epoch, never up,
+    and there after it; constant is constant."""
     from lrcn.training.steps import epoch_lr
     cosine = TrainConfig(epochs=5, lr=0.01, schedule="cosine")
     rates = [epoch_lr(cosine, e) for e in range(1, 8)]
@@ -135,17 +135,18 @@ def test_the_cosine_schedule_falls_from_lr_to_lr_over_the_epochs():
 
 def test_a_cosine_run_trains_at_the_scheduled_rates(tiny_dataset, tmp_path):
     """The optimizer really takes the schedule's rate: with the same seed, a constant and a
-    cosine run agree on epoch 1 (the same rate) and part from epoch 2; history.csv records
-    each epoch's rate, and the run's settings keep the schedule."""
+    cosine run (made by the Python API) agree on epoch 1 (the same rate) and part from epoch
+    2; history.csv records each epoch's rate; the run keeps its schedule, and extending it by
+    resuming follows the longer curve (3 -> 6 epochs: the rate rises, a warm restart)."""
+    import lrcn
     histories = {}
     for schedule in ("constant", "cosine"):
-        run = tmp_path / schedule
-        config = TrainConfig(epochs=3, patience=3, lr=0.004, seed=4, schedule=schedule)
-        job = TrainingJob(tiny_dataset, run, train=config, cache_dir=tmp_path / "cache",
-                          workers=0, progress=False)
-        train_and_evaluate(job, log=lambda *a: None)
-        histories[schedule] = read_history(run / "history.csv")
-        assert job_from_run(run, workers=0, progress=False, epochs=4).train.schedule == schedule
+        run = lrcn.train(tiny_dataset, out=tmp_path / schedule, epochs=3, patience=3, lr=0.004,
+                         seed=4, schedule=schedule, cache=tmp_path / "cache", workers=0,
+                         progress=False, log=None)
+        histories[schedule] = run.history
+        assert job_from_run(run.folder, workers=0, progress=False,
+                            epochs=4).train.schedule == schedule
     constant, cosine = histories["constant"], histories["cosine"]
     assert [row["lr"] for row in constant] == [0.004] * 3
     assert [row["lr"] for row in cosine] == pytest.approx([0.004, 0.004 * 2 / 3, 0.004 / 3],
@@ -153,3 +154,11 @@ def test_a_cosine_run_trains_at_the_scheduled_rates(tiny_dataset, tmp_path):
     assert constant[0]["loss"] == cosine[0]["loss"]
     assert constant[0]["val_loss"] == cosine[0]["val_loss"]
     assert constant[1]["val_loss"] != cosine[1]["val_loss"]
+    longer = job_from_run(tmp_path / "cosine", workers=0, progress=False, epochs=6)
+    train_and_evaluate(longer, log=lambda *a: None)
+    rates = [row["lr"] for row in read_history(tmp_path / "cosine" / "history.csv")]
+    assert rates[:3] == [row["lr"] for row in cosine]
+    floor = 0.004 / 6
+    assert rates[3:] == pytest.approx([floor + (0.004 - floor) * (1 + math.cos(math.pi * e / 5)) / 2
+                                       for e in (3, 4, 5)], rel=1e-5)
+    assert rates[3] > rates[2]

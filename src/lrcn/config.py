@@ -149,9 +149,10 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 1e-3
     patience: int = 15
-    # constant (the tutorial's), or cosine: the rate falls from lr towards 0 along half a cosine
-    # over the epochs, so that the last epochs settle instead of jumping about the minimum at
-    # full rate; set per epoch from the epoch's number, so a resumed run follows the same curve.
+    # constant (the tutorial's), or cosine: the rate falls from lr to lr/epochs along half a
+    # cosine, so that the last epochs settle instead of jumping about the minimum at full rate.
+    # Set per epoch from the epoch's number: a resumed run follows the same curve, and one
+    # extended to more epochs follows the longer curve: its rate may rise (a warm restart).
     schedule: str = "constant"
     seed: int = 27
     num_threads: int = 0             # 0: let PyTorch decide (all cores)

@@ -65,7 +65,8 @@ class Run:
 
     @property
     def history(self) -> list[dict[str, float]]:
-        """Every epoch's figures (history.csv): loss, accuracy, val_loss, val_accuracy."""
+        """Every epoch's figures (history.csv): loss, accuracy, val_loss, val_accuracy,
+        seconds and lr (the epoch's learning rate)."""
         return _read_history(self.folder / "history.csv")
 
     @property
@@ -118,8 +119,8 @@ class Run:
 def train(data: PathLike, *, model: str | None = None, out: PathLike | None = None,
           classes: Sequence[str] | None = None, config: PathLike | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-          patience: int | None = None, seed: int | None = None, threads: int | None = None,
-          frames: int | None = None, size: Size | None = None,
+          schedule: str | None = None, patience: int | None = None, seed: int | None = None,
+          threads: int | None = None, frames: int | None = None, size: Size | None = None,
           test_fraction: float | None = None, val_fraction: float | None = None,
           split_seed: int | None = None, drop_small_classes: bool | None = None,
           groups_across_classes: bool | None = None, augment: bool | None = None,
@@ -144,6 +145,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
     config: a JSON settings file with sections frames, model, split, train.
     epochs, batch_size, lr, patience, seed, threads: the training loop (threads: PyTorch's;
         default all cores).
+    schedule: the learning rate over the epochs, "constant" (default) or "cosine" (from lr
+        down to lr/epochs).
     frames, size: frames per clip (20) and their size, 64 or (width, height) (64x64).
     test_fraction, val_fraction, split_seed: the group-aware split (clips of one group
         are never on two sides).
@@ -181,7 +184,8 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
         split={"test_fraction": test_fraction, "val_fraction": val_fraction,
                "seed": split_seed, "drop_small_classes": drop_small_classes,
                "across_classes": groups_across_classes},
-        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
+               "patience": patience,
                "seed": seed, "num_threads": threads, "device": device,
                "precision": precision, "scale_jitter": scale_jitter,
                "temporal_jitter": temporal_jitter, "flip": flip, "hue_jitter": hue_jitter,

@@ -31,10 +31,12 @@ def _pyplot():
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, accuracy: float) -> None:
-    """The confusion matrix as scikit-learn's ConfusionMatrixDisplay draws it (lrcn no longer
-    depends on scikit-learn: evaluate.py): a Blues map, each count in white on the darker half."""
+    """The confusion matrix much as scikit-learn's ConfusionMatrixDisplay draws it (lrcn no
+    longer depends on scikit-learn: evaluate.py): rows true, a Blues map, each count in white
+    on the darker half (dark at the midpoint, where white vanished on a uniform matrix), whole
+    counts never in e-notation, tick labels anchored under their columns."""
     plt = _pyplot()
-    matrix = np.asarray(matrix)
+    matrix = np.asarray(matrix, dtype=np.int64)
     size = max(4.5, 0.6 * len(names) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)
     image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")

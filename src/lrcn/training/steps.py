@@ -56,8 +56,9 @@ def make_optimizer(model: ClipClassifier, lr: float) -> torch.optim.Optimizer:
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
     """The learning rate of epoch `epoch` (1-based) of `config.epochs`: config.lr throughout, or
     under the cosine schedule config.lr at epoch 1 falling along half a cosine to lr/epochs at
-    the last (not 0: the last epoch still learns). Past config.epochs (a run extended) the
-    cosine stays at its last value."""
+    the last (not 0: the last epoch still learns), and there after it. A run extended by
+    resuming has a config of the new length: it goes on along the longer curve, from a rate
+    that may be higher than its last (a warm restart)."""
     if config.schedule == "constant" or config.epochs == 1:
         return config.lr
     done = (min(epoch, config.epochs) - 1) / (config.epochs - 1)       # 0 .. 1
