@@ -14,7 +14,6 @@ included.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess

@@ -4,7 +4,6 @@ with a message, and a distributed run resumed after a kill."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
