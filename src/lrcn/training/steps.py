@@ -56,7 +56,7 @@ def make_optimizer(model: ClipClassifier, lr: float) -> torch.optim.Optimizer:
 def epoch_lr(config: TrainConfig, epoch: int) -> float:
     """The learning rate of epoch `epoch` (1-based) of `config.epochs`: config.lr throughout, or
     under the cosine schedule config.lr at epoch 1 falling along half a cosine to lr/epochs at
-    the last (not 0: the last epoch still learns), and there after it. A run extended by
+    the last (not 0: the last epoch still learns), and thereafter. A run extended by
     resuming has a config of the new length: it goes on along the longer curve, from a rate
     that may be higher than its last (a warm restart)."""
     if config.schedule == "constant" or config.epochs == 1:

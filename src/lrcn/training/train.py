@@ -171,9 +171,10 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
             break
         start = time.perf_counter()
         augmenter.start_epoch(epoch)
-        if config.schedule != "constant":
+        lr = epoch_lr(config, epoch)
+        if config.schedule != "constant":    # a constant run keeps the optimizer's own rates
             for group, scale in zip(optimizer.param_groups, lr_scales):
-                group["lr"] = epoch_lr(config, epoch) * scale
+                group["lr"] = lr * scale
         loss, accuracy = run_epoch(model, train_loader, optimizer,
                                    desc=f"epoch {epoch}/{config.epochs}",
                                    progress=progress and world.main,
@@ -187,7 +188,7 @@ def fit(model, data: TrainingData, config: TrainConfig, save_best, run_dir: Path
         check_finite(epoch, watched, model, config.lr, best_epoch)
         row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
                "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start,
-               "lr": epoch_lr(config, epoch)}
+               "lr": lr}
         history.append(row)
         if world.main:
             write_history(run_dir / "history.csv", history)
