@@ -25,8 +25,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: with `-n 2 --dist loadfile` the demo's file starts at once on one
-    worker while the other takes the rest, instead of running alone at the end."""
+    """The slow tests first, where a run selects them (`-m "slow or not slow"`): with `-n 2
+    --dist loadfile` the demo's file starts at once on one worker while the other takes the
+    rest, instead of running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # a stable sort
 
 
