@@ -38,17 +38,20 @@ if TYPE_CHECKING:
 
 # Bump when what a cached graph holds changes. 2: effnet's padding inside its Conv nodes, the
 # seed model's first convolution rewritten (models/lrcn.py). 3: the seed model's first layer in
-# bands of rows.
-GRAPH_CACHE_VERSION = 3
+# bands of rows. 4: effnet's int8 with its depthwise convolutions, ReLU6 and Adds
+# quantized, its first block in fp32.
+GRAPH_CACHE_VERSION = 4
 CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph to set int8 ranges
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
-# What is quantized: the convolutions only. Quantizing effnet's ReLU6 (Clip) and residual Adds
-# too keeps its tensors int8 between convolutions and made it 1.16-1.27x faster than fp32
-# (with convolutions only its int8 is slower than fp32: 4.26 against 2.89 ms per frame), but
-# its features' cosine to fp32's on real UCF frames fell from 0.991 to 0.965 (whatever the
-# calibration method), and int8 is meant to keep fp32's answers. MaxPool and ReLU quantized
-# too made the seed model's int8 40% slower.
-OPS = ["Conv"]
+# What is quantized: the convolutions, and effnet's ReLU6 (Clip) and residual Adds, so that its
+# tensors stay int8 from one convolution to the next; a model's ModelSpec.int8_fp32 layers stay
+# fp32 (effnet's first block). effnet's depthwise convolutions were left in fp32 until
+# 2026-12-03 by mistake (the rule for the RGB first layer caught their one input channel per
+# group): each block went int8 -> fp32 -> int8, and int8 was slower than fp32 (6.77 against
+# 6.04 ms per 160x128 frame on one thread); with the depthwise in int8 too, 2.51 ms
+# (bench/effnet_int8.py; its closeness: models/registry.py). MaxPool and ReLU quantized too
+# made the seed model's int8 40% slower; it has no Clip or Add, so its graph is as before.
+OPS = ["Conv", "Clip", "Add"]
 
 
 def _weights_sha256(checkpoint: Checkpoint) -> str:
@@ -135,15 +138,36 @@ def calibration_clips(checkpoint: Checkpoint, limit: int = CALIBRATION_CLIPS) ->
 
 
 def _fp32_first_convs(model) -> list[str]:
-    """Convolutions over at most 4 input channels (the frames' RGB): left in fp32."""
+    """Convolutions over the frames' RGB (at most 4 input channels, not grouped: a depthwise
+    convolution has one input channel per group too): left in fp32."""
+    import onnx
     weights = {w.name: w.dims for w in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "Conv"
+
+    def group(node) -> int:
+        return next((onnx.helper.get_attribute_value(a) for a in node.attribute
+                     if a.name == "group"), 1)
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and group(n) == 1
             and n.input[1] in weights and weights[n.input[1]][1] <= 4]
 
 
-def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str = "frames"
-                   ) -> bytes:
-    """int8 QDQ graph of an fp32 graph, its activation ranges taken from running `batches`."""
+def _named(model, parts: Iterable[str]) -> list[str]:
+    """The nodes whose names hold one of `parts`; a part that names none is an error (an
+    exporter that names layers otherwise would quantize them silently)."""
+    names = [n.name for n in model.graph.node]
+    found = []
+    for part in parts:
+        matched = [name for name in names if part in name]
+        if not matched:
+            raise ValueError(f"no node of the graph is named like {part!r}")
+        found += matched
+    return found
+
+
+def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str = "frames",
+                   keep_fp32: Iterable[str] = ()) -> bytes:
+    """int8 QDQ graph of an fp32 graph, its activation ranges taken from running `batches`;
+    the convolutions over the frames' RGB and the nodes whose names hold one of `keep_fp32`
+    stay fp32."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -167,7 +191,7 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=True, op_types_to_quantize=OPS,
-                            nodes_to_exclude=_fp32_first_convs(model))
+                            nodes_to_exclude=_fp32_first_convs(model) + _named(model, keep_fp32))
         finally:
             logging.disable(logging.NOTSET)
         return target.read_bytes()
@@ -179,14 +203,21 @@ def int8_feature_graph(checkpoint: Checkpoint) -> bytes:
     frames = clips.reshape(-1, *clips.shape[2:])
     return quantize_graph(feature_graph(checkpoint),
                           (frames[i:i + CALIBRATION_BATCH]
-                           for i in range(0, len(frames), CALIBRATION_BATCH)))
+                           for i in range(0, len(frames), CALIBRATION_BATCH)),
+                          keep_fp32=_keep_fp32(checkpoint))
 
 
 def int8_clip_graph(checkpoint: Checkpoint) -> bytes:
     """The whole classifier (uint8 clips -> logits) with its CNN in int8, calibrated on the
     run's clips: what `lrcn export --quantize int8` writes."""
     clips = calibration_clips(checkpoint)
-    return quantize_graph(clip_graph(checkpoint), (clips[i:i + 1] for i in range(len(clips))))
+    return quantize_graph(clip_graph(checkpoint), (clips[i:i + 1] for i in range(len(clips))),
+                          keep_fp32=_keep_fp32(checkpoint))
+
+
+def _keep_fp32(checkpoint: Checkpoint) -> tuple[str, ...]:
+    from ..models.registry import get_spec
+    return get_spec(checkpoint.model_config.name).int8_fp32
 
 
 def _engine_kinds(int8: bool) -> tuple[str, str]:

@@ -59,6 +59,9 @@ class ModelSpec:
     cached_features: bool = False        # a frozen per-frame CNN: features cached for training
     pixel_augment: bool = True           # can crop/flip frames while training
     needs_rgb: bool = False              # pretrained on RGB frames
+    # parts of ONNX node names that int8 graphs keep in fp32, besides the convolutions over
+    # the frames' RGB (inference/graphs.py): layers whose rounding costs more than they gain
+    int8_fp32: tuple[str, ...] = ()
     # the ModelConfig options (OPTIONS) its build reads; another option set away from the
     # model's default would be silently ignored, so check_settings refuses it
     uses: frozenset[str] = frozenset()
@@ -91,6 +94,13 @@ _CNN = frozenset({"conv_filters", "pool_sizes", "dropout_after", "dropout"})
 
 _EFFNET_FRAMES = {"height": 128, "width": 160, "channel_order": "rgb"}
 _EFFNET_NORMALISATION = "rgb (x*255 - 127) / 128 (EfficientNet-Lite)"
+# effnet's first block (after the stem) in fp32 in int8 graphs: at full resolution with 32
+# channels, its rounding moved the features most. `python bench/effnet_int8.py` on an
+# effnet-lstm run trained on ../shared/realdata (2026-12-03; calibrated on its 11 validation
+# clips; all 76 clips): everything but the stem in int8, a feature cosine to fp32's of 0.9915
+# (worst clip 0.967), 2 answers of 76 changed, 2.48x fp32's speed on one thread; with block 0
+# in fp32 too, 0.9955 (worst 0.991), 1 changed (a 0.002 margin), 2.41x.
+_EFFNET_INT8_FP32 = ("/backbone/_blocks.0/",)
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("lrcn", "the seed's LRCN: 4 conv blocks, LSTM(32), Dense (73,060 parameters "
@@ -108,12 +118,14 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               "LSTM(32), Dense", _EFFNET_NORMALISATION, build=_effnet(frozen=True),
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, cached_features=True, pixel_augment=False,
-              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"})),
+              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"}),
+              int8_fp32=_EFFNET_INT8_FP32),
     ModelSpec("effnet-lrcn", "EfficientNet-Lite0 fine-tuned end to end with LSTM(32) (for a "
               "GPU; runs on a CPU)", _EFFNET_NORMALISATION, build=_effnet(frozen=False),
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, train={"scale_jitter": 0.2, "temporal_jitter": True},
-              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"})),
+              needs_rgb=True, uses=frozenset({"dropout", "lstm_units"}),
+              int8_fp32=_EFFNET_INT8_FP32),
 )}
 
 
