@@ -44,19 +44,15 @@ def session(graph: bytes, threads: int = 1) -> ort.InferenceSession:
 def forms(checkpoint, calibration: np.ndarray) -> dict[str, bytes]:
     fp32 = feature_graph(checkpoint)
 
-    def int8(ops: list[str], keep: tuple[str, ...]) -> bytes:
-        saved, graphs.OPS = graphs.OPS, ops
-        try:
-            return graphs.quantize_graph(fp32, (calibration[i:i + 20]
-                                                for i in range(0, len(calibration), 20)),
-                                         keep_fp32=keep)
-        finally:
-            graphs.OPS = saved
+    def int8(ops: tuple[str, ...], keep: tuple[str, ...]) -> bytes:
+        return graphs.quantize_graph(fp32, (calibration[i:i + 20]
+                                            for i in range(0, len(calibration), 20)),
+                                     ops=ops, keep_fp32=keep)
+    spec = get_spec("effnet-lstm")
     return {"fp32": fp32,
-            "int8, depthwise fp32 (before)": int8(["Conv"], ("_depthwise_conv",)),
-            "int8, all but the stem": int8(graphs.OPS, ()),
-            "int8, first block fp32 (lrcn's)": int8(graphs.OPS,
-                                                    get_spec("effnet-lstm").int8_fp32)}
+            "int8, depthwise fp32 (before)": int8(("Conv",), ("_depthwise_conv",)),
+            "int8, all but the stem": int8(spec.int8_ops, ()),
+            "int8, first block fp32 (lrcn's)": int8(spec.int8_ops, spec.int8_fp32)}
 
 
 def main() -> None:

@@ -31,6 +31,15 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # a stable sort
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Say why the demo test did not run, where pyproject.toml's `-m 'not slow'` left it out
+    (`pytest tests/test_demo.py` otherwise says only "1 deselected")."""
+    deselected = terminalreporter.stats.get("deselected", [])
+    if any(getattr(item, "get_closest_marker", lambda _: None)("slow") for item in deselected):
+        terminalreporter.write_line("the demo's end-to-end test (marked slow) is outside the "
+                                    "default run: add -m slow to run it")
+
+
 REALCLIPS = Path(__file__).resolve().parents[2] / "shared" / "realclips" / "ucf"
 if not REALCLIPS.is_dir():  # CI clones main beside shared/, sessions work in a checkout
     REALCLIPS = Path(os.environ.get("LRCN_REALCLIPS", "/work/shared/realclips/ucf"))

@@ -25,7 +25,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -43,15 +43,13 @@ if TYPE_CHECKING:
 GRAPH_CACHE_VERSION = 4
 CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph to set int8 ranges
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
-# What is quantized: the convolutions, and effnet's ReLU6 (Clip) and residual Adds, so that its
-# tensors stay int8 from one convolution to the next; a model's ModelSpec.int8_fp32 layers stay
-# fp32 (effnet's first block). effnet's depthwise convolutions were left in fp32 until
-# 2026-12-03 by mistake (the rule for the RGB first layer caught their one input channel per
-# group): each block went int8 -> fp32 -> int8, and int8 was slower than fp32 (6.77 against
-# 6.04 ms per 160x128 frame on one thread); with the depthwise in int8 too, 2.51 ms
-# (bench/effnet_int8.py; its closeness: models/registry.py). MaxPool and ReLU quantized too
-# made the seed model's int8 40% slower; it has no Clip or Add, so its graph is as before.
-OPS = ["Conv", "Clip", "Add"]
+# What is quantized, by model (ModelSpec.int8_ops and int8_fp32): the convolutions, and for
+# effnet its ReLU6 (Clip) and residual Adds too, its first block kept fp32. effnet's depthwise
+# convolutions were left in fp32 until 2026-12-03 by mistake (the rule for the RGB first layer
+# caught their one input channel per group): each block went int8 -> fp32 -> int8, and int8
+# was slower than fp32 (6.77 against 6.04 ms per 160x128 frame on one thread); with the
+# depthwise in int8 too, 2.51 ms (bench/effnet_int8.py; its closeness: models/registry.py).
+# MaxPool and ReLU quantized too made the seed model's int8 40% slower.
 
 
 def _weights_sha256(checkpoint: Checkpoint) -> str:
@@ -150,9 +148,12 @@ def _fp32_first_convs(model) -> list[str]:
             and n.input[1] in weights and weights[n.input[1]][1] <= 4]
 
 
-def _named(model, parts: Iterable[str]) -> list[str]:
+def _named(model, parts: Sequence[str]) -> list[str]:
     """The nodes whose names hold one of `parts`; a part that names none is an error (an
-    exporter that names layers otherwise would quantize them silently)."""
+    exporter that names layers otherwise would quantize them silently), and so is a bare
+    string (its characters would be the parts: "/" names every node)."""
+    if isinstance(parts, str):
+        raise TypeError(f"keep_fp32 must be a sequence of name parts, not the string {parts!r}")
     names = [n.name for n in model.graph.node]
     found = []
     for part in parts:
@@ -164,10 +165,10 @@ def _named(model, parts: Iterable[str]) -> list[str]:
 
 
 def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str = "frames",
-                   keep_fp32: Iterable[str] = ()) -> bytes:
-    """int8 QDQ graph of an fp32 graph, its activation ranges taken from running `batches`;
-    the convolutions over the frames' RGB and the nodes whose names hold one of `keep_fp32`
-    stay fp32."""
+                   ops: Sequence[str] = ("Conv",), keep_fp32: Sequence[str] = ()) -> bytes:
+    """int8 QDQ graph of an fp32 graph, its activation ranges taken from running `batches`:
+    the nodes of the op types `ops`, but for the convolutions over the frames' RGB and the
+    nodes whose names hold one of `keep_fp32`, which stay fp32."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -190,7 +191,7 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
         try:
             quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            per_channel=True, op_types_to_quantize=OPS,
+                            per_channel=True, op_types_to_quantize=list(ops),
                             nodes_to_exclude=_fp32_first_convs(model) + _named(model, keep_fp32))
         finally:
             logging.disable(logging.NOTSET)
@@ -204,7 +205,7 @@ def int8_feature_graph(checkpoint: Checkpoint) -> bytes:
     return quantize_graph(feature_graph(checkpoint),
                           (frames[i:i + CALIBRATION_BATCH]
                            for i in range(0, len(frames), CALIBRATION_BATCH)),
-                          keep_fp32=_keep_fp32(checkpoint))
+                          **_quantized(checkpoint))
 
 
 def int8_clip_graph(checkpoint: Checkpoint) -> bytes:
@@ -212,12 +213,14 @@ def int8_clip_graph(checkpoint: Checkpoint) -> bytes:
     run's clips: what `lrcn export --quantize int8` writes."""
     clips = calibration_clips(checkpoint)
     return quantize_graph(clip_graph(checkpoint), (clips[i:i + 1] for i in range(len(clips))),
-                          keep_fp32=_keep_fp32(checkpoint))
+                          **_quantized(checkpoint))
 
 
-def _keep_fp32(checkpoint: Checkpoint) -> tuple[str, ...]:
+def _quantized(checkpoint: Checkpoint) -> dict:
+    """quantize_graph's `ops` and `keep_fp32` for the checkpoint's model."""
     from ..models.registry import get_spec
-    return get_spec(checkpoint.model_config.name).int8_fp32
+    spec = get_spec(checkpoint.model_config.name)
+    return {"ops": spec.int8_ops, "keep_fp32": spec.int8_fp32}
 
 
 def _engine_kinds(int8: bool) -> tuple[str, str]:

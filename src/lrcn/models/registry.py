@@ -59,8 +59,11 @@ class ModelSpec:
     cached_features: bool = False        # a frozen per-frame CNN: features cached for training
     pixel_augment: bool = True           # can crop/flip frames while training
     needs_rgb: bool = False              # pretrained on RGB frames
-    # parts of ONNX node names that int8 graphs keep in fp32, besides the convolutions over
-    # the frames' RGB (inference/graphs.py): layers whose rounding costs more than they gain
+    # What int8 graphs quantize (inference/graphs.py): ONNX op types, and parts of node names
+    # kept fp32 besides the convolutions over the frames' RGB (layers whose rounding costs more
+    # than they gain). Convolutions only by default: convlstm's exported graph unrolls its
+    # recurrence into Adds (gates, the cell state), which must not be rounded at every step.
+    int8_ops: tuple[str, ...] = ("Conv",)
     int8_fp32: tuple[str, ...] = ()
     # the ModelConfig options (OPTIONS) its build reads; another option set away from the
     # model's default would be silently ignored, so check_settings refuses it
@@ -101,6 +104,9 @@ _EFFNET_NORMALISATION = "rgb (x*255 - 127) / 128 (EfficientNet-Lite)"
 # (worst clip 0.967), 2 answers of 76 changed, 2.48x fp32's speed on one thread; with block 0
 # in fp32 too, 0.9955 (worst 0.991), 1 changed (a 0.002 margin), 2.41x.
 _EFFNET_INT8_FP32 = ("/backbone/_blocks.0/",)
+# effnet's ReLU6 (Clip) and residual Adds quantized too, so that its tensors stay int8 from one
+# convolution to the next (the quantizer folds a ReLU6 into the range of the int8 tensor)
+_EFFNET_INT8_OPS = ("Conv", "Clip", "Add")
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("lrcn", "the seed's LRCN: 4 conv blocks, LSTM(32), Dense (73,060 parameters "
@@ -119,13 +125,13 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, cached_features=True, pixel_augment=False,
               needs_rgb=True, uses=frozenset({"dropout", "lstm_units"}),
-              int8_fp32=_EFFNET_INT8_FP32),
+              int8_ops=_EFFNET_INT8_OPS, int8_fp32=_EFFNET_INT8_FP32),
     ModelSpec("effnet-lrcn", "EfficientNet-Lite0 fine-tuned end to end with LSTM(32) (for a "
               "GPU; runs on a CPU)", _EFFNET_NORMALISATION, build=_effnet(frozen=False),
               model={"dropout": 0.5},
               frames=_EFFNET_FRAMES, train={"scale_jitter": 0.2, "temporal_jitter": True},
               needs_rgb=True, uses=frozenset({"dropout", "lstm_units"}),
-              int8_fp32=_EFFNET_INT8_FP32),
+              int8_ops=_EFFNET_INT8_OPS, int8_fp32=_EFFNET_INT8_FP32),
 )}
 
 
