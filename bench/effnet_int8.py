@@ -21,24 +21,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import lrcn
 from lrcn.data.cache import prepare
 from lrcn.inference import graphs
 from lrcn.inference.calibrate import softmax
 from lrcn.inference.export import feature_graph, sequence_graph
+from lrcn.inference.sessions import ort_session
 from lrcn.models.checkpoint import load_checkpoint
 from lrcn.models.registry import get_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def session(graph: bytes, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def forms(checkpoint, calibration: np.ndarray) -> dict[str, bytes]:
@@ -77,14 +70,14 @@ def main() -> None:
     print(f"run {run}: {len(clips)} clips, calibrated on {len(calibration)} frames of its "
           "validation clips")
     graphs_by_form = forms(checkpoint, calibration)
-    sequence = session(sequence_graph(checkpoint), 2)
+    sequence = ort_session(sequence_graph(checkpoint), 2)
     results = {}
     for name, graph in graphs_by_form.items():
-        features = np.stack([session(graph, 2).run(None, {"frames": clip})[0]
-                             for clip in frames])
+        cnn = ort_session(graph, 2)          # one session a form, not one a clip
+        features = np.stack([cnn.run(None, {"frames": clip})[0] for clip in frames])
         logits = sequence.run(None, {"features": features})[0]
         results[name] = features, softmax(logits)
-    sessions = {name: session(graph) for name, graph in graphs_by_form.items()}
+    sessions = {name: ort_session(graph, 1) for name, graph in graphs_by_form.items()}
     batch = np.ascontiguousarray(frames[0])
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(args.rounds):

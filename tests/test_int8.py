@@ -211,6 +211,21 @@ def test_surely_no_cuda_is_never_wrong():
         assert not torch.cuda.is_available()
 
 
+def _quantized_parts(graph):
+    """An int8 graph's Conv nodes, the names of those whose weights are int8 (a
+    DequantizeLinear gives them), and {tensor: the node that takes it}."""
+    made_by = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    int8 = {n.name for n in convs if made_by.get(n.input[1]) is not None
+            and made_by[n.input[1]].op_type == "DequantizeLinear"}
+    return convs, int8, {name: node for node in graph.node for name in node.input}
+
+
+def _effnet_fp32_part(name: str) -> bool:
+    """Whether a node is in the part of effnet that int8 keeps fp32: its stem, its first block."""
+    return "_conv_stem/" in name or "/_blocks.0/" in name
+
+
 def test_effnet_int8_keeps_its_first_block_fp32_and_its_features(tmp_path):
     """effnet's int8 backbone (ModelSpec.int8_ops and int8_fp32): the stem and the first block
     fp32; every other convolution with int8 weights, its depthwise ones included (they were
@@ -243,17 +258,13 @@ def test_effnet_int8_keeps_its_first_block_fp32_and_its_features(tmp_path):
     int8 = quantize_graph(fp32, (calibration[i:i + 20] for i in range(0, len(calibration), 20)),
                           ops=spec.int8_ops, keep_fp32=spec.int8_fp32)
     graph = onnx.load_from_string(int8)
-    made_by = {out: node for node in graph.graph.node for out in node.output}
-    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
-    int8_weights = {n.name for n in convs if n.input[1] in made_by
-                    and made_by[n.input[1]].op_type == "DequantizeLinear"}
+    convs, int8_weights, used_by = _quantized_parts(graph.graph)
     fp32_convs = {n.name for n in convs} - int8_weights
-    assert fp32_convs == {n.name for n in convs if "_conv_stem/" in n.name
-                          or "/_blocks.0/" in n.name} and len(fp32_convs) == 3
+    assert fp32_convs == {n.name for n in convs if _effnet_fp32_part(n.name)} \
+        and len(fp32_convs) == 3
     assert any("_depthwise_conv" in name for name in int8_weights)
     # ReLU6 and the residual Adds in int8: outside the fp32 part, their outputs go on as int8
     # (a QuantizeLinear takes them; this ONNX Runtime folds the Clips into it, leaving none)
-    used_by = {name: node for node in graph.graph.node for name in node.input}
     int8_part = [n for n in graph.graph.node if n.op_type in ("Clip", "Add")
                  and "/_blocks.0/" not in n.name and n.name != "/backbone/Clip"]
     assert any(n.op_type == "Add" for n in int8_part)
@@ -294,15 +305,11 @@ def test_int8_exports_quantize_what_their_model_says(name, tiny_dataset, tmp_pat
                                                      else [])) == 0
     assert main(["export", str(run), "--quantize", "int8"]) == 0
     graph = onnx.load(str(run / "model.int8.onnx")).graph
-    made_by = {out: node for node in graph.node for out in node.output}
-    used_by = {name: node for node in graph.node for name in node.input}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    int8_convs = {n.name for n in convs if made_by.get(n.input[1]) is not None
-                  and made_by[n.input[1]].op_type == "DequantizeLinear"}
+    convs, int8_convs, used_by = _quantized_parts(graph)
     adds = [n for n in graph.node if n.op_type == "Add"]
     if name == "effnet-lstm":
         assert {n.name for n in convs} - int8_convs == {
-            n.name for n in convs if "_conv_stem/" in n.name or "/_blocks.0/" in n.name}
+            n.name for n in convs if _effnet_fp32_part(n.name)}
         assert any("_depthwise_conv" in n for n in int8_convs)
     else:
         assert int8_convs and adds
