@@ -315,6 +315,12 @@ def test_int8_exports_quantize_what_their_model_says(name, tiny_dataset, tmp_pat
         assert int8_convs and adds
         assert not any(used_by.get(n.output[0]) is not None
                        and used_by[n.output[0]].op_type == "QuantizeLinear" for n in adds)
+    # every int8 weight is read by one node: convlstm's recurrent convolution, one weight at
+    # every step, is given a copy a step (ONNX Runtime's exact products on CPUs without VNNI
+    # refuse a shared one)
+    readers = [name for node in graph.node for name in node.input]
+    assert all(readers.count(n.output[0]) == 1 for n in graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0].endswith("_quantized"))
     # on the run's test clips (int8's ranges are calibrated on clips like them; random noise,
     # far outside them, moved effnet's probabilities by up to 0.05)
     from lrcn.api.runs import Run
@@ -329,3 +335,20 @@ def test_int8_exports_quantize_what_their_model_says(name, tiny_dataset, tmp_pat
     tolerance = 0.06 if name == "effnet-lstm" else INT8_TOLERANCE
     np.testing.assert_allclose(load_engine(run / "model.int8.onnx").probabilities(clips), fp32,
                                atol=tolerance)
+
+
+def test_int8_products_saturate_on_x86_without_vnni(tmp_path, monkeypatch):
+    """Which CPUs get ONNX Runtime's exact uint8 x uint8 products (sessions.py): x86 without
+    VNNI or AMX, read from Linux's CPU flags; ARM never."""
+    from lrcn.inference import sessions
+    check = sessions.int8_products_saturate.__wrapped__
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(sessions.platform, "machine", lambda: "x86_64")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert check(cpuinfo)
+    for exact in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu avx2 avx512f {exact}\n")
+        assert not check(cpuinfo)
+    monkeypatch.setattr(sessions.platform, "machine", lambda: "aarch64")
+    cpuinfo.write_text("flags\t\t: fpu\n")
+    assert not check(cpuinfo)

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 # Bump when what a cached graph holds changes. 2: effnet's padding inside its Conv nodes, the
 # seed model's first convolution rewritten (models/lrcn.py). 3: the seed model's first layer in
 # bands of rows. 4: effnet's int8 with its depthwise convolutions, ReLU6 and Adds
-# quantized, its first block in fp32.
-GRAPH_CACHE_VERSION = 4
+# quantized, its first block in fp32. 5: no int8 weight shared by several nodes (convlstm).
+GRAPH_CACHE_VERSION = 5
 CALIBRATION_CLIPS = 16           # validation clips run through the fp32 graph to set int8 ranges
 CALIBRATION_BATCH = 20           # frames (or 1 clip) per calibration call
 # What is quantized, by model (ModelSpec.int8_ops and int8_fp32): the convolutions, and for
@@ -195,7 +195,44 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
                             nodes_to_exclude=_fp32_first_convs(model) + _named(model, keep_fp32))
         finally:
             logging.disable(logging.NOTSET)
+        quantized = onnx.load(str(target))
+        if _unshare_weights(quantized.graph):
+            return quantized.SerializeToString()
         return target.read_bytes()
+
+
+def _unshare_weights(graph) -> bool:
+    """Give each node that reads a quantized weight its own copy of it: convlstm's recurrent
+    convolution is one weight read at every time step, and ONNX Runtime's exact-products
+    rewrite (sessions.int8_products_saturate) refuses a graph whose int8 weight several
+    nodes share ("Attempt to replace the existing tensor"). True if anything was copied."""
+    initializers = {w.name: w for w in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    copied = False
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+            continue
+        for use, reader in enumerate(readers.get(node.output[0], [])[1:], start=1):
+            suffix = f"_use{use}"
+            for name in node.input:
+                if name in initializers:
+                    copy = type(initializers[name])()
+                    copy.CopyFrom(initializers[name])
+                    copy.name = name + suffix
+                    graph.initializer.append(copy)
+            twin = type(node)()
+            twin.CopyFrom(node)
+            twin.name = node.name + suffix
+            twin.input[:] = [n + suffix if n in initializers else n for n in node.input]
+            twin.output[:] = [node.output[0] + suffix]
+            graph.node.insert(list(graph.node).index(reader), twin)
+            reader.input[:] = [twin.output[0] if n == node.output[0] else n
+                               for n in reader.input]
+            copied = True
+    return copied
 
 
 def int8_feature_graph(checkpoint: Checkpoint) -> bytes:
