@@ -15,7 +15,8 @@ quantized: it is nearly all the work, and the LSTM and the Dense layer stay fp32
 over the frames' RGB (the first layer of every model; the seed model's reads its frames
 reshaped to one channel, lrcn.py) stay fp32 too: ONNX Runtime's int8 kernels are slower than
 its fp32 ones there (seed model: 62 ms against 35 ms for 160 frames; reshaped, 145 against 75
-for 1280).
+for 1280). A graph is the same on every CPU; where its int8 products would overflow (x86 without
+VNNI), the session computes them exactly instead (sessions.int8_products_saturate).
 """
 from __future__ import annotations
 
