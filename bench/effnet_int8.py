@@ -11,6 +11,8 @@ thread (batches of 20 frames, the forms interleaved, the median of the rounds). 
 - int8 with the depthwise convolutions in fp32, convolutions only (lrcn's before 2026-12-03);
 - int8 everything but the stem (convolutions, ReLU6 and residual Adds);
 - int8 with the first block in fp32 too (lrcn's: ModelSpec.int8_fp32).
+On an x86 CPU without VNNI, `--fast-products` shows what ONNX Runtime's fast uint8 x int8 kernel
+gives there (its pairs of products overflow 16 bits; lrcn asks for exact products instead).
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ from lrcn.data.cache import prepare
 from lrcn.inference import graphs
 from lrcn.inference.calibrate import softmax
 from lrcn.inference.export import feature_graph, sequence_graph
+from lrcn.inference import sessions as lrcn_sessions
 from lrcn.inference.sessions import ort_session
 from lrcn.models.checkpoint import load_checkpoint
 from lrcn.models.registry import get_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+saturates = lrcn_sessions.int8_products_saturate()
 
 
 def forms(checkpoint, calibration: np.ndarray) -> dict[str, bytes]:
@@ -54,7 +58,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "realdata" / "ucf101-mp4",
                         help="without --run: train an effnet-lstm run on this folder")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fast-products", action="store_true",
+                        help="on an x86 CPU without VNNI, ONNX Runtime's uint8 x int8 kernel, "
+                        "whose sums overflow there, in place of the exact products lrcn asks for")
     args = parser.parse_args()
+    if args.fast_products:
+        lrcn_sessions.int8_products_saturate = lambda: False
+    print("int8 products: " + ("ONNX Runtime's fast kernel, forced" if args.fast_products else
+                               "exact (this CPU's fast kernel overflows)" if saturates else
+                               "ONNX Runtime's fast kernel, exact on this CPU"))
     work = Path(tempfile.mkdtemp(prefix="lrcn-effnet-int8-"))
     os.environ.setdefault("LRCN_CACHE_DIR", str(work / "cache"))
     run = args.run or lrcn.train(args.data, model="effnet-lstm", out=work / "run",

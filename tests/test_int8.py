@@ -303,6 +303,10 @@ def test_int8_exports_quantize_what_their_model_says(name, tiny_dataset, tmp_pat
     assert main(["train", str(tiny_dataset), "--model", name, "--out", str(run), "--epochs",
                  "1", "--quiet", "--no-evaluate"] + (["--size", "80x64"] if "effnet" in name
                                                      else [])) == 0
+    # the exact products (int8_products_saturate) on every CPU, as on one without VNNI: they
+    # are a rewrite of the graph, which refused convlstm's shared weight once
+    from lrcn.inference import sessions
+    monkeypatch.setattr(sessions, "int8_products_saturate", lambda: True)
     assert main(["export", str(run), "--quantize", "int8"]) == 0
     graph = onnx.load(str(run / "model.int8.onnx")).graph
     convs, int8_convs, used_by = _quantized_parts(graph)
@@ -339,16 +343,79 @@ def test_int8_exports_quantize_what_their_model_says(name, tiny_dataset, tmp_pat
 
 def test_int8_products_saturate_on_x86_without_vnni(tmp_path, monkeypatch):
     """Which CPUs get ONNX Runtime's exact uint8 x uint8 products (sessions.py): x86 without
-    VNNI or AMX, read from Linux's CPU flags; ARM never."""
+    VNNI or AMX, read from Linux's CPU flags; ARM never; $LRCN_INT8_EXACT decides over both."""
     from lrcn.inference import sessions
-    check = sessions.int8_products_saturate.__wrapped__
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(sessions.platform, "machine", lambda: "x86_64")
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
-    assert check(cpuinfo)
+    assert sessions.cpu_saturates(cpuinfo)
     for exact in ("avx512_vnni", "avx_vnni", "amx_int8"):
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu avx2 avx512f {exact}\n")
-        assert not check(cpuinfo)
+        assert not sessions.cpu_saturates(cpuinfo)
     monkeypatch.setattr(sessions.platform, "machine", lambda: "aarch64")
     cpuinfo.write_text("flags\t\t: fpu\n")
-    assert not check(cpuinfo)
+    assert not sessions.cpu_saturates(cpuinfo)
+    for forced, exact in (("1", True), ("0", False)):
+        monkeypatch.setenv("LRCN_INT8_EXACT", forced)
+        sessions.int8_products_saturate.cache_clear()
+        assert sessions.int8_products_saturate() is exact
+    monkeypatch.delenv("LRCN_INT8_EXACT")
+    sessions.int8_products_saturate.cache_clear()
+
+
+def _shared_weight_graph() -> bytes:
+    """A QDQ graph of three convolutions that read one int8 weight (as convlstm's recurrence
+    did in int8 files exported before 2026-12-03)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    constants = [numpy_helper.from_array(rng.integers(-127, 128, (4, 4, 3, 3), dtype=np.int8),
+                                         "w_quantized"),
+                 numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale"),
+                 numpy_helper.from_array(np.zeros(4, np.int8), "w_zero_point"),
+                 numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+                 numpy_helper.from_array(np.array(0, np.uint8), "x_zero_point")]
+    nodes = [helper.make_node("DequantizeLinear", ["w_quantized", "w_scale", "w_zero_point"],
+                              ["w"], name="w_DequantizeLinear", axis=0)]
+    x = "x"
+    for i in range(3):
+        nodes += [helper.make_node("QuantizeLinear", [x, "x_scale", "x_zero_point"], [f"q{i}"]),
+                  helper.make_node("DequantizeLinear", [f"q{i}", "x_scale", "x_zero_point"],
+                                   [f"d{i}"]),
+                  helper.make_node("Conv", [f"d{i}", "w"], [f"c{i}"], name=f"conv{i}",
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 8, 8])], [helper.make_tensor_value_info(
+            x, TensorProto.FLOAT, [1, 4, 8, 8])], constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]) \
+        .SerializeToString()
+
+
+def test_an_int8_weight_read_by_several_nodes_is_copied_for_the_exact_products(monkeypatch):
+    """ONNX Runtime's exact-products rewrite refuses a graph whose int8 weight several nodes
+    read: quantize_graph gives each its own copy (unshare_weights), and ort_session does the
+    same for an int8 file exported before it did; the answers are the graph's."""
+    import onnx
+    import onnxruntime as ort
+    from lrcn.inference import sessions
+    from lrcn.inference.sessions import unshared_graph
+    graph = _shared_weight_graph()
+    unshared = onnx.load_from_string(unshared_graph(graph)).graph
+    onnx.checker.check_graph(unshared)
+    readers = [name for node in unshared.node for name in node.input]
+    weights = [n for n in unshared.node if n.op_type == "DequantizeLinear"
+               and n.input[0].startswith("w_quantized")]
+    assert len(weights) == 3 and all(readers.count(n.output[0]) == 1 for n in weights) \
+        and all(readers.count(name) == 1 for n in weights for name in n.input)
+    x = np.random.default_rng(1).random((1, 4, 8, 8), dtype=np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]) \
+        .run(None, {"x": x})[0]                  # the QDQ maths in float: exact products
+    monkeypatch.setattr(sessions, "int8_products_saturate", lambda: True)
+    for model in (graph, unshared_graph(graph)):
+        out = sessions.ort_session(model, 1).run(None, {"x": x})[0]
+        # within a few steps of x_scale (0.02): the fused kernels round each layer's uint8
+        # output as the float maths does not; measured 0.044 at most, outputs up to 18
+        np.testing.assert_allclose(out, reference, atol=0.1)

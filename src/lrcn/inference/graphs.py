@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import ErrorKind, LrcnError
 from ..files import atomic_path
 from .export import ONNX_FORMAT_VERSION, OPSET, clip_graph, feature_graph, sequence_graph
+from .sessions import unshare_weights
 
 if TYPE_CHECKING:
     from ..models.checkpoint import Checkpoint
@@ -197,43 +198,9 @@ def quantize_graph(graph: bytes, batches: Iterable[np.ndarray], input_name: str 
         finally:
             logging.disable(logging.NOTSET)
         quantized = onnx.load(str(target))
-        if _unshare_weights(quantized.graph):
+        if unshare_weights(quantized.graph):
             return quantized.SerializeToString()
         return target.read_bytes()
-
-
-def _unshare_weights(graph) -> bool:
-    """Give each node that reads a quantized weight its own copy of it: convlstm's recurrent
-    convolution is one weight read at every time step, and ONNX Runtime's exact-products
-    rewrite (sessions.int8_products_saturate) refuses a graph whose int8 weight several
-    nodes share ("Attempt to replace the existing tensor"). True if anything was copied."""
-    initializers = {w.name: w for w in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    copied = False
-    for node in list(graph.node):
-        if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
-            continue
-        for use, reader in enumerate(readers.get(node.output[0], [])[1:], start=1):
-            suffix = f"_use{use}"
-            for name in node.input:
-                if name in initializers:
-                    copy = type(initializers[name])()
-                    copy.CopyFrom(initializers[name])
-                    copy.name = name + suffix
-                    graph.initializer.append(copy)
-            twin = type(node)()
-            twin.CopyFrom(node)
-            twin.name = node.name + suffix
-            twin.input[:] = [n + suffix if n in initializers else n for n in node.input]
-            twin.output[:] = [node.output[0] + suffix]
-            graph.node.insert(list(graph.node).index(reader), twin)
-            reader.input[:] = [twin.output[0] if n == node.output[0] else n
-                               for n in reader.input]
-            copied = True
-    return copied
 
 
 def int8_feature_graph(checkpoint: Checkpoint) -> bytes:

@@ -1,8 +1,10 @@
-"""ONNX Runtime sessions with lrcn's options, and what ONNX Runtime can do here. ONNX Runtime
-is imported only when a session is made, so that lrcn imports without it."""
+"""ONNX Runtime sessions with lrcn's options, and what ONNX Runtime can do here (int8's exact
+products on x86 CPUs without VNNI, and the graphs they need). ONNX Runtime is imported only when
+a session is made, so that lrcn imports without it."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import platform
@@ -24,23 +26,107 @@ def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
     # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
     # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if int8_products_saturate():
+    exact = int8_products_saturate()
+    if exact:
         # ONNX Runtime's exact uint8 x uint8 products in place of its uint8 x int8 ones, whose
         # pairs of products are summed in 16 bits and saturate on such CPUs: effnet's int8
         # features fell to a cosine of 0.973 to fp32's (worst frame 0.930) on an AVX2 EPYC,
         # against 0.996 (0.990) now, as a VNNI CPU computes them. fp32 graphs are unaffected.
         options.add_session_config_entry("session.x64quantprecision", "1")
+        options.log_severity_level = 4     # not the refusal below as an error line: it is met
     providers: list = ["CPUExecutionProvider"]
     if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
-    return ort.InferenceSession(model, options, providers=providers)
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except ort_errors() as exc:
+        # an int8 file exported before lrcn gave each node its own weights (convlstm's, until
+        # 2026-12-03): the exact products' rewrite refuses a weight that several nodes read
+        if not exact or "replace the existing tensor" not in str(exc):
+            raise
+    return ort.InferenceSession(unshared_graph(model), options, providers=providers)
+
+
+def unshare_weights(graph) -> bool:
+    """Give each node that reads a quantized weight its own copy of it (its DequantizeLinear
+    and that node's initializers): convlstm's recurrent convolution is one weight read at every
+    time step, and ONNX Runtime's exact-products rewrite (int8_products_saturate)
+    refuses a graph whose int8 weight several nodes share ("Attempt to replace the existing
+    tensor"). True if anything was copied."""
+    import onnx
+    initializers = {w.name: w for w in graph.initializer}
+    nodes = list(graph.node)
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            readers.setdefault(name, []).append(i)
+    outputs = {o.name for o in graph.output}
+    taken = set(initializers) | {n.name for n in nodes} | {o for n in nodes for o in n.output}
+    claimed: set[str] = set()
+
+    def fresh(name: str) -> str:
+        new = next(f"{name}_{k}" for k in itertools.count(1) if f"{name}_{k}" not in taken)
+        taken.add(new)
+        return new
+
+    def own(node) -> None:
+        """The node's initializers made its own: copied where another node claimed them."""
+        for k, name in enumerate(node.input):
+            if name in initializers and name in claimed:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = node.input[k] = fresh(name)
+                graph.initializer.append(copy)
+            claimed.add(node.input[k])
+
+    before: dict[int, list] = {}          # twins to put before their reader
+    for node in nodes:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+            continue
+        own(node)
+        users = readers.get(node.output[0], [])
+        # its first reader keeps it, unless the graph outputs it too (a reader of its own)
+        for i in users[0 if node.output[0] in outputs else 1:]:
+            twin = onnx.NodeProto()
+            twin.CopyFrom(node)
+            twin.name, twin.output[0] = fresh(node.name or "DequantizeLinear"), \
+                fresh(node.output[0])
+            own(twin)
+            nodes[i].input[:] = [twin.output[0] if n == node.output[0] else n
+                                 for n in nodes[i].input]
+            before.setdefault(i, []).append(twin)
+    changed = bool(before) or len(graph.initializer) > len(initializers)
+    if changed:
+        ordered = [n for i, node in enumerate(nodes) for n in before.get(i, []) + [node]]
+        del graph.node[:]
+        graph.node.extend(ordered)
+    return changed
+
+
+def unshared_graph(model: bytes | str) -> bytes:
+    """An int8 graph (bytes or a file) with no quantized weight shared (unshare_weights): for
+    int8 files exported before lrcn unshared them."""
+    import onnx
+    graph = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
+    unshare_weights(graph.graph)
+    return graph.SerializeToString()
 
 
 @functools.lru_cache(maxsize=1)
-def int8_products_saturate(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def int8_products_saturate() -> bool:
+    """Whether ONNX Runtime's int8 kernels can saturate on this CPU (cpu_saturates), unless
+    $LRCN_INT8_EXACT says: 1 for the exact products (ort_session), 0 for the fast ones (for a
+    CPU with AVX-VNNI that its flags do not show: an old Linux kernel, Windows, macOS)."""
+    forced = os.environ.get("LRCN_INT8_EXACT", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return cpu_saturates()
+
+
+def cpu_saturates(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether ONNX Runtime's int8 kernels can saturate on this CPU: an x86 one without VNNI or
     AMX, where they multiply uint8 by int8 with vpmaddubsw, which sums each pair of products
-    in 16 bits (255 x 127 x 2 does not fit). Elsewhere (VNNI, AMX, ARM) the sums are exact.
+    in 16 bits (255 x -128 x 2 does not fit). Elsewhere (VNNI, AMX, ARM) the sums are exact.
     From Linux's CPU flags where they can be read, else NumPy's view of the CPU (which knows
     AVX-512 VNNI, not AVX-VNNI: such a CPU is then taken as saturating, the safe side)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
@@ -138,5 +224,6 @@ def expected_ort_failures() -> tuple[type[BaseException], ...]:
     return tuple(failures)
 
 
-__all__ = ["ort_session", "int8_products_saturate", "ort_has_cuda", "ort_errors", "usable_cores", "ort_device",
+__all__ = ["ort_session", "unshare_weights", "unshared_graph", "int8_products_saturate",
+           "cpu_saturates", "ort_has_cuda", "ort_errors", "usable_cores", "ort_device",
            "expected_ort_failures"]
