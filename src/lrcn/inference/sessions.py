@@ -97,7 +97,11 @@ def unshare_weights(graph) -> bool:
             before.setdefault(i, []).append(twin)
     changed = bool(before) or len(graph.initializer) > len(initializers)
     if changed:
-        ordered = [n for i, node in enumerate(nodes) for n in before.get(i, []) + [node]]
+        ordered = []
+        for i, node in enumerate(nodes):
+            for n in before.get(i, []) + [node]:
+                ordered.append(onnx.NodeProto())     # copies: the field's own are cleared next
+                ordered[-1].CopyFrom(n)
         del graph.node[:]
         graph.node.extend(ordered)
     return changed
