@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from lrcn.config import FrameConfig, ModelConfig
 from lrcn.inference.graphs import engine_graphs
-from lrcn.inference.sessions import int8_products_saturate
+from lrcn.inference.sessions import session_options
 from lrcn.models.checkpoint import load_checkpoint, save_checkpoint
 from lrcn.models.registry import build_model, get_spec
 
@@ -41,12 +41,9 @@ def untrained(name: str, folder: Path, clip_seconds: float = 5.0):
 
 
 def profile(graph, frames: np.ndarray, runs: int, folder: Path) -> tuple[float, collections.Counter]:
-    options = ort.SessionOptions()
+    options = session_options()          # as lrcn runs it (no spinning; int8's exact products)
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / "ort")
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as lrcn runs it
-    if int8_products_saturate():     # as lrcn runs int8 on x86 without VNNI (sessions.py)
-        options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     for _ in range(2):
         session.run(None, {"frames": frames})

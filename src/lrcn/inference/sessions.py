@@ -18,22 +18,8 @@ def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
     """An ONNX Runtime session with lrcn's options: on CUDA device `cuda` when that is given
     and ONNX Runtime has its CUDA provider (onnxruntime-gpu), else on the CPU."""
     import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    # ORT's workers spin after each run by default, stealing the cores from whatever runs
-    # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
-    # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = session_options(threads)
     exact = int8_products_saturate()
-    if exact:
-        # ONNX Runtime's exact uint8 x uint8 products in place of its uint8 x int8 ones, whose
-        # pairs of products are summed in 16 bits and saturate on such CPUs: effnet's int8
-        # features fell to a cosine of 0.973 to fp32's (worst frame 0.930) on an AVX2 EPYC,
-        # against 0.996 (0.990) now, as a VNNI CPU computes them. fp32 graphs are unaffected.
-        options.add_session_config_entry("session.x64quantprecision", "1")
-        options.log_severity_level = 4     # not the refusal below as an error line: it is met
     providers: list = ["CPUExecutionProvider"]
     if cuda is not None and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda}))
@@ -45,6 +31,28 @@ def ort_session(model: bytes | str, threads: int = 0, cuda: int | None = None):
         if not exact or "replace the existing tensor" not in str(exc):
             raise
     return ort.InferenceSession(unshared_graph(model), options, providers=providers)
+
+
+def session_options(threads: int = 0):
+    """lrcn's ONNX Runtime session options (ort_session; bench/ort_profile.py adds profiling)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # ORT's workers spin after each run by default, stealing the cores from whatever runs
+    # next in this process (decoding, PyTorch, the next ORT call's own setup): measured as
+    # a 2x slowdown of batch inference fed from the frame cache on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if int8_products_saturate():
+        # ONNX Runtime's exact uint8 x uint8 products in place of its uint8 x int8 ones, whose
+        # pairs of products are summed in 16 bits and saturate on such CPUs: effnet's int8
+        # features fell to a cosine of 0.973 to fp32's (worst frame 0.930) on an AVX2 EPYC,
+        # against 0.996 (0.990) now, as a VNNI CPU computes them. fp32 graphs are unaffected.
+        options.add_session_config_entry("session.x64quantprecision", "1")
+        # not ort_session's first try at an old shared-weight file as an error line: it is met
+        options.log_severity_level = 4
+    return options
 
 
 def unshare_weights(graph) -> bool:
@@ -228,6 +236,6 @@ def expected_ort_failures() -> tuple[type[BaseException], ...]:
     return tuple(failures)
 
 
-__all__ = ["ort_session", "unshare_weights", "unshared_graph", "int8_products_saturate",
-           "cpu_saturates", "ort_has_cuda", "ort_errors", "usable_cores", "ort_device",
-           "expected_ort_failures"]
+__all__ = ["ort_session", "session_options", "unshare_weights", "unshared_graph",
+           "int8_products_saturate", "cpu_saturates", "ort_has_cuda", "ort_errors",
+           "usable_cores", "ort_device", "expected_ort_failures"]
