@@ -233,6 +233,7 @@ def test_predict_many_reports_a_bad_file_and_goes_on(clf, test_clip, tmp_path):
 
 
 def test_bad_inputs_are_one_line_errors(clf, trained, tmp_path):
+    afile, adir = tmp_path / "notes.txt", tmp_path / "made.onnx"
     cases = [(lambda: clf.predict(np.zeros((20, 64, 64, 3), np.float32)), ErrorKind.SETTING,
               "not float32 (20, 64, 64, 3)"),
              (lambda: clf.predict(np.zeros((64, 64, 3), np.uint8)), ErrorKind.SETTING,
@@ -252,13 +253,54 @@ def test_bad_inputs_are_one_line_errors(clf, trained, tmp_path):
              (lambda: lrcn.synth(tmp_path / "s", classes=["Juggle"]), ErrorKind.SETTING,
               "Juggle"),
              (lambda: lrcn.train(trained[1], model="resnet", out=tmp_path / "r"), None,
-              "unknown model 'resnet'")]
+              "unknown model 'resnet'"),
+             # found by a notebook user: each was a TypeError, IndexError or KeyError
+             (lambda: clf.predict(np.zeros((3, 0, 0, 3), np.uint8)), ErrorKind.SETTING,
+              "T, H, W >= 1"),
+             (lambda: clf.predict([np.zeros((0, 4, 3), np.uint8)]), ErrorKind.SETTING,
+              "frame 0: "),
+             (lambda: clf.predict_many("clip.avi"), ErrorKind.SETTING, "not one path"),
+             (lambda: clf.predict_many(tmp_path), ErrorKind.SETTING, "not one path"),
+             (lambda: clf.timeline(tmp_path / "v.mp4", smooth=2.5), ErrorKind.SETTING,
+              "smooth must be a whole number"),
+             (lambda: clf.timeline(tmp_path / "v.mp4", span="2"), ErrorKind.SETTING,
+              "span must be a number"),
+             (lambda: lrcn.load(trained[0].folder, reject_below=None), ErrorKind.SETTING,
+              "reject_below must be a number"),
+             (lambda: lrcn.load(None), ErrorKind.SETTING, "not NoneType"),
+             (lambda: lrcn.load(trained[0].folder, precision="int4"), ErrorKind.SETTING,
+              "int8"),
+             (lambda: lrcn.Run(tmp_path / "nope"), ErrorKind.NOT_FOUND, "no such run folder"),
+             (lambda: trained[0].evaluate(split="bogus"), ErrorKind.SETTING,
+              "unknown split part 'bogus'"),
+             (lambda: trained[0].evaluate(views=0), ErrorKind.SETTING, "views must be"),
+             (lambda: trained[0].evaluate(views=1.5), ErrorKind.SETTING, "views must be"),
+             (lambda: trained[0].evaluate(data=trained[1], split="val"), ErrorKind.SETTING,
+              "with a data folder every clip"),
+             (lambda: lrcn.train(trained[1], size=64.0, out=tmp_path / "r"), ErrorKind.SETTING,
+              "size must be"),
+             (lambda: lrcn.train(trained[1], size=(64,), out=tmp_path / "r"),
+              ErrorKind.SETTING, "size must be"),
+             (lambda: lrcn.compare(trained[1], repeats=0, out=tmp_path / "c"),
+              ErrorKind.SETTING, "repeats must be"),
+             (lambda: trained[0].evaluate(out=afile), ErrorKind.SETTING, "is a file"),
+             (lambda: lrcn.synth(afile), ErrorKind.SETTING, "is a file"),
+             (lambda: trained[0].export(adir), ErrorKind.SETTING, "is a folder"),
+             (lambda: trained[0].export(tmp_path / "m.txt"), ErrorKind.SETTING,
+              "an ONNX export is named .onnx, not .txt"),
+             (lambda: trained[0].export(tmp_path / "m", quantize="int8"), ErrorKind.SETTING,
+              "not without a suffix")]
+    afile.write_text("mine")
+    adir.mkdir()
     for call, kind, words in cases:
         with pytest.raises(LrcnError) as error:
             call()
         message = str(error.value)
         assert words in message and "\n" not in message, message
         assert kind is None or error.value.kind is kind, message
+    assert afile.read_text() == "mine" and not (tmp_path / "c").exists()
+    assert not (tmp_path / "m.txt").exists() and not (tmp_path / "m").exists()
+    assert len(clf.predict(colour_frames(3), top_k=np.int64(2)).probabilities) == 2  # NumPy
     for call, named in [(lambda: clf.predict(tmp_path / "missing.avi"), "missing.avi"),
                         (lambda: lrcn.load(tmp_path / "nothing"), "nothing"),
                         (lambda: lrcn.load(tmp_path / "nothing.onnx"), "nothing.onnx")]:
@@ -341,3 +383,51 @@ def test_check_scans_the_data_set(trained):
     assert report["clips"] == report["readable"] == 4 * 3 * 2
     assert all(row["groups"] == 3 for row in report["classes"])
     assert not [p for p in report["problems"] if p["kind"] in ("unreadable", "missing")]
+
+
+def test_evaluating_another_part_keeps_the_run_s_test_report(trained, tmp_path):
+    """evaluate(split="val") wrote its report over the run's test report (report.json and
+    the plots), and said nowhere which clips it covered."""
+    import shutil
+    run = lrcn.Run(shutil.copytree(trained[0].folder, tmp_path / "run"))
+    before = (run.folder / "report.json").read_bytes()
+    report = run.evaluate(split="val", cache=trained[2], workers=2, progress=False)
+    assert report["evaluated"] == "the run's val split"
+    assert report["num_clips"] == len(run.split["val"])
+    saved = json.loads((run.folder / "eval-val" / "report.json").read_text())
+    assert saved["num_clips"] == report["num_clips"]
+    assert (run.folder / "eval-val" / "confusion_matrix.png").is_file()
+    assert (run.folder / "report.json").read_bytes() == before
+    assert run.report["num_clips"] == len(run.split["test"])
+
+
+def test_an_annotated_video_never_replaces_the_video_it_reads(clf, trained, long_video,
+                                                              tmp_path):
+    """annotate= naming the input wrote the annotated re-encode over the user's video."""
+    import shutil
+    video = shutil.copy(long_video, tmp_path / "mine.mp4")
+    original = video.read_bytes()
+    with pytest.raises(LrcnError) as error:
+        clf.timeline(video, annotate=video)
+    assert error.value.kind is ErrorKind.SETTING and "is the video being read" in str(error.value)
+    for args in (["--timeline"], []):        # the CLI, with and without a timeline
+        done = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(trained[0].folder),
+                               str(video), "--annotate", str(tmp_path / "." / "mine.mp4"),
+                               *args], capture_output=True, text=True)
+        assert done.returncode == 2 and "is the video being read" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert video.read_bytes() == original
+
+
+def test_compare_into_a_folder_that_holds_a_comparison_is_refused(trained, tmp_path):
+    """A second lrcn.compare into the same out= trained its runs again in place and replaced
+    the table with one of other models, leaving the first models' runs beside it."""
+    for held in ("compare.json", "group"):
+        out = tmp_path / held
+        (out / held).parent.mkdir(parents=True, exist_ok=True)
+        (out / held).write_text("{}") if held.endswith(".json") else (out / held).mkdir()
+        with pytest.raises(LrcnError) as error:
+            lrcn.compare(trained[1], models="lrcn", repeats=1, epochs=1, out=out, log=None)
+        assert error.value.kind is ErrorKind.SETTING
+        assert f"already holds a comparison ({held})" in str(error.value)
+        assert sorted(p.name for p in out.iterdir()) == [held]

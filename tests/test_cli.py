@@ -358,6 +358,33 @@ def test_output_names_for_one_video_and_for_several():
     assert timeline_folder("t", "a/clip.avi", many=True) == Path("t/clip.timeline")
     assert timeline_folder(None, "a/clip.avi", many=False) == Path("clip.timeline")
     assert timeline_folder(None, "a/clip.avi", many=True) == Path("clip.timeline")
+    # named by stem alone, videos that shared one wrote the same files, one over the other
+    from lrcn.inference.outputs import output_names
+    assert output_names(["x/a.mp4", "y/b.mp4"]) == {"x/a.mp4": "a", "y/b.mp4": "b"}
+    assert output_names(["x/a.mp4", "x/a.avi", "c.avi"]) == \
+        {"x/a.mp4": "a.mp4", "x/a.avi": "a.avi", "c.avi": "c"}
+    assert output_names([Path("x/a.mp4"), Path("y/a.mp4"), Path("y/a.avi")]) == \
+        {"x/a.mp4": "x-a.mp4", "y/a.mp4": "y-a.mp4", "y/a.avi": "a.avi"}
+    assert output_names(["/v/s/a.mp4", "/v/t/u/a.mp4"]) == {"/v/s/a.mp4": "s-a.mp4",
+                                                             "/v/t/u/a.mp4": "t-u-a.mp4"}
+
+
+def test_videos_that_share_a_stem_get_files_of_their_own(trained_run, tiny_dataset, tmp_path):
+    """lrcn predict over x/a.mp4 and y/a.mp4 with --annotate and --timeline --out: every
+    video's own files (each was written over the one before, and the command said nothing)."""
+    import shutil
+    videos = sorted((tiny_dataset / "Bounce").iterdir())[:2]
+    for folder, video in zip("xy", videos):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(video, tmp_path / "in" / folder / "a.avi")
+    result = lrcn("predict", trained_run, tmp_path / "in", "--annotate", tmp_path / "ann")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == \
+        ["x-a.avi.annotated.mp4", "y-a.avi.annotated.mp4"]
+    result = lrcn("predict", trained_run, tmp_path / "in" / "x" / "a.avi",
+                  tmp_path / "in" / "y" / "a.avi", "--timeline", "--out", tmp_path / "tl")
+    assert result.returncode == 0, result.stderr
+    assert len([p for p in (tmp_path / "tl").iterdir() if (p / "timeline.json").is_file()]) == 2
 
 
 def test_a_batch_reports_each_failed_file_and_goes_on(tiny_dataset, tmp_path):

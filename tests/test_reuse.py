@@ -117,6 +117,35 @@ def test_out_over_a_run_is_refused_without_overwrite(two_epochs, tiny_dataset, t
     assert not (run / ".replaced-run").exists()                  # the old run is gone now
 
 
+def test_an_overwrite_stopped_after_an_epoch_keeps_the_old_run_aside_until_resumed(
+        two_epochs, tiny_dataset, tmp_path, capsys):
+    """Ctrl-C of an --overwrite after its epochs: the new run stands (it resumes), and the
+    old run stays set aside until the resumed run ends. It was removed at the Ctrl-C, so a
+    finished run was lost to an interrupted replacement (found by a notebook user)."""
+    from lrcn.training.job import claim_run_folder, make_job
+    from lrcn.training.runs import train_and_evaluate
+    run = tmp_path / "run"
+    shutil.copytree(two_epochs, run)
+    (run / "report.json").write_text('{"old": true}')        # the old run's test report
+    job = make_job(tiny_dataset, run, train={"epochs": 1, "seed": 3, "batch_size": 4},
+                   workers=2, progress=False)
+    claim_run_folder(run, overwrite=True)
+
+    def ctrl_c_after_training(message, *args, **kwargs):
+        if str(message).startswith("calibration:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(job, log=ctrl_c_after_training)
+    aside = run / ".replaced-run"
+    assert (aside / "report.json").read_text() == '{"old": true}'
+    assert history_rows(aside) == 2 and history_rows(run) == 1
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet", "--workers", "2"]) == 0
+    assert not aside.exists()                                   # gone once the new run ended
+    assert (run / "report.json").read_text() != '{"old": true}'
+
+
 def test_init_from_fine_tunes_on_new_classes_with_a_new_classifier_row(two_epochs, tiny_dataset,
                                                                        tmp_path, capsys):
     """Two classes, one the model knows (Grow) and one it does not (Jump): every weight but

@@ -192,13 +192,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load
-    from .inference.outputs import annotated_path
+    from .inference.outputs import annotated_path, output_names
     from .inference.predict import annotate, format_prediction
     from .data.dataset import expand_videos
-    from .media.writer import check_video_suffix
+    from .media.writer import check_annotated_target
     args.videos = expand_videos(args.videos)      # a folder: the videos in it
     if args.annotate and len(args.videos) == 1:   # one video: --annotate names its file
-        check_video_suffix(args.annotate)
+        check_annotated_target(args.annotate, args.videos[0])
     classifier = load(args.checkpoint, backend=args.backend or "auto", device=args.device,
                       precision=args.precision, reject_below=args.reject_below or 0.0)
     if args.timeline:
@@ -211,11 +211,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for result in results:
             print(format_prediction(result), file=sys.stderr if result.error else sys.stdout)
-    if args.annotate:
-        for result in (r for r in results if not r.error):
-            out = annotated_path(args.annotate, result.path, len(args.videos) > 1)
-            annotate(result.path, result, out)
-            print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
+    names = output_names(args.videos)   # distinct, where two videos share a stem
+    for result in (r for r in results if not r.error and args.annotate):
+        out = annotated_path(args.annotate, result.path, len(args.videos) > 1, names[result.path])
+        annotate(result.path, result, out)
+        print(f"annotated video: {out}", file=sys.stderr if args.json else sys.stdout)
     return batch_exit_code(sum(1 for r in results if r.error), len(results))
 
 
@@ -228,17 +228,17 @@ def _window_config(args: argparse.Namespace):
 
 
 def _predict_timelines(classifier, args: argparse.Namespace) -> int:
-    from .inference.outputs import Batch, annotated_path, timeline_folder
+    from .inference.outputs import Batch, annotated_path, output_names, timeline_folder
     from .inference.timeline import format_timeline
     # a model that cannot run split fails the same way on every video: said once
-    batch = Batch(args.videos, report=lambda video, exc: print(f"lrcn: error: {exc}",
-                                                               file=sys.stderr),
-                  fatal=lambda exc: not classifier.engine.splits)
-    annotated = (lambda video: annotated_path(args.annotate, video, batch.many)
-                 if args.annotate else None)
+    batch = Batch(args.videos, fatal=lambda exc: not classifier.engine.splits,
+                  report=lambda video, exc: print(f"lrcn: error: {exc}", file=sys.stderr))
+    names = output_names(args.videos)   # distinct, where two videos share a stem
+    annotated = (lambda video: annotated_path(args.annotate, video, batch.many,
+                                              names[str(video)]) if args.annotate else None)
     for video, timeline in batch.run(lambda video: classifier.timeline(
-            video, span=args.span, stride=args.stride, smooth=args.smooth,
-            out=timeline_folder(args.out, video, batch.many), annotate=annotated(video))):
+            video, span=args.span, stride=args.stride, smooth=args.smooth, annotate=annotated(
+                video), out=timeline_folder(args.out, video, batch.many, names[str(video)]))):
         files = timeline.files
         if timeline.warning:
             print(f"lrcn: warning: {video}: {timeline.warning}", file=sys.stderr)
@@ -257,9 +257,9 @@ def _predict_timelines(classifier, args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from .inference.engine import load_engine
     from .inference.stream import run_stream
-    from .media.writer import check_video_suffix
+    from .media.writer import check_annotated_target
     if args.annotate:
-        check_video_suffix(args.annotate)
+        check_annotated_target(args.annotate, args.source)
     result = run_stream(load_engine(args.checkpoint, args.backend or "auto", args.device,
                                     args.precision), args.source,
                         _window_config(args), annotate=args.annotate,
@@ -283,13 +283,13 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .models.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from .inference.export import export_onnx
+    from .inference.export import export_onnx, onnx_target
     from .inference.graphs import int8_clip_graph
     path = resolve_checkpoint_path(args.checkpoint)
     checkpoint = load_checkpoint(path)
     suffix = ".int8.onnx" if args.quantize else ".onnx"
-    out = export_onnx(checkpoint, Path(args.out) if args.out else path.with_suffix(suffix),
-                      int8_clip_graph(checkpoint) if args.quantize else None,
+    out = onnx_target(args.out or path.with_suffix(suffix))     # before int8's calibration
+    out = export_onnx(checkpoint, out, int8_clip_graph(checkpoint) if args.quantize else None,
                       args.quantize or "fp32")
     frames = checkpoint.frame_config
     print(f"ONNX model{' (int8)' if args.quantize else ''}: {out} (input 'frames' uint8 "

@@ -71,11 +71,13 @@ def resolve_device(name: str = "auto"):
     return torch.device(f"cuda:{index}")
 
 
-def check_precision(precision: str) -> Precision:
+def check_precision(precision: str, also: tuple[str, ...] = ()) -> Precision:
+    """The training precision `precision`, else a SETTING error that lists them with `also`
+    (what the caller takes besides: inference's int8)."""
     try:
         return Precision(precision)
     except ValueError:
-        raise LrcnError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})",
+        raise LrcnError(f"unknown precision {precision!r} ({', '.join(PRECISIONS + also)})",
                         kind=ErrorKind.SETTING) from None
 
 

@@ -4,6 +4,7 @@ the message's text."""
 from __future__ import annotations
 
 import enum
+import numbers
 
 
 class ErrorKind(enum.Enum):
@@ -33,6 +34,24 @@ class LrcnError(Exception):
         return LrcnError, (self.reason, self.path, self.kind)
 
 
+def whole_number(name: str, value: object, minimum: int = 1) -> int:
+    """`value` as an int when it is a whole number >= `minimum` (NumPy's integers too; not a
+    bool, not a float), else a SETTING error naming `name`: an API keyword checked where it
+    is taken, not deep inside the work."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise LrcnError(f"{name} must be a whole number >= {minimum}, not {value!r}",
+                        kind=ErrorKind.SETTING)
+    return int(value)
+
+
+def real_number(name: str, value: object) -> float:
+    """`value` as a float when it is a real number (NumPy's too; not a bool or a string),
+    else a SETTING error naming `name`. Ranges are the caller's to check."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LrcnError(f"{name} must be a number, not {value!r}", kind=ErrorKind.SETTING)
+    return float(value)
+
+
 # The `lrcn` command's exit codes, one rule for every command (README, "Exit codes"):
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1   # several inputs and some failed: the others' results were given
@@ -50,4 +69,4 @@ def batch_exit_code(failed: int, total: int) -> int:
 
 
 __all__ = ["ErrorKind", "LrcnError", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_BAD_INPUT",
-           "EXIT_INTERNAL", "batch_exit_code"]
+           "EXIT_INTERNAL", "batch_exit_code", "whole_number", "real_number"]

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ErrorKind, LrcnError
+
 _counter = itertools.count()
 _counter_lock = threading.Lock()
 
@@ -39,8 +41,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to (for libraries that write files
     themselves: np.save, safetensors, onnx.save, savefig, PyAV); on leaving the block without
     an exception the temporary replaces `path`, on an exception it is removed and `path` is
-    untouched. The folder must exist."""
+    untouched. The folder must exist. A folder at `path` is refused before the work: the
+    rename would fail at the end, naming the temporary."""
     path = Path(path)
+    if path.is_dir():
+        raise LrcnError("is a folder: give a file's name", path, ErrorKind.SETTING)
     tmp = temporary_sibling(path)
     try:
         yield tmp
@@ -78,6 +83,19 @@ def _usual_mode(tmp: Path, target: Path) -> None:
     os.chmod(tmp, mode)
 
 
+def output_folder(path: str | os.PathLike, what: str = "these files are",
+                  make: bool = True) -> Path:
+    """`path` made a folder (with its parents) for output, or a one-line SETTING error when a
+    file is there (the OS's "File exists" named neither the cause nor the fix). `make=False`
+    only checks, before work that may fail and should then leave no empty folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LrcnError(f"is a file: {what} written into a folder", path, ErrorKind.SETTING)
+    if make:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -87,4 +105,4 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]
+__all__ = ["output_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]

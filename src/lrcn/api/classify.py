@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import ErrorKind, LrcnError
+from ..errors import ErrorKind, LrcnError, real_number, whole_number
 
 if TYPE_CHECKING:                      # annotations only: these import numpy, av, torch
     import numpy as np
@@ -76,11 +76,9 @@ class Classifier:
         channels: the channel order of an array's or an iterable's frames, "rgb" or "bgr"
             (OpenCV's).
         """
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise _setting(f"views must be a whole number >= 1, not {views!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 1):
-            raise _setting(f"top_k must be a whole number >= 1, not {top_k!r}")
+        views = whole_number("views", views)
+        if top_k is not None:
+            top_k = whole_number("top_k", top_k)
         predictor = _predictor_with_views(self._predictor, views)
         if isinstance(video, (str, os.PathLike)):
             return predictor.predict_file(video, top_k)
@@ -93,6 +91,9 @@ class Classifier:
         """`predict` for each video. A file that cannot be read gives a Prediction whose
         `error` says why (as `lrcn predict` reports it), not an exception; a wrong setting or
         array still raises."""
+        if isinstance(videos, (str, bytes, os.PathLike)):   # it would iterate its letters
+            raise _setting(f"videos must be a list of videos, not one path ({str(videos)!r}): "
+                           "predict() takes one")
         results = []
         for video in videos:
             try:
@@ -124,6 +125,9 @@ class Classifier:
                            "and again where the header overstates the length); write the bytes"
                            " to a file first")
         from ..inference.windows import WindowConfig
+        span = None if span is None else real_number("span", span)
+        stride = None if stride is None else real_number("stride", stride)
+        smooth = None if smooth is None else whole_number("smooth", smooth)
         try:
             given = {"span": span, "stride": stride, "smooth": smooth}
             config = WindowConfig(**{k: v for k, v in given.items() if v is not None},
@@ -144,7 +148,10 @@ def load(path: PathLike, *, backend: str = "auto", device: str = "auto",
     reject_below: a clip whose most probable class is less probable than this is labelled
         "unknown" (a model knows only its classes); 0 always names a class.
     """
-    if not 0 <= reject_below < 1:
+    if not isinstance(path, (str, os.PathLike)):
+        raise _setting(f"load takes a checkpoint file, a run folder or an .onnx file's path, "
+                       f"not {type(path).__name__}")
+    if not 0 <= real_number("reject_below", reject_below) < 1:
         raise _setting(f"reject_below must be in [0, 1), not {reject_below}")
     return Classifier(_load_predictor(path, backend, device, precision, reject_below),
                       Path(path))
@@ -170,8 +177,8 @@ def model_frames(video: np.ndarray | Iterable[np.ndarray] | Any, frames: FrameCo
         images, name, channels = _capture_images(video), "<cv2.VideoCapture>", "bgr"
     elif isinstance(video, np.ndarray):
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 \
-                or video.shape[0] == 0:
-            raise _setting(f"a video array must be (T, H, W, 3) uint8 with T >= 1, not "
+                or 0 in video.shape:
+            raise _setting(f"a video array must be (T, H, W, 3) uint8 with T, H, W >= 1, not "
                            f"{video.dtype} {tuple(video.shape)}")
         # Only the sampled frames are scaled: the count is known beforehand.
         picked = sample_indices(len(video), frames.num_frames)

@@ -8,6 +8,7 @@ file (`config=`), then the keywords given."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -32,11 +33,21 @@ def _size(size: Size | None) -> tuple[int | None, int | None]:
     """(width, height) from 64 or (width, height); (None, None) when not given."""
     if size is None:
         return None, None
-    width, height = (size, size) if isinstance(size, int) else tuple(size)
-    if not (isinstance(width, int) and isinstance(height, int) and min(width, height) >= 1):
+    pair = (size, size) if isinstance(size, numbers.Integral) else \
+        tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
+                                 and n >= 1 for n in pair):
         raise LrcnError(f"size must be a positive int or (width, height), not {size!r}",
                         kind=ErrorKind.SETTING)
-    return width, height
+    return int(pair[0]), int(pair[1])
+
+
+def _names(value: Sequence[str] | str | None) -> list[str] | None:
+    """A list of names, where one name may be given alone: "Grow" is ["Grow"], not the
+    letters G, r, o, w."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
 
 
 class Run:
@@ -45,6 +56,10 @@ class Run:
 
     def __init__(self, folder: PathLike, report: dict | None = None):
         self.folder = Path(folder)
+        if not self.folder.is_dir():     # not later, as a report of None ("not evaluated")
+            raise LrcnError("no such run folder" if not self.folder.exists() else
+                            "is a file: a run is a folder (lrcn.load takes a checkpoint file)",
+                            self.folder, ErrorKind.NOT_FOUND)
         self._report = report
 
     def __repr__(self) -> str:
@@ -77,7 +92,10 @@ class Run:
     @property
     def settings(self) -> dict:
         """The resolved settings the run was trained with (config.json)."""
-        return json.loads((self.folder / "config.json").read_text())
+        path = self.folder / "config.json"
+        if not path.is_file():
+            raise LrcnError("no config.json: not a run folder", self.folder, ErrorKind.NOT_FOUND)
+        return json.loads(path.read_text())
 
     def evaluate(self, *, data: PathLike | None = None, split: str = "test",
                  out: PathLike | None = None, views: int = 1, shuffle_frames: bool = False,
@@ -191,7 +209,7 @@ def train(data: PathLike, *, model: str | None = None, out: PathLike | None = No
                "temporal_jitter": temporal_jitter, "flip": flip, "hue_jitter": hue_jitter,
                "balance": balance},
         model_options={"batchnorm": batchnorm, "lstm_units": lstm_units, "l2": l2},
-        classes=classes, cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
+        classes=_names(classes), cache_dir=cache, ucf_split=ucf_split, lists=lists, workers=workers,
         progress=progress, decode_timeout=decode_timeout, init_from=init_from)
     _claim_run_folder(folder, overwrite)
     return Run(folder, _train_and_evaluate(job, log or _quiet, evaluate))
@@ -218,7 +236,7 @@ def synth(out: PathLike, *, classes: Sequence[str] | None = None, groups: int | 
         clips cut from one video do) and clips per group.
     width, height, min_seconds, max_seconds: frame size and clip length range.
     """
-    given = {"classes": tuple(classes) if classes is not None else None, "groups": groups,
+    given = {"classes": tuple(_names(classes)) if classes is not None else None, "groups": groups,
              "clips_per_group": clips_per_group, "width": width, "height": height,
              "min_seconds": min_seconds, "max_seconds": max_seconds, "seed": seed}
     return _make_dataset(out, {k: v for k, v in given.items() if v is not None}, workers,
@@ -238,7 +256,7 @@ def check(data: PathLike, *, classes: Sequence[str] | None = None,
     width, height = _size(size)
     frame_config = _frame_settings(config, {"num_frames": frames, "height": height,
                                             "width": width})
-    return _check_dataset(data, classes, frame_config, ucf_split, lists, cache, workers,
+    return _check_dataset(data, _names(classes), frame_config, ucf_split, lists, cache, workers,
                           decode_timeout, progress)
 
 
@@ -266,8 +284,8 @@ def compare(data: PathLike, *, models: Sequence[str] = ("lrcn", "convlstm", "eff
     split = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": split_seed}
     train_settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                           seed=seed, device=device)
-    return _compare(data, folder, models, repeats, protocol, classes, split, train_settings,
-                    cache, workers, decode_timeout, log or _quiet)
+    return _compare(data, folder, _names(models), repeats, protocol, _names(classes), split,
+                    train_settings, cache, workers, decode_timeout, log or _quiet)
 
 
 # Each library entry point used here is called from exactly one function below, so that a
@@ -314,15 +332,16 @@ def _evaluate_run(checkpoint: Path, data, out, part: str, cache, workers, progre
 
 
 def _export(checkpoint: Path, path: PathLike | None, quantize: str | None = None) -> Path:
-    from ..inference.export import export_onnx
+    from ..inference.export import export_onnx, onnx_target
     from ..inference.graphs import int8_clip_graph
     from ..models.checkpoint import load_checkpoint
     if quantize not in (None, "int8"):
         raise LrcnError(f"unknown quantization {quantize!r} (int8)", kind=ErrorKind.SETTING)
-    loaded = load_checkpoint(checkpoint)
     default = checkpoint.with_suffix(".int8.onnx" if quantize else ".onnx")
-    return export_onnx(loaded, Path(path) if path is not None else default,
-                       int8_clip_graph(loaded) if quantize else None, quantize or "fp32")
+    out = onnx_target(path if path is not None else default)    # before int8's calibration
+    loaded = load_checkpoint(checkpoint)
+    return export_onnx(loaded, out, int8_clip_graph(loaded) if quantize else None,
+                       quantize or "fp32")
 
 
 def _checkpoint_path(folder: Path) -> Path:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..console import progress as console_progress
-from ..files import atomic_write_text
+from ..files import atomic_write_text, output_folder
 from ..media.writer import VideoWriter
 from .workers import run_tasks
 
@@ -301,8 +301,7 @@ def make_dataset(root: str | os.PathLike, config: SynthConfig = SynthConfig(),
     settings and the generator's version) and, last, manifest.csv."""
     if workers is None:
         workers = os.cpu_count() or 1
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_folder(root, "a data set is")
     config_dict = {**config.__dict__, "classes": list(config.classes)}
     tasks = [(str(root), CLASSES_INDEX[c], c, g, config_dict)
              for c in config.classes for g in range(1, config.groups + 1)]

@@ -339,7 +339,7 @@ def make_engine(checkpoint: Checkpoint, backend: Backend | str = Backend.AUTO,
                             f"{'PyTorch' if backend is Backend.TORCH else target}",
                             kind=ErrorKind.SETTING)
         return OrtEngine.from_checkpoint(checkpoint, int8=True)
-    check_precision(precision)
+    check_precision(precision, also=(INT8,))
     if backend is Backend.TORCH:
         return TorchEngine(checkpoint, device=target, precision=precision)
     cause = None

@@ -90,6 +90,22 @@ def clip_graph(checkpoint: Checkpoint) -> bytes:
                   {0: "batch"})
 
 
+def onnx_target(path: str | os.PathLike) -> Path:
+    """`path` if an export may be written there, else a one-line SETTING error, checked
+    before the work (int8's calibration): lrcn takes an exported file by its .onnx suffix, so
+    `--out model.txt` wrote a file that `lrcn predict` and `lrcn info` then refused as "not an
+    lrcn checkpoint"; a folder there failed only at the end."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise LrcnError(f"an ONNX export is named .onnx, not "
+                        f"{path.suffix or 'without a suffix'} (lrcn knows it by that)", path,
+                        ErrorKind.SETTING)
+    if path.is_dir():
+        raise LrcnError("is a folder: give the export a file's name (.onnx)", path,
+                        ErrorKind.SETTING)
+    return path
+
+
 def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | None = None,
                 precision: str = "fp32") -> Path:
     """Write the checkpoint's classifier as an ONNX file with lrcn's metadata (atomically):
@@ -101,7 +117,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike, graph: bytes | N
         raise LrcnError(f"ONNX export needs the onnx package ({exc.name} missing): "
                         "pip install 'lrcn[onnx]'", kind=ErrorKind.SETTING) from None
     from ..models.checkpoint import trainable_parameters
-    out = Path(out)
+    out = onnx_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(graph or clip_graph(checkpoint))
     metadata = {"lrcn_format": ONNX_FORMAT, "lrcn_format_version": str(ONNX_FORMAT_VERSION),

@@ -3,8 +3,9 @@ several videos fails.
 
 Naming: for one video, `--annotate PATH` and `--out FOLDER` (a timeline's folder) are the paths
 themselves; for several, they are folders holding NAME.annotated.mp4 and NAME.timeline per
-video (NAME: the video's file name without its suffix); a timeline without --out goes to
-./NAME.timeline.
+video (NAME: the video's file name without its suffix, or with it where two videos of the
+batch share that stem, a.mp4 and a.avi, or with their folders too, x/a.mp4 and y/a.mp4:
+output_names); a timeline without --out goes to ./NAME.timeline.
 
 Errors: a video that cannot be read is that video's failure, not the batch's. It is reported,
 the next video goes on, and the batch ends as failed (the command's exit status 1). An error
@@ -13,27 +14,56 @@ once: saying it once per file would help no one.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from ..errors import LrcnError
 
 T = TypeVar("T")
 
 
-def annotated_path(target: str | Path, video: str | Path, many: bool) -> Path:
+def output_names(videos: Sequence[str | Path]) -> dict[str, str]:
+    """Each video's NAME in a batch's output folder, distinct wherever the videos are: its
+    stem; its file name where two share the stem; its path's parts joined by "-" where two
+    share the file name, from their nearest common folder (one video listed twice gets one
+    name). Named by stem alone, x/a.mp4
+    and y/a.avi wrote the same a.annotated.mp4, the second over the first."""
+    def clashing(names: dict[str, str]) -> set[str]:
+        seen: dict[str, int] = {}
+        for name in names.values():
+            seen[name] = seen.get(name, 0) + 1
+        return {video for video, name in names.items() if seen[name] > 1}
+
+    names = {str(video): Path(video).stem for video in videos}
+    for video in clashing(names):
+        names[video] = Path(video).name
+    same_name = clashing(names)
+    if same_name:
+        where = {video: Path(os.path.abspath(video)) for video in same_name}
+        common = os.path.commonpath([path.parent for path in where.values()])
+        for video, path in where.items():
+            names[video] = "-".join(path.relative_to(common).parts)
+    return names
+
+
+def annotated_path(target: str | Path, video: str | Path, many: bool,
+                   name: str | None = None) -> Path:
     """Where `--annotate TARGET` writes `video` annotated: TARGET itself for one video, else
-    TARGET/NAME.annotated.mp4."""
-    return Path(target) / f"{Path(video).stem}.annotated.mp4" if many else Path(target)
+    TARGET/NAME.annotated.mp4 (NAME: `name`, else the video's stem)."""
+    name = Path(video).stem if name is None else name
+    return Path(target) / f"{name}.annotated.mp4" if many else Path(target)
 
 
-def timeline_folder(out: str | Path | None, video: str | Path, many: bool) -> Path:
+def timeline_folder(out: str | Path | None, video: str | Path, many: bool,
+                    name: str | None = None) -> Path:
     """The folder of `video`'s timeline files: `out` itself for one video, else
     OUT/NAME.timeline (./NAME.timeline without `out`)."""
     if out and not many:
         return Path(out)
-    return Path(out or ".") / f"{Path(video).stem}.timeline"
+    name = Path(video).stem if name is None else name
+    return Path(out or ".") / f"{name}.timeline"
 
 
 @dataclass
@@ -64,4 +94,4 @@ class Batch(Generic[T]):
             yield video, result
 
 
-__all__ = ["annotated_path", "timeline_folder", "Batch"]
+__all__ = ["output_names", "annotated_path", "timeline_folder", "Batch"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..console import plural
 from ..media.annotate import AnnotatedVideo, Label
+from ..media.writer import check_annotated_target
 from ..media.clip import source_claimed_frames, truncation
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
@@ -54,6 +55,8 @@ def run_stream(engine: Engine, source: str, config: WindowConfig,
                         "per-frame features and the LSTM): pass the checkpoint",
                         engine.source or source,
                         ErrorKind.SETTING)
+    if annotate:
+        check_annotated_target(annotate, source)
     container, live = open_source(source)
     frames = FrameSource(container, source)
     # the frame count a file's header states (0 for pipes, cameras and URLs), held against

@@ -24,8 +24,9 @@ from ..console import plural
 from ..media.annotate import Label, annotate_video
 from .engine import Engine
 from ..errors import ErrorKind, LrcnError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, output_folder
 from ..media.plots import plot_timeline
+from ..media.writer import check_annotated_target
 from ..media.clip import read_clip, source_claimed_frames, truncation
 from ..media.fastdecode import header_seconds
 from ..media.video import FrameSource, configure
@@ -254,8 +255,7 @@ def format_timeline(timeline: Timeline) -> str:
 
 def write_timeline(timeline: Timeline, out_dir: str | os.PathLike) -> dict[str, Path]:
     """timeline.json (settings, segments, windows), segments.csv, windows.csv, timeline.png."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "a timeline's files are")
     data = {"facts": timeline.facts, "classes": timeline.classes,
             "segments": [asdict(s) for s in timeline.segments],
             "windows": [{"start": w.start, "end": w.end,
@@ -291,6 +291,10 @@ def timeline_outputs(engine: Engine, video: str | os.PathLike, config: WindowCon
     """`lrcn predict --timeline` for one video: the timeline, with its files (write_timeline's)
     in `folder` and, with `annotated`, the annotated video; what was written is in the
     timeline's `files` (keys json, segments, windows, plot, video). None writes nothing."""
+    if annotated is not None:       # refused before the work, not after it
+        check_annotated_target(annotated, video)
+    if folder is not None:
+        output_folder(folder, "a timeline's files are", make=False)
     timeline = timeline_for_video(engine, video, config)
     if folder is not None:
         timeline.files.update(write_timeline(timeline, folder))

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import LrcnError
 from .video import FrameSource, upright_image
-from .writer import VideoWriter
+from .writer import VideoWriter, check_annotated_target
 
 
 class Label(NamedTuple):
@@ -95,6 +95,7 @@ class AnnotatedVideo:
 def annotate_video(video: str | os.PathLike, out: str | os.PathLike,
                    shown_at: Callable[[float], Label | None]) -> Path:
     """Write `video` with, on each frame, what `shown_at(time of the frame)` says."""
+    check_annotated_target(out, video)
     with FrameSource.open(video) as source:
         with AnnotatedVideo(out, source.fps, audio=source.audio) as writer:
             for item in source.frames(on_audio=writer.add_audio):

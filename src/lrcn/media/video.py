@@ -280,9 +280,9 @@ def image_to_model_frame(image: np.ndarray, frames: FrameConfig, channels: str =
         raise LrcnError(f"channels must be 'rgb' or 'bgr', not {channels!r}",
                         kind=ErrorKind.SETTING)
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise LrcnError(f"a frame must be a (H, W, 3) uint8 image, not {image.dtype} "
-                        f"{tuple(image.shape)}", kind=ErrorKind.SETTING)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise LrcnError(f"a frame must be a (H, W, 3) uint8 image with H, W >= 1, not "
+                        f"{image.dtype} {tuple(image.shape)}", kind=ErrorKind.SETTING)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=f"{channels}24")
     return to_model_frame(frame, frames, reformatter)
 

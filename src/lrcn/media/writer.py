@@ -31,6 +31,23 @@ def check_video_suffix(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_annotated_target(path: str | os.PathLike, video) -> Path:
+    """`path` as check_video_suffix checks it, and not the file `video` itself: the annotated
+    copy is written to a temporary name and renamed over `path` at the end, so naming the
+    input would replace the user's video with its annotated re-encode. (A camera index or a
+    URL is no file, and passes.)"""
+    path = check_video_suffix(path)
+    if isinstance(video, (str, os.PathLike)):
+        try:
+            same = os.path.samefile(path, video)
+        except (OSError, ValueError):      # either is not there (yet), or not a path at all
+            same = False
+        if same:
+            raise LrcnError("is the video being read: the annotated video would replace it; "
+                            "give it another name", path, ErrorKind.SETTING)
+    return path
+
+
 class VideoWriter:
     """By the file's suffix: H.264 (yuv420p, +faststart) MP4, which plays in every web browser,
     or for ".avi" XviD-tagged MPEG-4 Part 2 at `bit_rate` (as UCF ships its videos). Written to
@@ -152,4 +169,4 @@ class VideoWriter:
             self._abort(exc)
 
 
-__all__ = ["VideoWriter"]
+__all__ = ["check_annotated_target", "VideoWriter"]

@@ -25,7 +25,7 @@ from ..config import SplitConfig
 from ..data.dataset import load_samples
 from ..data.split import random_split, split_samples
 from ..inference.engine import make_engine
-from ..errors import ErrorKind, LrcnError
+from ..errors import ErrorKind, LrcnError, whole_number
 from .evaluate import evaluate, predict_cached
 from ..files import atomic_write_text
 from ..models.base import count_trainable
@@ -88,8 +88,18 @@ def compare(data: str | Path, out: str | Path, models: Sequence[str], *, repeats
             progress: bool = False, log=print, decode_timeout: float | None = None
             ) -> list[dict]:
     """Train and test every model on the same splits; write and return the table's rows.
-    `train`: what every model trains with, over each model's own defaults."""
+    `train`: what every model trains with, over each model's own defaults. A folder that
+    holds a comparison already is refused: its runs would be trained again in place, and its
+    table replaced by one that need not name the same models."""
     out = Path(out)
+    repeats = whole_number("repeats", repeats)
+    if out.exists() and not out.is_dir():
+        raise LrcnError("is a file: a comparison is written into a folder", out,
+                        ErrorKind.SETTING)
+    held = [name for name in ("compare.json", *PROTOCOLS) if (out / name).exists()]
+    if held:
+        raise LrcnError(f"already holds a comparison ({', '.join(held)}): choose another "
+                        "folder (--out, or out= in Python)", out, ErrorKind.SETTING)
     specs = [get_spec(name) for name in models]
     names, samples, missing = load_samples(data, classes)
     for path, cause in missing:

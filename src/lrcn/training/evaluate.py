@@ -20,11 +20,14 @@ from ..models.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_
 from ..data.dataset import Sample, discover, list_class_folders, read_split
 from ..devices import resolve_device
 from ..inference.engine import Engine, make_engine
-from ..errors import LrcnError
-from ..files import atomic_write_text
+from ..errors import ErrorKind, LrcnError, whole_number
+from ..files import atomic_write_text, output_folder
 from .history import read_history
 from ..media.sampling import views as split_views
 from ..media.plots import plot_confusion, plot_curves, plot_reliability
+
+
+SPLIT_PARTS = ("test", "val", "train")
 
 
 def cached_logits(engine: Engine, clips, batch_size: int = 64,
@@ -139,15 +142,15 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
              cache_dir: Path | None = None, workers: int | None = None,
              progress: bool = True, history: Path | None = None, device: str = "auto",
              precision: str = "fp32", shuffle_frames: bool = False, views: int = 1,
-             decode_timeout: float | None = None) -> dict:
+             decode_timeout: float | None = None, evaluated: str | None = None) -> dict:
     """Evaluate on `samples`; write report.json, confusion_matrix.png, reliability.png (and
     curves.png when a training history is given) into out_dir; return the report.
     `shuffle_frames`: the frame-order ablation, each clip's frames in a random order (seed
     0): a model that uses the order of frames loses the classes that differ only by it.
     `views`: multi-view testing, the mean over `views` temporal offsets of each clip's frames.
-    The calibration figures compare the checkpoint's temperature with none."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    The calibration figures compare the checkpoint's temperature with none. `evaluated` says
+    in the report which clips these are (a part of the run's split, or a data folder)."""
+    out_dir = output_folder(out_dir, "reports are")
     logits, clips, failures = _logits(checkpoint, samples, cache_dir, workers, progress,
                                       device, precision, 0 if shuffle_frames else None, views,
                                       decode_timeout)
@@ -160,6 +163,8 @@ def evaluate(checkpoint: Checkpoint, samples: Sequence[Sample], out_dir: Path,
     report = metrics(names, labels, probabilities, [c.sample.group for c in clips])
     y_pred = probabilities.argmax(1)
     report["model"] = checkpoint.model_config.name
+    if evaluated is not None:
+        report["evaluated"] = evaluated
     report["views"] = views
     report["frame_order"] = "shuffled (seed 0)" if shuffle_frames else "as recorded"
     eces = (expected_calibration_error(raw, labels),
@@ -246,18 +251,29 @@ def evaluate_run(target: str | Path, data: str | Path | None = None,
                  views: int = 1, decode_timeout: float | None = None) -> Evaluation:
     """`lrcn evaluate`: a checkpoint (or run folder) on a part of its run's split, or on every
     clip of a data folder. Reports go beside the checkpoint (or into `out`); the test part's
-    headline figures are recorded in the checkpoint."""
+    headline figures are recorded in the checkpoint. Only the test part's reports go into the
+    run folder itself, as its report: another part's go to RUN/eval-val or RUN/eval-train (the
+    run's test report stays), a data folder's to RUN/eval."""
+    if part not in SPLIT_PARTS:
+        raise LrcnError(f"unknown split part {part!r} ({', '.join(SPLIT_PARTS)})",
+                        kind=ErrorKind.SETTING)
+    if data is not None and part != "test":
+        raise LrcnError(f"the split part {part!r} is a part of the run's split; with a data "
+                        "folder every clip of it is evaluated", data, ErrorKind.SETTING)
+    views = whole_number("views", views)
     resolve_device(device)          # a device that is not there: before any decoding
     checkpoint_path = resolve_checkpoint_path(target)
     checkpoint = load_checkpoint(checkpoint_path)
     run_dir = checkpoint_path.parent
     samples = samples_for(checkpoint, run_dir, Path(data) if data else None, part)
-    default = run_dir if data is None else run_dir / "eval"
+    default = run_dir / "eval" if data is not None else \
+        run_dir if part == "test" else run_dir / f"eval-{part}"
     out_dir = Path(out) if out else (default / "shuffled-frames" if shuffle_frames else default)
     report = evaluate(checkpoint, samples, out_dir, cache_dir=cache_dir, workers=workers,
                       progress=progress, history=run_dir / "history.csv", device=device,
                       precision=precision, shuffle_frames=shuffle_frames, views=views,
-                      decode_timeout=decode_timeout)
+                      decode_timeout=decode_timeout,
+                      evaluated=str(data) if data is not None else f"the run's {part} split")
     if data is None and part == "test" and not shuffle_frames:
         record_test_metrics(checkpoint_path, report)
     written = [out_dir / "report.json", out_dir / "confusion_matrix.png",

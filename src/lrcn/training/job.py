@@ -127,7 +127,8 @@ def default_out(kind: str) -> Path:
 # so that no file of the old run (a report, an exported model) passes for the new one's.
 RUN_FILES = ("config.json", "split.json", "history.csv", STATE_NAME, CHECKPOINT_NAME,
              "report.json", "confusion_matrix.png", "reliability.png", "curves.png",
-             "model.onnx", "model.int8.onnx", "eval", "shuffled-frames", ".finishing")
+             "model.onnx", "model.int8.onnx", "eval", "eval-val", "eval-train",
+             "shuffled-frames", ".finishing")
 # Written when a run's epochs are done and removed when its calibration and test evaluation
 # are: a run stopped between them is finished by --resume (older runs never have it).
 FINISHING = ".finishing"
@@ -178,8 +179,11 @@ def replacing(out: Path):
     try:
         yield
     except BaseException:
-        if launched_rank() == 0:
-            settle_replaced(out, keep_new=(out / STATE_NAME).exists())
+        # After an epoch the new run stands, and the old stays aside until a --resume ends it
+        # (this same block, around the resumed run): removing it here lost a finished run to
+        # a Ctrl-C of its replacement.
+        if launched_rank() == 0 and not (out / STATE_NAME).exists():
+            settle_replaced(out, keep_new=False)
         raise
     if launched_rank() == 0:
         settle_replaced(out, keep_new=True)
