@@ -191,7 +191,10 @@ def test_predict_on_a_folder_predicts_the_videos_in_it(trained_run, tiny_dataset
                      for name in ("Bounce", "Grow")]
     result = lrcn("predict", trained_run, tmp_path / "empty")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"{tmp_path / 'empty'}: is a folder, not a video file"
+    assert result.stderr.strip() == f"{tmp_path / 'empty'}: is a folder with no video files in it"
+    url = "https://example.com/x.mp4"          # was reported as https:/example.com/x.mp4
+    result = lrcn("predict", trained_run, url)
+    assert result.returncode == 2 and result.stderr.startswith(f"lrcn: error: {url}: is a URL")
 
 
 def test_training_skips_and_lists_broken_files(tiny_dataset, tmp_path):

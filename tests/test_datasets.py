@@ -97,6 +97,12 @@ def test_path_label_list(tiny_dataset, tmp_path):
     groups = {part: {e["group"] for e in split[part]} for part in ("train", "val", "test")}
     assert not (groups["train"] & groups["test"]) and not (groups["val"] & groups["test"])
     assert (run / "report.json").exists()
+    # a video given as DATA was read as a list, and its error quoted the file's bytes
+    video = tiny_dataset / clips_of(tiny_dataset)[0]
+    result = lrcn("check", video)
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        f"{video}: is a video: a data set is a folder of class folders of videos, or a "
+        "path,label list"), result.stderr
 
 
 def test_leave_one_group_out(tiny_dataset, tmp_path):

@@ -268,6 +268,26 @@ def test_stream_from_a_file_and_from_a_pipe(checkpoint, long_video, tmp_path):
     assert [line for line in piped.stdout.splitlines() if line.startswith("[")] == changes
 
 
+def test_a_stream_stopped_with_ctrl_c_keeps_its_video_and_exits_130(checkpoint, long_video,
+                                                                    tmp_path):
+    """Ctrl-C ends a camera's stream: the summary and the annotated video so far are written,
+    and the status is Ctrl-C's 130, as for every command (it was 0, which the README's table
+    of exit codes contradicted)."""
+    import signal
+    process = subprocess.Popen([sys.executable, "-m", "lrcn", "stream", str(checkpoint),
+                                str(long_video), "--realtime", "--annotate",
+                                str(tmp_path / "live.mp4")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("streaming ")    # it is reading the video
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "stopped by Ctrl-C: " in out and "Traceback" not in err
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        assert 0 < sum(1 for _ in container.decode(video=0)) < 300
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_a_named_pipe_is_streamed_and_refused_in_one_line_where_a_file_is_needed(
         checkpoint, long_video, tmp_path):

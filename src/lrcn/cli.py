@@ -266,7 +266,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                         realtime=True if args.realtime else None, max_lag=args.max_lag)
     if result.warning:
         print(f"lrcn: warning: {args.source}: {result.warning}", file=sys.stderr)
-    return 0
+    return 130 if result.interrupted else 0     # Ctrl-C's status, as every command's
 
 
 def cmd_import_keras(args: argparse.Namespace) -> int:

@@ -106,8 +106,9 @@ class Run:
 
         data: every clip of this data folder instead of a part of the run's split.
         split: which part of the run's split: "test" (default), "val" or "train".
-        out: the folder for report.json and the plots (default: the run folder, or
-            RUN/eval with `data`, RUN/shuffled-frames with `shuffle_frames`).
+        out: the folder for report.json and the plots (default: the run folder for the test
+            split, RUN/eval-val or RUN/eval-train for the others, RUN/eval with `data`, and
+            shuffled-frames inside that with `shuffle_frames`).
         views: average this many temporal offsets of each clip's frames.
         shuffle_frames: the frame-order ablation (each clip's frames in a random order).
         decode_timeout: seconds a file may take to decode before it is reported as stalled

@@ -39,7 +39,11 @@ def expand_videos(paths: Sequence[str | os.PathLike]) -> list[Path]:
     subfolders (a data set's class folders), sorted; a file for itself, whatever its suffix
     (it is judged when read). A folder with no video file is kept, so that its error names it."""
     videos: list[Path] = []
-    for path in map(Path, paths):
+    for given in paths:
+        if "://" in str(given):     # Path() would make https://x of it https:/x, not found
+            raise LrcnError("is a URL: lrcn predict reads files; lrcn stream reads URLs as "
+                            "they come", given, ErrorKind.SETTING)
+        path = Path(given)
         found = sorted(p for p in path.rglob("*") if is_video_file(p)) if path.is_dir() else []
         videos.extend(found or [path])
     return videos
@@ -227,6 +231,9 @@ def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None,
                  ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
     """A folder per class or a `path,label` list -> (classes, samples, listed-but-missing)."""
     data = Path(data)
+    if data.is_file() and data.suffix.lower() in VIDEO_EXTENSIONS:   # read as a list, it
+        raise LrcnError("is a video: a data set is a folder of class folders of videos, or a "
+                        "path,label list", data, ErrorKind.SETTING)   # quoted its bytes
     if data.is_file():
         return read_list(data, classes, min_classes)
     names, samples = discover(data, classes, min_classes)

@@ -6,8 +6,7 @@ drawing). clip.py samples a clip from it, timeline.py and stream.py slide window
 annotate.py draws on it; the fast decode paths (fastdecode.py) use its pieces too.
 
 Decoding is sequential, in the decoder's output order. That order is the display order even on
-UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames 1-2 early.
-"""
+UCF's XviD AVIs that pack B-frames, where timestamp-sorted access returns frames 1-2 early."""
 from __future__ import annotations
 
 import contextlib
@@ -87,8 +86,10 @@ def check_file(path: Path) -> None:
     """One-line errors for what is not a video file at all."""
     if not path.exists():
         raise LrcnError("no such file", path, ErrorKind.NOT_FOUND)
-    if path.is_dir():
-        raise LrcnError("is a folder, not a video file", path, ErrorKind.NOT_VIDEO)
+    if path.is_dir():   # the command line's folders stand for their videos: this had none
+        raise LrcnError("is a folder, not a video file" if any(
+            p.suffix.lower() in VIDEO_EXTENSIONS for p in path.rglob("*")) else
+            "is a folder with no video files in it", path, ErrorKind.NOT_VIDEO)
     if path.is_fifo():      # its size is 0, and it cannot be read twice (a header that lies)
         raise LrcnError(f"is a named pipe, not a file: {PIPE_USE}", path, ErrorKind.NOT_VIDEO)
     if path.stat().st_size == 0:
@@ -307,8 +308,7 @@ class FrameSource:
     ...): variable-frame-rate video is then placed where its frames really are, as `read_clip`
     samples it. Elsewhere (AVI, raw streams) frame i is shown at i / fps. `end_time` is the
     video's length once all frames are read: the last frame's time plus the typical frame
-    duration, the same end that `read_clip` divides into segments.
-    """
+    duration, the same end that `read_clip` divides into segments."""
 
     def __init__(self, container, name: object, threads: int = 0):
         self.container, self.name = container, name
