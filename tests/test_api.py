@@ -4,6 +4,7 @@ decoded frames (an array, an iterable, a cv2.VideoCapture) and over a longer vid
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -411,9 +412,10 @@ def test_an_annotated_video_never_replaces_the_video_it_reads(clf, trained, long
         clf.timeline(video, annotate=video)
     assert error.value.kind is ErrorKind.SETTING and "is the video being read" in str(error.value)
     for args in (["--timeline"], []):        # the CLI, with and without a timeline
+        spelled = os.path.join(tmp_path, ".", "mine.mp4")      # not the same string
         done = subprocess.run([sys.executable, "-m", "lrcn", "predict", str(trained[0].folder),
-                               str(video), "--annotate", str(tmp_path / "." / "mine.mp4"),
-                               *args], capture_output=True, text=True)
+                               str(video), "--annotate", spelled, *args],
+                              capture_output=True, text=True)
         assert done.returncode == 2 and "is the video being read" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     assert video.read_bytes() == original

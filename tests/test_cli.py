@@ -370,6 +370,9 @@ def test_output_names_for_one_video_and_for_several():
         {"x/a.mp4": "x-a.mp4", "y/a.mp4": "y-a.mp4", "y/a.avi": "a.avi"}
     assert output_names(["/v/s/a.mp4", "/v/t/u/a.mp4"]) == {"/v/s/a.mp4": "s-a.mp4",
                                                              "/v/t/u/a.mp4": "t-u-a.mp4"}
+    assert output_names(["x/A.mp4", "y/a.avi"]) == {"x/A.mp4": "A.mp4", "y/a.avi": "a.avi"}
+    assert output_names(["/x/a.mp4", "/y/a.mp4", "/z/x-a.mp4.avi"]) == {
+        "/x/a.mp4": "x-a.mp4-1", "/y/a.mp4": "y-a.mp4", "/z/x-a.mp4.avi": "x-a.mp4-2"}
 
 
 def test_videos_that_share_a_stem_get_files_of_their_own(trained_run, tiny_dataset, tmp_path):

@@ -105,4 +105,5 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["output_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]
+__all__ = ["output_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+           "temporary_sibling"]

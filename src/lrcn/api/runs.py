@@ -34,7 +34,7 @@ def _size(size: Size | None) -> tuple[int | None, int | None]:
     if size is None:
         return None, None
     pair = (size, size) if isinstance(size, numbers.Integral) else \
-        tuple(size) if isinstance(size, (tuple, list)) else ()
+        tuple(size) if hasattr(size, "__iter__") and not isinstance(size, str) else ()
     if len(pair) != 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
                                  and n >= 1 for n in pair):
         raise LrcnError(f"size must be a positive int or (width, height), not {size!r}",

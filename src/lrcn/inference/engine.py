@@ -67,7 +67,7 @@ class Backend(str, enum.Enum):
 def is_onnx_file(path: str | os.PathLike) -> bool:
     """Whether `path` names an exported ONNX model (else a checkpoint or a run folder): the one
     place that decides which kind of model file a path is."""
-    return str(path).endswith(".onnx")
+    return str(path).lower().endswith(".onnx")     # as export's onnx_target names them
 
 
 class Engine:

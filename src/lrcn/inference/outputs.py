@@ -25,16 +25,16 @@ T = TypeVar("T")
 
 
 def output_names(videos: Sequence[str | Path]) -> dict[str, str]:
-    """Each video's NAME in a batch's output folder, distinct wherever the videos are: its
-    stem; its file name where two share the stem; its path's parts joined by "-" where two
-    share the file name, from their nearest common folder (one video listed twice gets one
-    name). Named by stem alone, x/a.mp4
+    """Each video's NAME in a batch's output folder, distinct wherever the videos are (in any
+    case): its stem; its file name where two share the stem; its path's parts from the
+    nearest common folder, joined by "-", where two share the file name; a number where
+    names still clash (one video listed twice gets one name). Named by stem alone, x/a.mp4
     and y/a.avi wrote the same a.annotated.mp4, the second over the first."""
-    def clashing(names: dict[str, str]) -> set[str]:
-        seen: dict[str, int] = {}
+    def clashing(names: dict[str, str]) -> set[str]:     # in any case: A.mp4 is a.mp4 on
+        seen: dict[str, int] = {}                         # macOS's and Windows's disks
         for name in names.values():
-            seen[name] = seen.get(name, 0) + 1
-        return {video for video, name in names.items() if seen[name] > 1}
+            seen[name.casefold()] = seen.get(name.casefold(), 0) + 1
+        return {video for video, name in names.items() if seen[name.casefold()] > 1}
 
     names = {str(video): Path(video).stem for video in videos}
     for video in clashing(names):
@@ -42,9 +42,15 @@ def output_names(videos: Sequence[str | Path]) -> dict[str, str]:
     same_name = clashing(names)
     if same_name:
         where = {video: Path(os.path.abspath(video)) for video in same_name}
-        common = os.path.commonpath([path.parent for path in where.values()])
+        try:
+            common = Path(os.path.commonpath([path.parent for path in where.values()]))
+        except ValueError:                      # Windows: on different drives
+            common = None
         for video, path in where.items():
-            names[video] = "-".join(path.relative_to(common).parts)
+            parts = path.relative_to(common).parts if common else path.parts
+            names[video] = "-".join(part.strip("\\/:") for part in parts if part.strip("\\/:"))
+    for number, video in enumerate(sorted(clashing(names)), 1):   # what is left: numbered
+        names[video] = f"{names[video]}-{number}"
     return names
 
 
