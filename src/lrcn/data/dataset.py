@@ -231,10 +231,10 @@ def load_samples(data: str | os.PathLike, classes: Sequence[str] | None = None,
                  ) -> tuple[list[str], list[Sample], list[tuple[str, str]]]:
     """A folder per class or a `path,label` list -> (classes, samples, listed-but-missing)."""
     data = Path(data)
-    if data.is_file() and data.suffix.lower() in VIDEO_EXTENSIONS:   # read as a list, it
-        raise LrcnError("is a video: a data set is a folder of class folders of videos, or a "
-                        "path,label list", data, ErrorKind.SETTING)   # quoted its bytes
     if data.is_file():
+        if data.suffix.lower() in VIDEO_EXTENSIONS:     # read as a list, it quoted its bytes
+            raise LrcnError("is a video: a data set is a folder of class folders of videos, "
+                            "or a path,label list", data, ErrorKind.SETTING)
         return read_list(data, classes, min_classes)
     names, samples = discover(data, classes, min_classes)
     return names, samples, []
